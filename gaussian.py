@@ -1,0 +1,159 @@
+"""The ContinuousSR head: LR features → a lattice of 2D Gaussians (4 per LR pixel) → an image at any size.
+
+`encode` does everything that depends only on the image (encoder, colours, covariance weights, offsets);
+`render` does only what depends on the output size (centres and covariances in output pixels, rasterizing).
+The formulas are DESIGN §3; parameter names match the official checkpoints.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from models.mlp import MLP
+from models.registry import make, register
+from rasterizer import rasterize
+
+# Gaussians per LR pixel along each axis (PixelUnshuffle(2) of the x4 features).
+LATTICE_FACTOR = 2
+ENCODER_FEATURE_CHANNELS = 64
+ENCODER_FEATURE_SCALE = 4
+HEAD_CHANNELS = ENCODER_FEATURE_CHANNELS * LATTICE_FACTOR ** 2
+LEAKY_RELU_SLOPE = 0.01
+# Deep Gaussian Prior: Cholesky factors (l11, l21, l22) in LR pixels × DGP_UNIT, as in the paper's dictionary.
+DGP_L11 = (0.0, 0.41, 0.62, 0.98, 1.13, 1.29, 1.64, 1.85, 2.36)
+DGP_L21 = (-0.86, -0.36, -0.16, 0.19, 0.34, 0.49, 0.84, 1.04, 1.54)
+DGP_L22 = (0.0, 0.33, 0.53, 0.88, 1.03, 1.18, 1.53, 1.73, 2.23)
+DGP_UNIT = 4.0
+# Rows of Gaussians whose 730-way dictionary softmax is computed at once (bounds its memory).
+DICTIONARY_CHUNK_ROWS = 1 << 16
+
+
+def make_dgp_dictionary() -> torch.Tensor:
+    """The (730, 3) dictionary: the Cartesian product of the three value lists, then a row of zeros."""
+    rows = list(itertools.product(DGP_L11, DGP_L21, DGP_L22)) + [(0.0, 0.0, 0.0)]
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+@dataclass
+class GaussianField:
+    """Everything `render` needs, computed once per image. Each tensor is (B, 2h, 2w, ·).
+
+    colour: RGB per Gaussian (unclamped). cholesky: (l11, l21, l22) in LR pixels × 4. offset: drift of the
+    centre from its lattice anchor in LR pixels, in (−1, 1).
+    """
+
+    colour: torch.Tensor
+    cholesky: torch.Tensor
+    offset: torch.Tensor
+
+    @property
+    def lr_size(self) -> tuple[int, int]:
+        return self.colour.shape[1] // LATTICE_FACTOR, self.colour.shape[2] // LATTICE_FACTOR
+
+    def to(self, *args, **kwargs) -> "GaussianField":
+        return GaussianField(self.colour.to(*args, **kwargs), self.cholesky.to(*args, **kwargs),
+                             self.offset.to(*args, **kwargs))
+
+
+def parse_scale(scale: float | Sequence[float] | torch.Tensor) -> tuple[float, float]:
+    """(s_h, s_w) from a number, a pair, or the official tensor forms (scalar, (1,), (1, 2), rows of one scale)."""
+    if isinstance(scale, torch.Tensor):
+        values = scale.detach().double().cpu()
+        if values.ndim == 2 and values.shape[-1] in (1, 2):
+            if not torch.all(values == values[0]):
+                raise ValueError("every sample of a batch must share one scale")
+            values = values[0]
+        values = values.reshape(-1).tolist()
+    elif isinstance(scale, (int, float)):
+        values = [float(scale)]
+    else:
+        values = [float(v) for v in scale]
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise ValueError(f"a scale is one number or (s_h, s_w), got {len(values)} numbers")
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"scales must be finite and positive, got {values}")
+    return values[0], values[1]
+
+
+def output_size(lr_size: tuple[int, int], scale=None, size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Output (H, W): `size` as given, or round(h·s_h) x round(w·s_w) as the official code."""
+    if (scale is None) == (size is None):
+        raise ValueError("give exactly one of scale or size")
+    if size is not None:
+        height, width = (int(v) for v in size)
+    else:
+        s_h, s_w = parse_scale(scale)
+        height, width = round(lr_size[0] * s_h), round(lr_size[1] * s_w)
+    if height < 1 or width < 1:
+        raise ValueError(f"output size {height}x{width} is empty")
+    return height, width
+
+
+@register("continuous-gaussian")
+class ContinuousGaussian(nn.Module):
+    """Encoder + Gaussian head. `cnn_spec` and `fc_spec` are accepted, and unused, as in official checkpoints."""
+
+    def __init__(self, encoder_spec: dict, cnn_spec: dict | None = None, fc_spec: dict | None = None):
+        super().__init__()
+        self.encoder = make(encoder_spec)
+        channels = getattr(self.encoder, "out_dim", ENCODER_FEATURE_CHANNELS)
+        feature_scale = getattr(self.encoder, "feature_scale", ENCODER_FEATURE_SCALE)
+        if (channels, feature_scale) != (ENCODER_FEATURE_CHANNELS, ENCODER_FEATURE_SCALE):
+            raise ValueError(
+                f"encoder {encoder_spec.get('name')!r} gives {channels}-channel features at x{feature_scale}; the "
+                f"head needs {ENCODER_FEATURE_CHANNELS} channels at x{ENCODER_FEATURE_SCALE} (e.g. EDSR/RDN with "
+                "no_upsampling: false, scale: 4; SwinIR/HAT with upsampler: pixelshuffle, upscale: 4)")
+        self.ps = nn.PixelUnshuffle(LATTICE_FACTOR)
+        self.conv1 = nn.Conv2d(HEAD_CHANNELS, 512, 3, padding=1)
+        self.leaky_relu = nn.LeakyReLU(LEAKY_RELU_SLOPE)
+        self.mlp_vector = MLP(3, 512, [256, 512, 512, 512])
+        self.mlp = MLP(HEAD_CHANNELS, 3, [512, 1024, 256, 128, 64])
+        self.mlp_offset = MLP(HEAD_CHANNELS, 2, [512, 1024, 256, 128, 64])
+        self.register_buffer("gau_dict", make_dgp_dictionary(), persistent=False)
+
+    def encode(self, inp: torch.Tensor) -> GaussianField:
+        """LR image (B, 3, h, w) in [0, 1] → its Gaussian field; independent of the output size."""
+        if inp.ndim != 4:
+            raise ValueError(f"input must be (B, C, h, w), got {tuple(inp.shape)}")
+        feat = self.ps(self.encoder(inp))
+        expected = (LATTICE_FACTOR * inp.shape[-2], LATTICE_FACTOR * inp.shape[-1])
+        if tuple(feat.shape[-2:]) != expected:
+            raise RuntimeError(f"encoder features give a {tuple(feat.shape[-2:])} lattice, expected {expected}")
+        activated = self.leaky_relu(feat)
+        colour = self.mlp(feat.permute(0, 2, 3, 1))
+        offset = torch.tanh(self.mlp_offset(activated.permute(0, 2, 3, 1)))
+        queries = self.conv1(activated).permute(0, 2, 3, 1)
+        cholesky = self._mix_dictionary(queries)
+        return GaussianField(colour, cholesky, offset)
+
+    def _mix_dictionary(self, queries: torch.Tensor) -> torch.Tensor:
+        """L0 = Σ_k softmax_k(mlp_vector(D)_k · q) D_k for every Gaussian, in row chunks to bound memory."""
+        dictionary = self.gau_dict.to(queries.dtype)
+        keys = self.mlp_vector(dictionary)
+        flat = queries.reshape(-1, queries.shape[-1])
+        mixed = [torch.softmax(rows @ keys.T, dim=-1) @ dictionary for rows in flat.split(DICTIONARY_CHUNK_ROWS)]
+        return torch.cat(mixed).view(*queries.shape[:-1], dictionary.shape[-1])
+
+    def render(self, field: GaussianField, scale=None, size: tuple[int, int] | None = None,
+               backend: str = "auto") -> torch.Tensor:
+        """Rasterize a field at `scale` ((s_h, s_w), a number, or the official tensor) or at `size` (H, W)."""
+        h, w = field.lr_size
+        height, width = output_size((h, w), scale, size)
+        offset = field.offset
+        rows = torch.arange(LATTICE_FACTOR * h, device=offset.device, dtype=offset.dtype)
+        cols = torch.arange(LATTICE_FACTOR * w, device=offset.device, dtype=offset.dtype)
+        x = cols / w - 1 + 2 * offset[..., 0] / w - 1 / width
+        y = rows[:, None] / h - 1 + 2 * offset[..., 1] / h - 1 / height
+        factor = offset.new_tensor([width / w, height / h, height / h]) / DGP_UNIT
+        return rasterize(torch.stack((x, y), -1), field.cholesky * factor, field.colour, height, width, backend)
+
+    def forward(self, inp: torch.Tensor, scale) -> torch.Tensor:
+        """The official signature: `scale` is [[s_h, s_w]], (s,) or a scalar; returns the unclamped render."""
+        return self.render(self.encode(inp), scale=scale)

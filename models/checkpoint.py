@@ -1,0 +1,93 @@
+"""Checkpoints in the official format: `{'model': {'name', 'args', 'sd'}, ...}`, loaded as data, saved atomically.
+
+Training checkpoints add `optimizer`, `epoch` and `config` beside `model`.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+# How many missing/unexpected key names a mismatch error lists.
+KEYS_SHOWN = 5
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be read or does not fit its model; the message is one line for the user."""
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with `weights_only=True` (a checkpoint is data, never code) and check its shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first_line})") from None
+    model = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if not isinstance(model, dict) or not {"name", "sd"} <= model.keys():
+        raise CheckpointError(f"{path} is not a ContinuousSR checkpoint (expected {{'model': {{'name', 'args', "
+                              "'sd'}}}})")
+    return ckpt
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """`load_state_dict(strict=True)` with an error that names the first few mismatching keys and shapes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong_shape = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+                   for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        if keys:
+            more = f" (+{len(keys) - KEYS_SHOWN} more)" if len(keys) > KEYS_SHOWN else ""
+            problems.append(f"{len(keys)} {label}: {', '.join(keys[:KEYS_SHOWN])}{more}")
+    if problems:
+        raise CheckpointError(f"state dict does not match {type(model).__name__}: {'; '.join(problems)}")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def model_from_checkpoint(ckpt: str | os.PathLike | Mapping[str, Any],
+                          map_location: str | torch.device = "cpu") -> nn.Module:
+    """Build the model a checkpoint (or a path to one) describes and load its weights strictly."""
+    from .registry import UnknownModelError, make
+
+    if not isinstance(ckpt, Mapping):
+        ckpt = load_checkpoint(ckpt, map_location)
+    spec = ckpt["model"]
+    try:
+        return make(spec, load_sd=True)
+    except UnknownModelError as exc:
+        raise CheckpointError(f"checkpoint names an {exc}") from None
+    except TypeError as exc:
+        raise CheckpointError(f"checkpoint arguments do not fit model {spec['name']!r}: {exc}") from None
+
+
+def model_payload(spec: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
+    """The official `{'name', 'args', 'sd'}` entry for a model built from `spec`, weights on the CPU."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {"name": spec["name"], "args": dict(spec.get("args") or {}), "sd": state}
+
+
+def save_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write to a temporary file beside `path`, flush it to disk, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(ckpt), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

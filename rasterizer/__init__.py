@@ -1,0 +1,68 @@
+"""Rasterization of the head's Gaussian lattice: one `rasterize` entry point over swappable backends.
+
+Semantics (DESIGN §4): out(p) = Σ_g colour_g · α_g(p) with α = exp(−σ), drawn iff σ ≥ 0 and α ≥ 1/255 —
+a plain sum, no ordering, no background. Every backend computes exactly this sum at every scale.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .projection import ALPHA_MIN, SIGMA_MAX, ProjectedGaussians, project  # noqa: F401
+from .torch_backend import rasterize_torch
+
+Backend = Callable[[ProjectedGaussians, int, int], torch.Tensor]
+
+
+class BackendInfo:
+    """A registered backend: its function and whether it can run on a given device."""
+
+    def __init__(self, fn: Backend, supports: Callable[[torch.device], bool]):
+        self.fn, self.supports = fn, supports
+
+
+BACKENDS: dict[str, BackendInfo] = {}
+# `auto` tries these in order and takes the first that supports the tensors' device.
+AUTO_ORDER = ("triton", "torch")
+
+
+def register_backend(name: str, fn: Backend, supports: Callable[[torch.device], bool] = lambda device: True
+                     ) -> None:
+    """Make a backend selectable by name (and by `auto` if it is listed in AUTO_ORDER)."""
+    BACKENDS[name] = BackendInfo(fn, supports)
+
+
+register_backend("torch", rasterize_torch)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend name `rasterize` will use for `backend` on `device`; a clear error if it cannot."""
+    if backend == "auto":
+        for name in AUTO_ORDER:
+            if name in BACKENDS and BACKENDS[name].supports(device):
+                return name
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown rasterizer backend {backend!r} (available: auto, {', '.join(sorted(BACKENDS))})")
+    if not BACKENDS[backend].supports(device):
+        raise ValueError(f"rasterizer backend {backend!r} cannot run on {device}")
+    return backend
+
+
+def rasterize(xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Tensor, height: int, width: int,
+              backend: str = "auto") -> torch.Tensor:
+    """Render a Gaussian lattice to a (B, C, height, width) image.
+
+    xy: (B, Hg, Wg, 2) normalised centres (x first); cholesky: (B, Hg, Wg, 3) factors (l11, l21, l22) in output
+    pixels; colour: (B, Hg, Wg, C). Differentiable with respect to all three.
+    """
+    if xy.ndim != 4 or xy.shape[-1] != 2:
+        raise ValueError(f"xy must be (B, Hg, Wg, 2), got {tuple(xy.shape)}")
+    if cholesky.shape[:-1] != xy.shape[:-1] or cholesky.shape[-1] != 3:
+        raise ValueError(f"cholesky must be {tuple(xy.shape[:-1]) + (3,)}, got {tuple(cholesky.shape)}")
+    if colour.shape[:-1] != xy.shape[:-1]:
+        raise ValueError(f"colour must be {tuple(xy.shape[:-1])} + (C,), got {tuple(colour.shape)}")
+    if height <= 0 or width <= 0:
+        raise ValueError(f"output size must be positive, got {height}x{width}")
+    name = resolve_backend(backend, xy.device)
+    return BACKENDS[name].fn(project(xy, cholesky, colour, height, width), height, width)

@@ -1,0 +1,45 @@
+"""Shared test fixtures: Gaussian fields shaped like the head's output, built from the design's formulas."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gaussian import make_dgp_dictionary
+
+# A copy of ../shared/reference/official_state_dict_layout.json, so that a clone alone runs every test.
+REFERENCE_LAYOUT = Path(__file__).resolve().parent / "data" / "official_state_dict_layout.json"
+SHARED_LAYOUT = Path(__file__).resolve().parents[2] / "shared" / "reference" / REFERENCE_LAYOUT.name
+
+
+def lattice_field(batch: int, h: int, w: int, scale_h: float, scale_w: float, seed: int = 0,
+                  sharpness: float = 3.0, dtype: torch.dtype = torch.float32):
+    """(xy, cholesky, colour, H, W) for a random field on a 2h x 2w lattice rendered at (scale_h, scale_w).
+
+    Covariances are softmax mixtures of the DGP dictionary, as the head makes them; `sharpness` scales the
+    logits (higher → closer to single dictionary entries, i.e. more elongated Gaussians).
+    """
+    g = torch.Generator().manual_seed(seed)
+    height, width = round(h * scale_h), round(w * scale_w)
+    rows = torch.arange(2 * h, dtype=torch.float64).view(2 * h, 1)
+    cols = torch.arange(2 * w, dtype=torch.float64).view(1, 2 * w)
+    offset = torch.rand(batch, 2 * h, 2 * w, 2, generator=g, dtype=torch.float64) * 2 - 1
+    x = cols / w - 1 + 2 * offset[..., 0] / w - 1 / width
+    y = rows / h - 1 + 2 * offset[..., 1] / h - 1 / height
+    dictionary = make_dgp_dictionary().double()
+    logits = torch.randn(batch, 2 * h, 2 * w, dictionary.shape[0], generator=g, dtype=torch.float64) * sharpness
+    l0 = torch.softmax(logits, -1) @ dictionary
+    cholesky = l0 * torch.tensor([width / w, height / h, height / h], dtype=torch.float64) / 4
+    colour = torch.rand(batch, 2 * h, 2 * w, 3, generator=g, dtype=torch.float64)
+    return torch.stack((x, y), -1).to(dtype), cholesky.to(dtype), colour.to(dtype), height, width
+
+
+@pytest.fixture(scope="session")
+def reference_layout() -> dict:
+    return json.loads(REFERENCE_LAYOUT.read_text())
+
+
+def state_dict_layout(model: torch.nn.Module) -> dict[str, list[int]]:
+    return {k: list(v.shape) for k, v in model.state_dict().items()}

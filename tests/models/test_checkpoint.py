@@ -1,0 +1,92 @@
+"""Checkpoint I/O in the official format: round trip, weights-only loading, atomic saves, clear errors."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+import models
+from models.checkpoint import CheckpointError, load_state_dict_strict
+
+SPEC = {"name": "continuous-gaussian", "args": {
+    "encoder_spec": {"name": "edsr-baseline", "args": {"no_upsampling": False, "scale": 4, "n_resblocks": 1}},
+    "cnn_spec": None, "fc_spec": None}}
+
+
+def test_round_trip_gives_identical_outputs(tmp_path):
+    torch.manual_seed(1)
+    model = models.make(SPEC).eval()
+    path = tmp_path / "ckpt.pth"
+    models.save_checkpoint({"model": models.model_payload(SPEC, model)}, path)
+    loaded = models.model_from_checkpoint(path).eval()
+    inp = torch.rand(1, 3, 5, 6)
+    with torch.no_grad():
+        assert torch.equal(model(inp, torch.tensor([[2.5, 3.0]])), loaded(inp, torch.tensor([[2.5, 3.0]])))
+
+
+def test_official_layout_on_disk_loads(tmp_path):
+    """What the official code writes: torch.save({'model': {'name', 'args', 'sd'}}) with extra entries."""
+    model = models.make(SPEC)
+    path = tmp_path / "official.pth"
+    torch.save({"model": {**SPEC, "sd": model.state_dict()}, "epoch": 3}, path)
+    ckpt = models.load_checkpoint(path)
+    assert ckpt["epoch"] == 3
+    models.model_from_checkpoint(ckpt)
+
+
+def test_checkpoint_with_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"name": "mlp", "args": {}, "sd": {}}, "hook": argparse.Namespace(cmd="rm")}, path)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        models.load_checkpoint(path)
+
+
+def test_not_a_checkpoint(tmp_path):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        models.load_checkpoint(garbage)
+    plain = tmp_path / "plain.pth"
+    torch.save({"weights": torch.zeros(1)}, plain)
+    with pytest.raises(CheckpointError, match="not a ContinuousSR checkpoint"):
+        models.load_checkpoint(plain)
+    with pytest.raises(CheckpointError, match="not found"):
+        models.load_checkpoint(tmp_path / "missing.pth")
+
+
+def test_unknown_model_name(tmp_path):
+    path = tmp_path / "unknown.pth"
+    torch.save({"model": {"name": "liif", "args": {}, "sd": {}}}, path)
+    with pytest.raises(CheckpointError, match="unknown model 'liif'"):
+        models.model_from_checkpoint(path)
+
+
+def test_mismatching_keys_are_named():
+    model = models.make({"name": "mlp", "args": {"in_dim": 2, "out_dim": 2, "hidden_list": [3]}})
+    state = dict(model.state_dict())
+    state["extra.weight"] = state.pop("layers.0.weight")
+    state["layers.2.bias"] = torch.zeros(7)
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict_strict(model, state)
+    message = str(info.value)
+    assert "1 missing: layers.0.weight" in message
+    assert "1 unexpected: extra.weight" in message
+    assert "layers.2.bias (7,) vs (2,)" in message
+    assert "\n" not in message
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pth"
+    models.save_checkpoint({"model": {"name": "mlp", "args": {}, "sd": {}}, "epoch": 1}, path)
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(RuntimeError, match="disk full"):
+        models.save_checkpoint({"model": {"name": "mlp", "args": {}, "sd": {}}, "epoch": 2}, path)
+    monkeypatch.undo()
+    assert models.load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]

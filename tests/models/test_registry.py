@@ -1,0 +1,45 @@
+"""The model registry: names, spec handling and errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import models
+from models.edsr import EDSREncoder
+
+
+def test_every_design_name_is_registered():
+    for name in ("edsr-baseline", "edsr-large", "edsr", "rdn", "swinir", "hat", "mlp", "continuous-gaussian"):
+        assert name in models.models, name
+
+
+def test_edsr_is_an_alias_of_edsr_large():
+    a = models.make({"name": "edsr", "args": {"n_resblocks": 1}})
+    b = models.make({"name": "edsr-large", "args": {"n_resblocks": 1}})
+    assert isinstance(a, EDSREncoder) and a.out_dim == b.out_dim == 256
+    assert a.edsr.body[0].res_scale == 0.1
+
+
+def test_args_override_the_spec_without_changing_it():
+    spec = {"name": "mlp", "args": {"in_dim": 2, "out_dim": 3, "hidden_list": [4]}}
+    model = models.make(spec, args={"out_dim": 5})
+    assert model(torch.zeros(1, 2)).shape == (1, 5)
+    assert spec["args"]["out_dim"] == 3
+
+
+def test_spec_without_args_uses_defaults():
+    model = models.make({"name": "edsr-baseline"})
+    assert model.out_dim == 64 and model.feature_scale == 1
+
+
+def test_unknown_name_is_a_clear_error():
+    with pytest.raises(models.UnknownModelError, match="unknown model 'nope'"):
+        models.make({"name": "nope"})
+
+
+def test_mlp_is_xavier_initialised_with_zero_bias_and_gelu():
+    model = models.make({"name": "mlp", "args": {"in_dim": 8, "out_dim": 4, "hidden_list": [16]}})
+    assert isinstance(model.layers[1], torch.nn.GELU)
+    assert torch.all(model.layers[0].bias == 0)
+    bound = (6 / (8 + 16)) ** 0.5
+    assert model.layers[0].weight.abs().max() <= bound

@@ -1,0 +1,177 @@
+"""The Gaussian head (DESIGN §3, §5): dictionary, formulas, scales, batches, encode/render split."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import models
+from gaussian import (GaussianField, LATTICE_FACTOR, make_dgp_dictionary, output_size, parse_scale)
+from rasterizer.brute_force import rasterize_brute_force
+from conftest import state_dict_layout
+
+TINY_EDSR = {"name": "edsr-baseline", "args": {"no_upsampling": False, "scale": 4, "n_resblocks": 1,
+                                               "n_feats": 64}}
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return models.make({"name": "continuous-gaussian", "args": {"encoder_spec": TINY_EDSR}}).eval()
+
+
+def test_dictionary_is_the_cartesian_product_then_zeros():
+    d = make_dgp_dictionary()
+    assert d.shape == (730, 3)
+    assert d[0].tolist() == pytest.approx([0.0, -0.86, 0.0])
+    assert d[1].tolist() == pytest.approx([0.0, -0.86, 0.33])  # l22 varies fastest
+    assert d[9].tolist() == pytest.approx([0.0, -0.36, 0.0])
+    assert d[81].tolist() == pytest.approx([0.41, -0.86, 0.0])
+    assert d[728].tolist() == pytest.approx([2.36, 1.54, 2.23])
+    assert d[729].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_dictionary_is_not_in_the_state_dict(tiny_model):
+    assert "gau_dict" not in tiny_model.state_dict()
+    assert tiny_model.gau_dict.shape == (730, 3)
+
+
+@pytest.mark.parametrize("scale,expected", [(4, (4.0, 4.0)), (2.5, (2.5, 2.5)), ((3, 2), (3.0, 2.0)),
+                                            (torch.tensor([[3.5, 1.5]]), (3.5, 1.5)),
+                                            (torch.tensor([4.0]), (4.0, 4.0)), (torch.tensor(2.0), (2.0, 2.0)),
+                                            (torch.tensor([[2.0, 3.0], [2.0, 3.0]]), (2.0, 3.0))])
+def test_parse_scale_accepts_the_official_forms(scale, expected):
+    assert parse_scale(scale) == expected
+
+
+@pytest.mark.parametrize("bad", [0, -2, float("nan"), float("inf"), (1, 2, 3), torch.tensor([[2.0], [3.0]])])
+def test_parse_scale_rejects_bad_scales(bad):
+    with pytest.raises(ValueError):
+        parse_scale(bad)
+
+
+def test_output_size_rounds_like_the_official_code():
+    assert output_size((10, 7), scale=(3.5, 2.25)) == (35, 16)
+    assert output_size((10, 7), size=(21, 9)) == (21, 9)
+    with pytest.raises(ValueError):
+        output_size((10, 7), scale=2, size=(1, 1))
+
+
+def test_encode_shapes_and_ranges(tiny_model):
+    with torch.no_grad():
+        field = tiny_model.encode(torch.rand(2, 3, 5, 6))
+    assert field.lr_size == (5, 6)
+    for tensor, channels in ((field.colour, 3), (field.cholesky, 3), (field.offset, 2)):
+        assert tensor.shape == (2, 10, 12, channels)
+    assert field.offset.abs().max() < 1
+    d = make_dgp_dictionary()
+    # A convex combination of dictionary rows stays inside their bounding box.
+    assert (field.cholesky >= d.min(0).values - 1e-6).all() and (field.cholesky <= d.max(0).values + 1e-6).all()
+
+
+def test_encode_follows_the_design_formulas(tiny_model):
+    """Recompute colour, covariance and offset of one Gaussian from the features by the written formulas."""
+    inp = torch.rand(1, 3, 4, 5)
+    with torch.no_grad():
+        field = tiny_model.encode(inp)
+        feat = torch.nn.functional.pixel_unshuffle(tiny_model.encoder(inp), 2)
+        r, c = 3, 7
+        f = feat[0, :, r, c]
+        q = tiny_model.conv1(torch.nn.functional.leaky_relu(feat, 0.01))[0, :, r, c]
+        d = make_dgp_dictionary()
+        w = torch.softmax(tiny_model.mlp_vector(d) @ q, 0)
+        assert torch.allclose(field.colour[0, r, c], tiny_model.mlp(f), atol=1e-5)
+        assert torch.allclose(field.cholesky[0, r, c], w @ d, atol=1e-5)
+        off = torch.tanh(tiny_model.mlp_offset(torch.nn.functional.leaky_relu(f, 0.01)))
+        assert torch.allclose(field.offset[0, r, c], off, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [(4.0, 4.0), (1.5, 1.5), (3.3, 2.2)])
+def test_render_follows_the_design_formulas(tiny_model, scale):
+    """Centres and covariances in output pixels, checked through a float64 brute-force render."""
+    with torch.no_grad():
+        field = tiny_model.encode(torch.rand(1, 3, 4, 5))
+        out = tiny_model.render(field, scale=scale)
+    h, w = 4, 5
+    H, W = out.shape[-2:]
+    s_h, s_w = H / h, W / w
+    r = torch.arange(2 * h).view(-1, 1).double()
+    c = torch.arange(2 * w).view(1, -1).double()
+    off = field.offset.double()
+    x = c / w - 1 + 2 * off[..., 0] / w - 1 / W
+    y = r / h - 1 + 2 * off[..., 1] / h - 1 / H
+    l0 = field.cholesky.double()
+    chol = torch.stack((s_w * l0[..., 0] / 4, s_h * l0[..., 1] / 4, s_h * l0[..., 2] / 4), -1)
+    ref = rasterize_brute_force(torch.stack((x, y), -1), chol, field.colour, H, W)
+    assert ((out.double() - ref).abs().max() / ref.abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("scale,size", [(torch.tensor([[4.0, 4.0]]), (20, 24)), (torch.tensor([2.5]), (12, 15)),
+                                        (torch.tensor([[1.8, 3.25]]), (9, 20))])
+def test_forward_sizes_for_integer_non_integer_and_anisotropic_scales(tiny_model, scale, size):
+    with torch.no_grad():
+        out = tiny_model(torch.rand(1, 3, 5, 6), scale)
+    assert out.shape == (1, 3) + size
+
+
+def test_encode_once_then_render_equals_forward(tiny_model):
+    inp = torch.rand(2, 3, 5, 4)
+    with torch.no_grad():
+        field = tiny_model.encode(inp)
+        for scale in (2.0, 3.7, (4.0, 2.5)):
+            expected = tiny_model(inp, torch.tensor([parse_scale(scale)], dtype=torch.float64))
+            assert torch.equal(tiny_model.render(field, scale=scale), expected)
+
+
+def test_batch_samples_are_independent(tiny_model):
+    inp = torch.rand(3, 3, 5, 6)
+    with torch.no_grad():
+        batched = tiny_model(inp, torch.tensor([[3.0, 2.5]]))
+        for i in range(3):
+            alone = tiny_model(inp[i:i + 1], torch.tensor([[3.0, 2.5]]))
+            assert torch.allclose(batched[i:i + 1], alone, atol=1e-5)
+
+
+def test_render_at_size_matches_the_equivalent_scale(tiny_model):
+    with torch.no_grad():
+        field = tiny_model.encode(torch.rand(1, 3, 5, 6))
+        assert torch.equal(tiny_model.render(field, size=(15, 24)), tiny_model.render(field, scale=(3, 4)))
+
+
+def test_training_step_reaches_every_head_parameter(tiny_model):
+    model = models.make({"name": "continuous-gaussian", "args": {"encoder_spec": TINY_EDSR}})
+    out = model(torch.rand(2, 3, 4, 4), torch.tensor([[2.5, 2.5]]))
+    (out - torch.rand_like(out)).abs().mean().backward()
+    for name in ("conv1.weight", "mlp.layers.0.weight", "mlp_offset.layers.0.weight",
+                 "mlp_vector.layers.0.weight", "encoder.edsr.head.0.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_field_to_dtype(tiny_model):
+    with torch.no_grad():
+        field = tiny_model.encode(torch.rand(1, 3, 3, 3)).to(torch.float64)
+    assert isinstance(field, GaussianField) and field.colour.dtype == torch.float64
+    assert field.lr_size == (3, 3) and LATTICE_FACTOR == 2
+
+
+def test_encoder_without_x4_features_is_rejected():
+    with pytest.raises(ValueError, match="64 channels at x4"):
+        models.make({"name": "continuous-gaussian", "args": {"encoder_spec": {"name": "edsr-baseline"}}})
+
+
+def test_official_hat_srx4_layout(reference_layout):
+    entry = reference_layout["continuous-gaussian_hat-srx4"]
+    model = models.make(entry["spec"])
+    assert state_dict_layout(model) == entry["state_dict"]
+    assert sum(p.numel() for p in model.parameters()) == entry["num_params"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(tiny_model):
+    inp = torch.rand(1, 3, 5, 6)
+    with torch.no_grad():
+        cpu = tiny_model(inp, torch.tensor([[3.0, 3.0]]))
+        gpu = tiny_model.to("cuda")(inp.cuda(), torch.tensor([[3.0, 3.0]]))
+    tiny_model.to("cpu")
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)
