@@ -16,9 +16,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   echo "bootstrap: installing $TORCH_SPEC"
   .venv/bin/python -m pip install -q "$TORCH_SPEC"
 fi
-if ! .venv/bin/python -m pip install -q --dry-run -r "$requirements" 2>/dev/null | grep -q "Would install"; then
-  echo "bootstrap: requirements already satisfied"
-else
-  echo "bootstrap: installing $requirements"
-  .venv/bin/python -m pip install -q -r "$requirements"
-fi
+echo "bootstrap: checking $requirements"
+.venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
