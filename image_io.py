@@ -1,0 +1,100 @@
+"""Reading and writing images: any common format and mode in, float tensors in [0, 1] out, atomic writes.
+
+Grayscale is replicated to RGB, palette images are expanded, 16-bit and 32-bit integer images are scaled by
+their full range, and an alpha channel is returned separately when asked for (RGB is taken as stored).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MAX_8BIT = 255.0
+MAX_16BIT = 65535.0
+# PIL refuses images above this many pixels as a "decompression bomb"; super-resolution inputs can be large.
+MAX_INPUT_PIXELS = 1 << 30
+Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS
+
+
+class ImageError(Exception):
+    """An image that cannot be read or written; the message is one line naming the file."""
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _integer_plane(image: Image.Image) -> np.ndarray:
+    """A single-channel high-bit-depth image scaled to [0, 1] by its type's range."""
+    array = np.asarray(image)
+    if image.mode == "F":
+        return np.clip(array.astype(np.float32), 0.0, 1.0)
+    scale = MAX_16BIT if image.mode.startswith("I;16") or array.max(initial=0) <= MAX_16BIT else 2.0 ** 32 - 1
+    return np.clip(array.astype(np.float64) / scale, 0.0, 1.0).astype(np.float32)
+
+
+def read_image_with_alpha(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(rgb (3, H, W), alpha (1, H, W) or None), float32 in [0, 1]."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"no such file: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode == "P" and "transparency" in image.info:
+                image = image.convert("RGBA")
+            if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                plane = _integer_plane(image)
+                return torch.from_numpy(np.repeat(plane[None], 3, 0).copy()), None
+            has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La")
+            array = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / MAX_8BIT
+    except UnidentifiedImageError:
+        raise ImageError(f"not an image (or an unsupported format): {path}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot read {path}: {exc}") from None
+    tensor = torch.from_numpy(array.transpose(2, 0, 1).copy())
+    if has_alpha:
+        return tensor[:3], tensor[3:]
+    return tensor, None
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """RGB (3, H, W) float32 in [0, 1]; any alpha channel is dropped."""
+    return read_image_with_alpha(path)[0]
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(C, H, W) float in [0, 1] (clamped) → (H, W, C) uint8, rounded to nearest."""
+    array = image.detach().float().clamp(0, 1).mul(MAX_8BIT).round().to(torch.uint8).cpu().numpy()
+    return array.transpose(1, 2, 0)
+
+
+def write_image(path: str | os.PathLike, rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> None:
+    """Write (3, H, W) [+ (1, H, W) alpha] as 8-bit, format from the suffix, via a temporary file and rename."""
+    path = Path(path)
+    if not is_image_file(path):
+        raise ImageError(f"unsupported output format {path.suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})")
+    channels = torch.cat((rgb, alpha)) if alpha is not None else rgb
+    image = Image.fromarray(to_uint8(channels), "RGBA" if alpha is not None else "RGB")
+    if alpha is not None and path.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
+        image = image.convert("RGB")  # formats without alpha: keep the colour
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise ImageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format=Image.registered_extensions()[path.suffix.lower()])
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ImageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

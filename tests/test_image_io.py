@@ -1,0 +1,88 @@
+"""Image reading (modes, bit depths, broken files) and atomic writing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from image_io import ImageError, read_image, read_image_with_alpha, write_image
+
+
+def test_rgb_round_trip_is_exact_for_8bit_values(tmp_path):
+    array = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    Image.fromarray(array).save(tmp_path / "a.png")
+    image = read_image(tmp_path / "a.png")
+    assert image.shape == (3, 7, 9) and image.dtype == torch.float32
+    assert torch.equal((image * 255).round().to(torch.uint8), torch.from_numpy(array).permute(2, 0, 1))
+    write_image(tmp_path / "b.png", image)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), array)
+
+
+def test_grayscale_is_replicated(tmp_path):
+    Image.fromarray(np.full((4, 5), 51, np.uint8), "L").save(tmp_path / "g.png")
+    image = read_image(tmp_path / "g.png")
+    assert image.shape == (3, 4, 5) and torch.allclose(image, torch.full_like(image, 0.2))
+
+
+def test_16bit_grayscale_uses_the_full_range(tmp_path):
+    array = np.array([[0, 65535], [32768, 257]], np.uint16)
+    Image.fromarray(array).save(tmp_path / "g16.png")
+    image = read_image(tmp_path / "g16.png")
+    assert torch.allclose(image[0], torch.from_numpy(array / 65535.0).float())
+
+
+def test_alpha_is_separate(tmp_path):
+    array = np.zeros((3, 4, 4), np.uint8)
+    array[..., 0] = 255
+    array[..., 3] = 128
+    Image.fromarray(array, "RGBA").save(tmp_path / "a.png")
+    rgb, alpha = read_image_with_alpha(tmp_path / "a.png")
+    assert rgb.shape == (3, 3, 4) and torch.all(rgb[0] == 1) and torch.all(rgb[1:] == 0)
+    assert torch.allclose(alpha, torch.full((1, 3, 4), 128 / 255))
+    assert read_image(tmp_path / "a.png").shape == (3, 3, 4)
+
+
+def test_palette_with_transparency(tmp_path):
+    image = Image.new("P", (3, 2))
+    image.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    image.info["transparency"] = 1
+    image.putpixel((0, 0), 1)
+    image.save(tmp_path / "p.png", transparency=1)
+    rgb, alpha = read_image_with_alpha(tmp_path / "p.png")
+    assert alpha is not None and alpha[0, 0, 0] == 0 and alpha[0, 1, 1] == 1
+    assert rgb[0, 1, 1] == 1
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif", ".webp"])
+def test_every_format_reads_back(tmp_path, suffix):
+    image = torch.rand(3, 16, 16)
+    write_image(tmp_path / f"x{suffix}", image)
+    assert read_image(tmp_path / f"x{suffix}").shape == (3, 16, 16)
+
+
+def test_broken_inputs_are_clear_errors(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        read_image(tmp_path / "missing.png")
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(ImageError, match="not an image"):
+        read_image(tmp_path / "text.png")
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "f.png")
+    data = (tmp_path / "f.png").read_bytes()
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="cannot read"):
+        read_image(tmp_path / "t.png")
+
+
+def test_write_failures_leave_no_file(tmp_path, monkeypatch):
+    with pytest.raises(ImageError, match="unsupported output format"):
+        write_image(tmp_path / "x.xyz", torch.rand(3, 2, 2))
+
+    def failing_save(self, fp, format=None, **params):
+        fp.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    with pytest.raises(ImageError, match="No space left"):
+        write_image(tmp_path / "out.png", torch.rand(3, 2, 2))
+    assert list(tmp_path.iterdir()) == []
