@@ -16,31 +16,39 @@ Backend = Callable[[ProjectedGaussians, int, int], torch.Tensor]
 
 
 class BackendInfo:
-    """A registered backend: its function and whether it can run on a given device."""
+    """A registered backend: its function, the devices it can run on, and those `auto` may pick it for."""
 
-    def __init__(self, fn: Backend, supports: Callable[[torch.device], bool]):
-        self.fn, self.supports = fn, supports
+    def __init__(self, fn: Backend, supports: Callable[[torch.device], bool], auto_device_types: tuple[str, ...]):
+        self.fn, self.supports, self.auto_device_types = fn, supports, auto_device_types
 
 
 BACKENDS: dict[str, BackendInfo] = {}
-# `auto` tries these in order and takes the first that supports the tensors' device.
+# `auto` tries these in order and takes the first registered for the tensors' device type.
 AUTO_ORDER = ("triton", "torch")
 
 
-def register_backend(name: str, fn: Backend, supports: Callable[[torch.device], bool] = lambda device: True
-                     ) -> None:
-    """Make a backend selectable by name (and by `auto` if it is listed in AUTO_ORDER)."""
-    BACKENDS[name] = BackendInfo(fn, supports)
+def register_backend(name: str, fn: Backend, supports: Callable[[torch.device], bool] = lambda device: True,
+                     auto_device_types: tuple[str, ...] = ("cpu", "cuda", "mps", "xpu")) -> None:
+    """Make a backend selectable by name, and by `auto` (if listed in AUTO_ORDER) on `auto_device_types`."""
+    BACKENDS[name] = BackendInfo(fn, supports, auto_device_types)
 
 
 register_backend("torch", rasterize_torch)
+try:  # Triton is optional: present on CUDA machines, absent on plain CPU installs.
+    from .triton_backend import rasterize_triton, supports as _triton_supports
+except ImportError:
+    pass
+else:
+    # On the CPU it runs only under TRITON_INTERPRET=1 (for tests): never an `auto` choice there.
+    register_backend("triton", rasterize_triton, _triton_supports, auto_device_types=("cuda",))
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
     """The backend name `rasterize` will use for `backend` on `device`; a clear error if it cannot."""
     if backend == "auto":
         for name in AUTO_ORDER:
-            if name in BACKENDS and BACKENDS[name].supports(device):
+            info = BACKENDS.get(name)
+            if info is not None and device.type in info.auto_device_types and info.supports(device):
                 return name
     if backend not in BACKENDS:
         raise ValueError(f"unknown rasterizer backend {backend!r} (available: auto, {', '.join(sorted(BACKENDS))})")
