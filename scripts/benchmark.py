@@ -1,8 +1,12 @@
-"""Rasterizer benchmark: backends × cases, forward and forward+backward, median of repeated runs after warm-up.
+"""Benchmarks: the rasterizer (backends × cases) and the model (encode, per-scale render, a 40-scale sweep).
 
-Prints a table and writes JSON (device, date, figures) under benchmarks/. On CUDA, times with CUDA events and
-reports peak allocated memory; on the CPU, wall-clock time and the peak resident-memory increase.
-Fields are shaped like the head's: dictionary-mixture covariances, offsets in (−1, 1) LR pixels.
+    python scripts/benchmark.py raster [--backends torch,triton] [--backward] [--cases ...]
+    python scripts/benchmark.py model  [--encoders edsr-baseline,hat-srx4] [--lr 192x256]
+
+Each figure is the median of repeated runs after warm-up: CUDA events on a GPU, wall clock on the CPU, with
+peak memory (allocated on CUDA, resident-set increase on the CPU). Prints a table and writes JSON (device,
+date, figures) under benchmarks/. Fields for the raster cases are shaped like the head's (dictionary-mixture
+covariances, offsets in (−1, 1) LR pixels).
 """
 from __future__ import annotations
 
@@ -14,57 +18,46 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import models  # noqa: E402
 import rasterizer  # noqa: E402
 from gaussian import DGP_UNIT, make_dgp_dictionary  # noqa: E402
 
-# (name, LR height, LR width, output height, output width)
-CASES = {
-    "cpu-256sq-x4": (256, 256, 1024, 1024),
-    "official-2040x1356": (339, 510, 1356, 2040),
-    "official-2048sq": (256, 256, 2048, 2048),
-    "train-48sq-x4-b16": (48, 48, 192, 192),
+# name → (LR height, LR width, output height, output width, batch)
+RASTER_CASES = {
+    "256sq-to-1024sq": (256, 256, 1024, 1024, 1),
+    "691560g-to-2040x1356": (339, 510, 1356, 2040, 1),
+    "262144g-to-2048sq": (256, 256, 2048, 2048, 1),
+    "train-b16-48sq-to-192sq": (48, 48, 192, 192, 16),
 }
-DEFAULT_CASES = {"cpu": ["cpu-256sq-x4"], "cuda": list(CASES)}
-TRAIN_BATCH = 16
+DEFAULT_RASTER_CASES = {"cpu": ["256sq-to-1024sq"], "cuda": list(RASTER_CASES)}
+ENCODERS = {
+    "edsr-baseline": {"name": "edsr-baseline", "args": {"no_upsampling": False, "scale": 4}},
+    "hat-srx4": {"name": "hat", "args": {
+        "upscale": 4, "in_chans": 3, "img_size": 64, "window_size": 16, "compress_ratio": 3, "squeeze_factor": 30,
+        "conv_scale": 0.01, "overlap_ratio": 0.5, "img_range": 1.0, "depths": [6] * 6, "embed_dim": 180,
+        "num_heads": [6] * 6, "mlp_ratio": 2, "upsampler": "pixelshuffle", "resi_connection": "1conv"}},
+}
+DEFAULT_MODEL_LR = {"cpu": (48, 64), "cuda": (192, 256)}
+SWEEP_SCALES = [4 + 8 * k / 39 for k in range(40)]  # 40 scales, x4 to x12
 
 
 def make_field(lr_h: int, lr_w: int, height: int, width: int, batch: int, device: torch.device, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     hg, wg = 2 * lr_h, 2 * lr_w
     offset = torch.rand(batch, hg, wg, 2, generator=g) * 2 - 1
-    cols = torch.arange(wg).view(1, -1)
-    rows = torch.arange(hg).view(-1, 1)
-    x = cols / lr_w - 1 + 2 * offset[..., 0] / lr_w - 1 / width
-    y = rows / lr_h - 1 + 2 * offset[..., 1] / lr_h - 1 / height
-    weights = torch.softmax(torch.randn(batch, hg, wg, 730, generator=g) * 3, -1)
-    l0 = weights @ make_dgp_dictionary()
-    chol = l0 * torch.tensor([width / lr_w, height / lr_h, height / lr_h]) / DGP_UNIT
+    x = torch.arange(wg).view(1, -1) / lr_w - 1 + 2 * offset[..., 0] / lr_w - 1 / width
+    y = torch.arange(hg).view(-1, 1) / lr_h - 1 + 2 * offset[..., 1] / lr_h - 1 / height
+    dictionary = make_dgp_dictionary()
+    logits = torch.randn(batch * hg * wg, dictionary.shape[0], generator=g) * 3
+    l0 = torch.cat([torch.softmax(rows, -1) @ dictionary for rows in logits.split(1 << 16)])
+    chol = l0.view(batch, hg, wg, 3) * torch.tensor([width / lr_w, height / lr_h, height / lr_h]) / DGP_UNIT
     colour = torch.rand(batch, hg, wg, 3, generator=g)
     return [t.to(device) for t in (torch.stack((x, y), -1), chol, colour)]
-
-
-def time_runs(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
-    """Milliseconds per run."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            stop.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(stop))
-        else:
-            start_s = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start_s) * 1e3)
-    return times
 
 
 def _status_mib(field: str) -> float:
@@ -74,68 +67,118 @@ def _status_mib(field: str) -> float:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def reset_peak_rss() -> float:
-    """Reset the kernel's resident-memory high-water mark (Linux) and return the current RSS in MiB."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return _status_mib("VmRSS")
+def measure(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> dict[str, float]:
+    """Median and min milliseconds per run, and peak memory above the level before the runs (MiB)."""
+    for _ in range(warmup):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the resident-memory high-water mark (Linux)
+        base = _status_mib("VmRSS")
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            stop.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(stop))
+        else:
+            start_s = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start_s) * 1e3)
+    peak = ((torch.cuda.max_memory_allocated(device) - base) / 2 ** 20 if device.type == "cuda"
+            else _status_mib("VmHWM") - base)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "repeats": repeats, "peak_mib": peak}
 
 
-def peak_rss_mib() -> float:
-    return _status_mib("VmHWM")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--backends", default="torch", help="comma-separated rasterizer backends")
-    parser.add_argument("--cases", default=None, help=f"comma-separated, from: {', '.join(CASES)}")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs (default: 5 on CPU, 20 on CUDA)")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--backward", action="store_true", help="also time forward+backward")
-    parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/raster-<device>-<date>.json)")
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    repeats = args.repeats or (20 if device.type == "cuda" else 5)
-    cases = args.cases.split(",") if args.cases else DEFAULT_CASES[device.type]
-    unknown = [c for c in cases if c not in CASES]
+def bench_raster(args, device: torch.device) -> list[dict]:
+    cases = args.cases.split(",") if args.cases else DEFAULT_RASTER_CASES[device.type]
+    unknown = [c for c in cases if c not in RASTER_CASES]
     if unknown:
-        parser.error(f"unknown case(s) {', '.join(unknown)}")
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads")
+        raise SystemExit(f"benchmark: unknown case(s) {', '.join(unknown)} (known: {', '.join(RASTER_CASES)})")
     results = []
     for case in cases:
-        lr_h, lr_w, height, width = CASES[case]
-        batch = TRAIN_BATCH if case.startswith("train") else 1
+        lr_h, lr_w, height, width, batch = RASTER_CASES[case]
         xy, chol, colour = make_field(lr_h, lr_w, height, width, batch, device)
         for backend in args.backends.split(","):
-            modes = ["forward"] + (["forward+backward"] if args.backward else [])
-            for mode in modes:
+            for mode in ["forward"] + (["forward+backward"] if args.backward else []):
                 def run():
                     if mode == "forward":
                         with torch.no_grad():
-                            rasterizer.rasterize(xy, chol, colour, height, width, backend)
-                    else:
-                        inputs = [t.clone().requires_grad_(True) for t in (xy, chol, colour)]
-                        rasterizer.rasterize(*inputs, height, width, backend).sum().backward()
+                            return rasterizer.rasterize(xy, chol, colour, height, width, backend)
+                    inputs = [t.clone().requires_grad_(True) for t in (xy, chol, colour)]
+                    rasterizer.rasterize(*inputs, height, width, backend).sum().backward()
 
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                    base = torch.cuda.memory_allocated(device)
-                rss_before = reset_peak_rss() if device.type == "cpu" else 0.0
-                times = time_runs(run, device, args.warmup, repeats)
-                peak = ((torch.cuda.max_memory_allocated(device) - base) / 2 ** 20 if device.type == "cuda"
-                        else peak_rss_mib() - rss_before)
-                results.append({"case": case, "backend": backend, "mode": mode, "gaussians": xy[..., 0].numel(),
-                                "output": [batch, height, width], "median_ms": statistics.median(times),
-                                "min_ms": min(times), "repeats": repeats, "peak_mib": peak})
-                r = results[-1]
-                print(f"{case:22s} {backend:8s} {mode:17s} {r['gaussians']:>9d} G → {batch}x{height}x{width}: "
-                      f"median {r['median_ms']:9.2f} ms  (min {r['min_ms']:.2f})  peak +{peak:.0f} MiB", flush=True)
+                r = {"case": case, "backend": backend, "mode": mode, "gaussians": xy[..., 0].numel(),
+                     "output": [batch, height, width], **measure(run, device, args.warmup, args.repeats)}
+                results.append(r)
+                print(f"{case:24s} {backend:7s} {mode:16s} {r['gaussians']:>9d} G → {batch}x{height}x{width}: "
+                      f"median {r['median_ms']:9.3f} ms (min {r['min_ms']:.3f})  peak +{r['peak_mib']:.0f} MiB",
+                      flush=True)
+    return results
+
+
+def bench_model(args, device: torch.device) -> list[dict]:
+    lr_h, lr_w = (int(v) for v in args.lr.split("x")) if args.lr else DEFAULT_MODEL_LR[device.type]
+    results = []
+    for name in args.encoders.split(","):
+        if name not in ENCODERS:
+            raise SystemExit(f"benchmark: unknown encoder {name!r} (known: {', '.join(ENCODERS)})")
+        torch.manual_seed(0)
+        spec = {"name": "continuous-gaussian", "args": {"encoder_spec": ENCODERS[name]}}
+        model = models.make(spec).to(device).eval()
+        inp = torch.rand(1, 3, lr_h, lr_w, device=device)
+        with torch.no_grad():
+            field = model.encode(inp)
+            steps = {
+                "encode": lambda: model.encode(inp),
+                "render x4": lambda: model.render(field, scale=4, backend=args.backend),
+                "forward x4 (encode + render)": lambda: model(inp, torch.tensor([[4.0, 4.0]])),
+                "40-scale sweep x4..x12 (1 encode + 40 renders)": lambda: [
+                    model.render(model.encode(inp) if k == 0 else field, scale=s, backend=args.backend)
+                    for k, s in enumerate(SWEEP_SCALES)],
+            }
+            for step, fn in steps.items():
+                repeats = max(1, args.repeats // 4) if "sweep" in step else args.repeats
+                r = {"encoder": name, "lr": [lr_h, lr_w], "step": step, "backend": args.backend,
+                     **measure(fn, device, args.warmup, repeats)}
+                results.append(r)
+                print(f"{name:14s} LR {lr_h}x{lr_w}  {step:48s} median {r['median_ms']:10.2f} ms "
+                      f"(min {r['min_ms']:.2f})  peak +{r['peak_mib']:.0f} MiB", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("raster", "model"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backends", default="torch", help="raster: comma-separated rasterizer backends")
+    parser.add_argument("--backward", action="store_true", help="raster: also time forward+backward")
+    parser.add_argument("--cases", default=None, help=f"raster: comma-separated, from {', '.join(RASTER_CASES)}")
+    parser.add_argument("--encoders", default="edsr-baseline", help=f"model: from {', '.join(ENCODERS)}")
+    parser.add_argument("--lr", default=None, help="model: LR size HxW (default 192x256 on CUDA, 48x64 on CPU)")
+    parser.add_argument("--backend", default="auto", help="model: rasterizer backend")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs (default: 5 on CPU, 20 on CUDA)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/<what>-<device>-<date>.json)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("benchmark: --device cuda but CUDA is not available")
+    args.repeats = args.repeats or (20 if device.type == "cuda" else 5)
+    results = (bench_raster if args.what == "raster" else bench_model)(args, device)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
+        f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
     date = datetime.date.today().isoformat()
-    out = Path(args.out) if args.out else Path("benchmarks") / f"raster-{device.type}-{date}.json"
+    out = Path(args.out) if args.out else Path("benchmarks") / f"{args.what}-{device.type}-{date}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"device": device_name, "date": date, "torch": torch.__version__,
-                               "results": results}, indent=2) + "\n")
+                               "command": " ".join(sys.argv), "results": results}, indent=2) + "\n")
     print(f"wrote {out}")
 
 
