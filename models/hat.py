@@ -14,13 +14,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .registry import register
-from .window_blocks import (DropPath, Mlp, PatchEmbed, PatchUnEmbed, Upsample, pad_to_multiple,
-                            relative_position_index, shifted_window_mask, window_partition, window_reverse)
+from .window_blocks import (INIT_STD, UPSAMPLERS, DropPath, Mlp, PatchEmbed, PatchUnEmbed, WindowAttention,
+                            WindowSREncoder, biased_attention, gather_bias,
+                            init_transformer_weights, relative_position_index, shifted_window_mask,
+                            window_partition, window_reverse)
 
-RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K training-set mean, subtracted from RGB inputs
-UPSAMPLER_FEATURES = 64  # `num_feat` of the original pixel-shuffle upsampler
-INIT_STD = 0.02  # std of the truncated-normal init of Linear weights and bias tables
-UPSAMPLERS = ("pixelshuffle", "")
 RESI_CONNECTIONS = ("1conv", "identity")
 
 NormLayer = Callable[[int], nn.Module]
@@ -39,25 +37,6 @@ def overlapping_relative_position_index(window_size: int, overlap_win_size: int)
     rel = (grid(overlap_win_size)[:, None, :] - grid(window_size)[:, :, None]).permute(1, 2, 0)
     rel = rel + (window_size - overlap_win_size + 1)
     return rel[..., 0] * (window_size + overlap_win_size - 1) + rel[..., 1]
-
-
-def gather_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """(heads, Nq, Nk) relative position bias: rows of a (entries, heads) table picked by an (Nq, Nk) index."""
-    return table[index.flatten()].view(*index.shape, -1).permute(2, 0, 1)
-
-
-def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, bias: torch.Tensor,
-                     mask: torch.Tensor | None = None, attn_drop: nn.Module | None = None) -> torch.Tensor:
-    """softmax(scale·q·kᵀ + bias [+ mask]) · v over (B·nW, heads, N, d) windows.
-
-    `mask` (nW, Nq, Nk) is added per window; windows are ordered batch-major, as `window_partition` makes them.
-    """
-    attn = (q * scale) @ k.transpose(-2, -1) + bias
-    if mask is not None:
-        nw = mask.shape[0]
-        attn = (attn.view(-1, nw, *attn.shape[1:]) + mask[None, :, None]).flatten(0, 1)
-    attn = attn.softmax(dim=-1)
-    return (attn_drop(attn) if attn_drop is not None else attn) @ v
 
 
 class ChannelAttention(nn.Module):
@@ -94,31 +73,6 @@ class CAB(nn.Module):
         return self.cab(x)
 
 
-class WindowAttention(nn.Module):
-    """Multi-head self-attention inside ws x ws windows, with a learned relative position bias."""
-
-    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
-                 qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0):
-        super().__init__()
-        self.window_size = window_size
-        self.num_heads = num_heads
-        self.scale = qk_scale or (dim // num_heads) ** -0.5
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=INIT_STD)
-
-    def forward(self, x: torch.Tensor, rpi: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B·nW, ws², C) window tokens; rpi: (ws², ws²) bias index; mask: (nW, ws², ws²) or None."""
-        b_, n, c = x.shape
-        q, k, v = self.qkv(x).view(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        bias = gather_bias(self.relative_position_bias_table, rpi)
-        out = biased_attention(q, k, v, self.scale, bias, mask, self.attn_drop)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b_, n, c)))
-
-
 class HAB(nn.Module):
     """Hybrid attention block: (shifted) window attention plus a scaled CAB branch, then an MLP."""
 
@@ -153,7 +107,7 @@ class HAB(nn.Module):
         if shift > 0:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
         windows = window_partition(x, ws).view(-1, ws * ws, c)
-        windows = self.attn(windows, rpi_sa, attn_mask if shift > 0 else None)
+        windows = self.attn(windows, attn_mask if shift > 0 else None, rpi=rpi_sa)
         attn_x = window_reverse(windows.view(-1, ws, ws, c), ws, h, w)
         if shift > 0:
             attn_x = torch.roll(attn_x, shifts=(shift, shift), dims=(1, 2))
@@ -259,7 +213,7 @@ class RHAG(nn.Module):
 
 
 @register("hat")
-class HAT(nn.Module):
+class HAT(WindowSREncoder):
     """HAT encoder: (B, 3, h, w) in [0, 1] → (B, 64, h·upscale, w·upscale) upsampler features
     (`upsampler='pixelshuffle'`) or (B, embed_dim, h, w) body features (`upsampler=''`).
 
@@ -321,27 +275,8 @@ class HAT(nn.Module):
         self.conv_after_body = (nn.Conv2d(embed_dim, embed_dim, 3, 1, 1) if resi_connection == "1conv"
                                 else nn.Identity())
 
-        if upsampler == "pixelshuffle":
-            self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, UPSAMPLER_FEATURES, 3, 1, 1),
-                                                      nn.LeakyReLU(inplace=True))
-            self.upsample = Upsample(upscale, UPSAMPLER_FEATURES)
-            # Kept for checkpoint compatibility (the RGB output layer); the encoder forward skips it.
-            self.conv_last = nn.Conv2d(UPSAMPLER_FEATURES, in_chans, 3, 1, 1)
-            self.out_dim, self.feature_scale = UPSAMPLER_FEATURES, upscale
-        else:
-            self.out_dim, self.feature_scale = embed_dim, 1
-
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=INIT_STD)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.build_tail(embed_dim, in_chans, upscale, upsampler)
+        self.apply(init_transformer_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, embed_dim, H, W) → (B, embed_dim, H, W) through the RHAGs; H, W multiples of the window."""
@@ -360,16 +295,3 @@ class HAT(nn.Module):
         for layer in self.layers:
             x = layer(x, x_size, self.relative_position_index_SA, self.relative_position_index_OCA, attn_mask)
         return self.patch_unembed(self.norm(x), x_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, h, w) in [0, 1] → (B, out_dim, h·feature_scale, w·feature_scale) features."""
-        h, w = x.shape[-2:]
-        if self.in_chans == len(RGB_MEAN):
-            x = x - torch.tensor(RGB_MEAN, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        x = pad_to_multiple(x * self.img_range, self.window_size)
-
-        x = self.conv_first(x)
-        x = self.conv_after_body(self.forward_features(x)) + x
-        if self.upsampler == "pixelshuffle":
-            x = self.upsample(self.conv_before_upsample(x))
-        return x[..., :h * self.feature_scale, :w * self.feature_scale]

@@ -10,49 +10,14 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .registry import register
-from .window_blocks import (DropPath, Mlp, PatchEmbed, PatchUnEmbed, Upsample, pad_to_multiple,
-                            relative_position_index, shifted_window_mask, window_partition, window_reverse)
+from .window_blocks import (INIT_STD, UPSAMPLERS, DropPath, Mlp, PatchEmbed, PatchUnEmbed, WindowAttention,
+                            WindowSREncoder,
+                            init_transformer_weights, relative_position_index, shifted_window_mask,
+                            window_partition, window_reverse)
 
-DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
-NUM_FEAT = 64  # channels of the pixel-shuffle upsampler (and of the features handed to the head)
-INIT_STD = 0.02  # truncated-normal std for Linear weights, bias tables and the absolute position embedding
 RESI_LRELU_SLOPE = 0.2  # LeakyReLU slope inside the '3conv' residual connection
-UPSAMPLERS = ("pixelshuffle", "")
-
-
-class WindowAttention(nn.Module):
-    """Multi-head self-attention inside square windows, with a learned relative-position bias."""
-
-    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
-                 qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0):
-        super().__init__()
-        self.dim = dim
-        self.window_size = window_size
-        self.num_heads = num_heads
-        self.scale = qk_scale or (dim // num_heads) ** -0.5
-        self.attn_drop = attn_drop
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        self.register_buffer("relative_position_index", relative_position_index(window_size))
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=INIT_STD)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B·nW, N, C) window tokens; mask: (nW, N, N) additive shifted-window mask or None."""
-        b_, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
-        bias = bias.permute(2, 0, 1).unsqueeze(0)  # (1, nH, N, N)
-        if mask is not None:
-            num_windows = mask.shape[0]
-            bias = (bias + mask.unsqueeze(1)).repeat(b_ // num_windows, 1, 1, 1)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
-                                           dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b_, n, c)))
 
 
 class SwinTransformerBlock(nn.Module):
@@ -81,7 +46,7 @@ class SwinTransformerBlock(nn.Module):
 
         self.norm1 = norm_layer(dim)
         self.attn = WindowAttention(dim, self.window_size, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
-                                    attn_drop=attn_drop, proj_drop=drop)
+                                    attn_drop=attn_drop, proj_drop=drop, own_index=True)
         self.drop_path = DropPath(drop_path)
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
@@ -168,7 +133,7 @@ class RSTB(nn.Module):
 
 
 @register("swinir")
-class SwinIR(nn.Module):
+class SwinIR(WindowSREncoder):
     """SwinIR encoder: shallow conv, residual Swin groups, then (for 'pixelshuffle') the x`upscale` upsampler.
 
     `forward` returns `out_dim`-channel features at `feature_scale` times the input size. `conv_last` is
@@ -192,9 +157,6 @@ class SwinIR(nn.Module):
         img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.patches_resolution = (img_hw[0] // patch_size, img_hw[1] // patch_size)
         self.img_range = img_range
-        # Not a buffer: the original keeps the mean out of the state dict.
-        self.mean = (torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1) if in_chans == 3
-                     else torch.zeros(1, 1, 1, 1))
         self.upscale = upscale
         self.upsampler = upsampler
         self.window_size = window_size
@@ -221,26 +183,8 @@ class SwinIR(nn.Module):
         self.norm = norm_layer(embed_dim)
         self.conv_after_body = residual_conv(embed_dim, resi_connection)
 
-        if upsampler == "pixelshuffle":
-            self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, NUM_FEAT, 3, 1, 1),
-                                                      nn.LeakyReLU(inplace=True))
-            self.upsample = Upsample(upscale, NUM_FEAT)
-            self.conv_last = nn.Conv2d(NUM_FEAT, in_chans, 3, 1, 1)
-            self.out_dim, self.feature_scale = NUM_FEAT, upscale
-        else:
-            self.out_dim, self.feature_scale = embed_dim, 1
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        """The original initialisation: truncated-normal Linear weights, zero biases, unit LayerNorms."""
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=INIT_STD)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.build_tail(embed_dim, in_chans, upscale, upsampler)
+        self.apply(init_transformer_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Deep features: (B, embed_dim, H, W) → residual Swin groups → final LayerNorm → same shape."""
@@ -252,13 +196,3 @@ class SwinIR(nn.Module):
         for layer in self.layers:
             x = layer(x, x_size)
         return self.patch_unembed(self.norm(x), x_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) image in [0, 1] → (B, out_dim, h·feature_scale, w·feature_scale) features."""
-        h, w = x.shape[-2:]
-        x = (x - self.mean.to(device=x.device, dtype=x.dtype)) * self.img_range
-        x = self.conv_first(pad_to_multiple(x, self.window_size))
-        x = self.conv_after_body(self.forward_features(x)) + x
-        if self.upsampler == "pixelshuffle":
-            x = self.upsample(self.conv_before_upsample(x))
-        return x[:, :, :h * self.feature_scale, :w * self.feature_scale]

@@ -7,6 +7,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .normalization import subtract_rgb_mean
+
+INIT_STD = 0.02  # truncated-normal std of Linear weights, bias tables and position embeddings
+UPSAMPLER_FEATURES = 64  # `num_feat` of the pixel-shuffle upsampler: the channels handed to the Gaussian head
+UPSAMPLERS = ("pixelshuffle", "")
+
 
 class DropPath(nn.Module):
     """Stochastic depth: drop the whole residual branch of a sample with probability `drop_prob`."""
@@ -77,6 +83,60 @@ def shifted_window_mask(h: int, w: int, window_size: int, shift_size: int) -> to
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 
 
+def gather_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(heads, Nq, Nk) relative position bias: rows of an (entries, heads) table picked by an (Nq, Nk) index."""
+    return table[index.flatten()].view(*index.shape, -1).permute(2, 0, 1)
+
+
+def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, bias: torch.Tensor,
+                     mask: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+    """softmax(scale·q·kᵀ + bias [+ mask]) · v over (B·nW, heads, N, d) windows (fused where the device can).
+
+    `bias` is (heads, Nq, Nk); `mask` (nW, Nq, Nk) is added per window, windows ordered batch-major as
+    `window_partition` makes them.
+    """
+    bias = bias.unsqueeze(0)
+    if mask is not None:
+        num_windows = mask.shape[0]
+        bias = (bias + mask.unsqueeze(1)).repeat(q.shape[0] // num_windows, 1, 1, 1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout_p, scale=scale)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside ws x ws windows, with a learned relative-position bias.
+
+    With `own_index` the (ws², ws²) bias index is this module's persistent buffer (SwinIR's layout); without,
+    the caller passes a shared one (HAT keeps it once at the top level).
+    """
+
+    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
+                 qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 own_index: bool = False):
+        super().__init__()
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.attn_drop = attn_drop
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        if own_index:
+            self.register_buffer("relative_position_index", relative_position_index(window_size))
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=INIT_STD)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                rpi: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B·nW, ws², C) window tokens; mask: (nW, ws², ws²) shifted-window mask or None; rpi: the bias
+        index when the module has none of its own."""
+        b_, n, c = x.shape
+        q, k, v = self.qkv(x).view(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        index = self.relative_position_index if rpi is None else rpi
+        bias = gather_bias(self.relative_position_bias_table, index)
+        out = biased_attention(q, k, v, self.scale, bias, mask, self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b_, n, c)))
+
+
 class PatchEmbed(nn.Module):
     """(B, C, H, W) → (B, H·W, C) tokens, with an optional LayerNorm (`norm`)."""
 
@@ -124,3 +184,55 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     # Reflection needs pad < size; fall back to replicate for images smaller than the window.
     mode = "reflect" if pad_h < h and pad_w < w else "replicate"
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def init_transformer_weights(m: nn.Module) -> None:
+    """The original SwinIR/HAT initialisation: truncated-normal Linear weights, zero biases, unit LayerNorms."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=INIT_STD)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+class WindowSREncoder(nn.Module):
+    """The shell SwinIR and HAT share around their deep features.
+
+    Subclasses build `conv_first`, `conv_after_body` and `forward_features`, call `build_tail` last (module
+    order is state-dict order), and set `window_size`, `img_range`, `upsampler`.
+    """
+
+    window_size: int
+    img_range: float
+    upsampler: str
+
+    def build_tail(self, embed_dim: int, in_chans: int, upscale: int, upsampler: str) -> None:
+        """For 'pixelshuffle': conv_before_upsample, the x`upscale` upsample and an unused conv_last (kept so that
+        the authors' SR checkpoints load strictly); for '': nothing, the body features are the output."""
+        if upsampler == "pixelshuffle":
+            self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, UPSAMPLER_FEATURES, 3, 1, 1),
+                                                      nn.LeakyReLU(inplace=True))
+            self.upsample = Upsample(upscale, UPSAMPLER_FEATURES)
+            self.conv_last = nn.Conv2d(UPSAMPLER_FEATURES, in_chans, 3, 1, 1)
+            self.out_dim, self.feature_scale = UPSAMPLER_FEATURES, upscale
+        else:
+            self.out_dim, self.feature_scale = embed_dim, 1
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) image in [0, 1] → (B, out_dim, h·feature_scale, w·feature_scale) features.
+
+        The input is reflect-padded to a multiple of the window and the features cropped back, so the result
+        describes exactly the given image.
+        """
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(subtract_rgb_mean(x) * self.img_range, self.window_size)
+        x = self.conv_first(x)
+        x = self.conv_after_body(self.forward_features(x)) + x
+        if self.upsampler == "pixelshuffle":
+            x = self.upsample(self.conv_before_upsample(x))
+        return x[..., :h * self.feature_scale, :w * self.feature_scale]

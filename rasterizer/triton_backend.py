@@ -48,6 +48,17 @@ def _sigma_weight(dx, dy, p, q, r, mask):
 
 
 @triton.jit
+def _load_gaussians(means, factors, g, mask):
+    """Centre (X, Y) and inverse factors (p, q, r) of the Gaussians at flat indices `g`; zeros where masked."""
+    X = tl.load(means + 2 * g, mask=mask, other=0.0)
+    Y = tl.load(means + 2 * g + 1, mask=mask, other=0.0)
+    p = tl.load(factors + 3 * g, mask=mask, other=0.0)
+    q = tl.load(factors + 3 * g + 1, mask=mask, other=0.0)
+    r = tl.load(factors + 3 * g + 2, mask=mask, other=0.0)
+    return X, Y, p, q, r
+
+
+@triton.jit
 def _forward_kernel(means, factors, colours, reach, out, H, W, Hg, Wg,
                     C: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, CHUNK: tl.constexpr):
     tile_x = tl.program_id(0)
@@ -80,11 +91,7 @@ def _forward_kernel(means, factors, colours, reach, out, H, W, Hg, Wg,
             cols = c0 + tl.arange(0, CHUNK)
             g_mask = cols <= c_hi
             g = (b * Hg + row) * Wg + cols
-            X = tl.load(means + 2 * g, mask=g_mask, other=0.0)
-            Y = tl.load(means + 2 * g + 1, mask=g_mask, other=0.0)
-            p = tl.load(factors + 3 * g, mask=g_mask, other=0.0)
-            q = tl.load(factors + 3 * g + 1, mask=g_mask, other=0.0)
-            r = tl.load(factors + 3 * g + 2, mask=g_mask, other=0.0)
+            X, Y, p, q, r = _load_gaussians(means, factors, g, g_mask)
             w = _sigma_weight(X[None, :] - fj[:, None], Y[None, :] - fi[:, None], p[None, :], q[None, :],
                               r[None, :], g_mask[None, :])
             acc0 += tl.sum(w * tl.load(colours + C * g, mask=g_mask, other=0.0)[None, :], axis=1)
@@ -116,11 +123,7 @@ def _backward_kernel(means, factors, colours, reach, grad_out, grad_means, grad_
     cols = block_x * GW + cell % GW
     g_mask = (rows < Hg) & (cols < Wg)
     g = (b * Hg + rows) * Wg + cols
-    X = tl.load(means + 2 * g, mask=g_mask, other=0.0)
-    Y = tl.load(means + 2 * g + 1, mask=g_mask, other=0.0)
-    p = tl.load(factors + 3 * g, mask=g_mask, other=0.0)
-    q = tl.load(factors + 3 * g + 1, mask=g_mask, other=0.0)
-    r = tl.load(factors + 3 * g + 2, mask=g_mask, other=0.0)
+    X, Y, p, q, r = _load_gaussians(means, factors, g, g_mask)
     col0 = tl.load(colours + C * g, mask=g_mask, other=0.0)
     col1 = tl.load(colours + C * g + 1, mask=g_mask & (C > 1), other=0.0)
     col2 = tl.load(colours + C * g + 2, mask=g_mask & (C > 2), other=0.0)
