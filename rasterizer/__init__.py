@@ -41,6 +41,12 @@ except ImportError:
 else:
     # On the CPU it runs only under TRITON_INTERPRET=1 (for tests): never an `auto` choice there.
     register_backend("triton", rasterize_triton, _triton_supports, auto_device_types=("cuda",))
+try:  # The official rasterizer (the GaussianImage gsplat fork): only where it is installed, only by name.
+    from .gsplat_backend import rasterize_gsplat, supports as _gsplat_supports
+except ImportError:
+    pass
+else:
+    register_backend("gsplat", rasterize_gsplat, _gsplat_supports, auto_device_types=())
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
