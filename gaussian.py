@@ -6,10 +6,11 @@ The formulas are DESIGN §3; parameter names match the official checkpoints.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -31,6 +32,28 @@ DGP_L22 = (0.0, 0.33, 0.53, 0.88, 1.03, 1.18, 1.53, 1.73, 2.23)
 DGP_UNIT = 4.0
 # Rows of Gaussians whose 730-way dictionary softmax is computed at once (bounds its memory).
 DICTIONARY_CHUNK_ROWS = 1 << 16
+# Arithmetic of encode() (encoder and head): exact fp32, TF32 matmuls/convolutions on CUDA, or bf16 autocast.
+# The field is always returned in fp32 and the rasterizer always accumulates in fp32.
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@contextlib.contextmanager
+def encode_precision(precision: str, device: torch.device) -> Iterator[None]:
+    """Run the enclosed encoder/head work at `precision` (one of PRECISIONS), restoring global flags after."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (use one of {', '.join(PRECISIONS)})")
+    if precision == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    elif precision == "tf32":
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    else:
+        yield
 
 
 def make_dgp_dictionary() -> torch.Tensor:
@@ -117,11 +140,20 @@ class ContinuousGaussian(nn.Module):
         self.mlp = MLP(HEAD_CHANNELS, 3, [512, 1024, 256, 128, 64])
         self.mlp_offset = MLP(HEAD_CHANNELS, 2, [512, 1024, 256, 128, 64])
         self.register_buffer("gau_dict", make_dgp_dictionary(), persistent=False)
+        self.precision = "fp32"  # default for encode(); a run-time choice, not part of the checkpoint
 
-    def encode(self, inp: torch.Tensor) -> GaussianField:
-        """LR image (B, 3, h, w) in [0, 1] → its Gaussian field; independent of the output size."""
+    def encode(self, inp: torch.Tensor, precision: str | None = None) -> GaussianField:
+        """LR image (B, 3, h, w) in [0, 1] → its Gaussian field (fp32); independent of the output size.
+
+        `precision` (default `self.precision`): 'fp32', 'tf32' or 'bf16' for the encoder and head arithmetic.
+        """
         if inp.ndim != 4:
             raise ValueError(f"input must be (B, C, h, w), got {tuple(inp.shape)}")
+        with encode_precision(precision or self.precision, inp.device):
+            field = self._encode(inp)
+        return field.to(inp.dtype)
+
+    def _encode(self, inp: torch.Tensor) -> GaussianField:
         feat = self.ps(self.encoder(inp))
         expected = (LATTICE_FACTOR * inp.shape[-2], LATTICE_FACTOR * inp.shape[-1])
         if tuple(feat.shape[-2:]) != expected:

@@ -175,3 +175,26 @@ def test_cuda_matches_cpu(tiny_model):
         gpu = tiny_model.to("cuda")(inp.cuda(), torch.tensor([[3.0, 3.0]]))
     tiny_model.to("cpu")
     assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_reduced_precision_encode_stays_close_and_returns_fp32(tiny_model, precision):
+    inp = torch.rand(1, 3, 6, 5)
+    with torch.no_grad():
+        exact = tiny_model.encode(inp)
+        reduced = tiny_model.encode(inp, precision=precision)
+    assert reduced.colour.dtype == reduced.cholesky.dtype == reduced.offset.dtype == torch.float32
+    tolerance = 0.05 if precision == "bf16" else 1e-5  # TF32 only changes CUDA arithmetic
+    for a, b in ((exact.colour, reduced.colour), (exact.cholesky, reduced.cholesky), (exact.offset, reduced.offset)):
+        assert (a - b).abs().max() <= tolerance * max(1.0, a.abs().max().item())
+    if precision == "bf16":
+        assert not torch.equal(exact.colour, reduced.colour)
+
+
+def test_precision_flags_are_restored_and_unknown_precision_rejected(tiny_model):
+    before = torch.backends.cuda.matmul.allow_tf32
+    with torch.no_grad():
+        tiny_model.encode(torch.rand(1, 3, 3, 3), precision="tf32")
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+    with pytest.raises(ValueError, match="unknown precision"):
+        tiny_model.encode(torch.rand(1, 3, 3, 3), precision="fp8")
