@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -33,6 +34,19 @@ VAL_DEFAULTS: dict[str, Any] = {"dataset": None, "scales": [4]}
 REQUIRED = ("train_dataset.dataset", "train_dataset.wrapper", "model")
 
 
+class YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-4` (no dot) as a float, as YAML 1.2 does; plain PyYAML reads a string."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=YamlLoader)
+
+
 class ConfigError(ValueError):
     """A config that cannot be used; the message is one line for the user."""
 
@@ -53,7 +67,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = parse_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(loaded, dict):
@@ -84,7 +98,7 @@ def apply_overrides(cfg: dict[str, Any], assignments: Sequence[str]) -> dict[str
         if not sep:
             raise ConfigError(f"--set expects key.sub=value, got {assignment!r}")
         try:
-            value = yaml.safe_load(text)
+            value = parse_yaml(text)
         except yaml.YAMLError:
             raise ConfigError(f"--set {key}: cannot parse value {text!r}") from None
         set_key(cfg, key.strip(), value)
