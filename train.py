@@ -49,6 +49,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
@@ -81,7 +82,8 @@ class NonFiniteLoss(RuntimeError):
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    summary, _, details = __doc__.partition("\n\n")
+    parser = argparse.ArgumentParser(description=summary, epilog=details,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML config (default: configs/train/edsr-baseline.yaml; when resuming, "
                         "the checkpoint's own config)")
@@ -347,7 +349,8 @@ class Trainer:
         self.optimizer.step()
         return mean_loss, grad_norm
 
-    def train_epoch(self) -> float:
+    def train_epoch(self) -> float | None:
+        """Train the rest of the current epoch; the mean loss of its steps (None if none were left to run)."""
         epoch = self.epoch + 1
         sampler = self.loader.batch_sampler
         sampler.set_epoch(epoch, self.batch_in_epoch)
@@ -367,7 +370,7 @@ class Trainer:
             if self.cfg["save_every_steps"] and self.step % self.cfg["save_every_steps"] == 0:
                 self.save("last.pth")
         bar.close()
-        return total / max(count, 1)
+        return total / count if count else None
 
     def run(self) -> None:
         cfg = self.cfg
@@ -379,9 +382,13 @@ class Trainer:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             lr = self.optimizer.param_groups[0]["lr"]
             if self.scheduler is not None:
-                self.scheduler.step()
-            message = f"epoch {self.epoch}/{cfg['epoch_max']}: loss {loss:.4f}, lr {lr:.3g}"
-            self.log.scalar("train/epoch_loss", loss, self.epoch)
+                with warnings.catch_warnings():  # a resumed epoch with no batch left steps no optimizer first
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`", UserWarning)
+                    self.scheduler.step()
+            message = f"epoch {self.epoch}/{cfg['epoch_max']}: " + ("" if loss is None else f"loss {loss:.4f}, ")
+            message += f"lr {lr:.3g}"
+            if loss is not None:
+                self.log.scalar("train/epoch_loss", loss, self.epoch)
             names = ["last.pth"]
             if self.val_sets and (self.epoch % cfg["epoch_val"] == 0 or self.epoch == cfg["epoch_max"]):
                 results = validate(self.model, self.val_sets, cfg, self.ctx, self.log, self.out, self.epoch)

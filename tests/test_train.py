@@ -62,13 +62,17 @@ def read_scalars(event_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return scalars
 
 
-def test_a_few_steps_lower_the_loss_on_a_fixed_batch(image_dir, tmp_path):
-    cfg, _, out = train.prepare_config(train.parse_args(["--config", TINY, "--path", str(image_dir), "--out",
-                                                         str(tmp_path / "run"), "--set", "optimizer.args.lr=1e-3"]))
-    ctx = train.distributed.setup("cpu")
-    trainer = train.Trainer(cfg, ctx, out, train.Logger(out, active=False), None)
+def trainer_and_batch(image_dir: Path, out: Path, *overrides: str, device: str = "cpu"):
+    """A Trainer on the tiny config (nothing logged) and the first batch of its first epoch."""
+    argv = ["--config", TINY, "--path", str(image_dir), "--out", str(out)]
+    cfg, _, out = train.prepare_config(train.parse_args(argv + [a for o in overrides for a in ("--set", o)]))
+    trainer = train.Trainer(cfg, train.distributed.setup(device), out, train.Logger(out, active=False), None)
     trainer.loader.batch_sampler.set_epoch(1)
-    batch = next(iter(trainer.loader))
+    return trainer, next(iter(trainer.loader))
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(image_dir, tmp_path):
+    trainer, batch = trainer_and_batch(image_dir, tmp_path / "run", "optimizer.args.lr=1e-3")
 
     def loss_now() -> float:
         with torch.no_grad():
@@ -78,6 +82,23 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(image_dir, tmp_path):
     losses = [trainer.train_step(batch)[0] for _ in range(12)]
     assert losses[0] == pytest.approx(before, rel=1e-5)
     assert loss_now() < 0.6 * before
+
+
+def test_gradient_clipping_bounds_the_norm_of_the_step(image_dir, tmp_path):
+    trainer, batch = trainer_and_batch(image_dir, tmp_path / "run", "grad_clip=1e-3")
+    _, norm_before_clipping = trainer.train_step(batch)
+    grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+    assert norm_before_clipping > 1e-3
+    assert float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))) == pytest.approx(1e-3, rel=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_steps_on_cuda_are_finite_and_learn(image_dir, tmp_path):
+    trainer, batch = trainer_and_batch(image_dir, tmp_path / "run", "bf16=true", "optimizer.args.lr=1e-3",
+                                       device="cuda")
+    losses = [trainer.train_step(batch)[0] for _ in range(12)]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
 
 
 def test_a_run_writes_config_checkpoints_scalars_and_samples(straight_run, image_dir):
@@ -148,24 +169,33 @@ def test_resume_continues_exactly_where_it_stopped(straight_run, image_dir, tmp_
                                models.load_checkpoint(straight_run / "last.pth"))
 
 
-def test_an_interrupted_run_keeps_what_it_saved_and_resumes_mid_epoch(straight_run, image_dir, tmp_path,
-                                                                       monkeypatch):
+@pytest.mark.parametrize("where", ["mid-epoch", "after-last-batch"])
+def test_an_interrupted_run_keeps_what_it_saved_and_resumes_exactly(straight_run, image_dir, tmp_path,
+                                                                    monkeypatch, where):
     out = tmp_path / "run"
-    real_step = train.Trainer.train_step
+    real_step, real_validate = train.Trainer.train_step, train.validate
 
     def step_then_interrupt(self, batch):
         if self.step == 3:  # the 4th step: mid-way through epoch 2
             raise KeyboardInterrupt
         return real_step(self, batch)
 
-    monkeypatch.setattr(train.Trainer, "train_step", step_then_interrupt)
+    def interrupt_validation(*args, **kwargs):  # epoch 1 trained, its end-of-epoch save not yet written
+        raise KeyboardInterrupt
+
+    if where == "mid-epoch":
+        monkeypatch.setattr(train.Trainer, "train_step", step_then_interrupt)
+    else:
+        monkeypatch.setattr(train, "validate", interrupt_validation)
     with pytest.raises(KeyboardInterrupt):
         run(out, image_dir, "--val-path", str(image_dir), "--set", "val_dataset.scales=[2, 3]",
             "--set", "save_every_steps=1")
     monkeypatch.setattr(train.Trainer, "train_step", real_step)
+    monkeypatch.setattr(train, "validate", real_validate)
     saved = models.load_checkpoint(out / "last.pth")
-    assert (saved["epoch"], saved["batch_in_epoch"], saved["step"]) == (1, 1, 3)
-    assert sorted(p.name for p in out.glob("*.pth")) == ["best.pth", "last.pth"]
+    expected = (1, 1, 3) if where == "mid-epoch" else (0, 2, 2)
+    assert (saved["epoch"], saved["batch_in_epoch"], saved["step"]) == expected
+    assert {p.name for p in out.glob("*.pth")} <= {"best.pth", "last.pth"}
     assert not list(out.glob(".*tmp"))
     run(out, image_dir, resume=out / "last.pth")
     assert_same_training_state(models.load_checkpoint(out / "last.pth"),
