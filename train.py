@@ -47,6 +47,7 @@ import argparse
 import json
 import math
 import random
+import re
 import sys
 import time
 import warnings
@@ -287,7 +288,8 @@ class Trainer:
         self.cfg, self.ctx, self.out, self.log = cfg, ctx, out, log
         seed_everything(cfg["seed"])
         self.model = built("model", models.make, cfg["model"]).to(ctx.device)
-        self.optimizer = built("optimizer", make_optimizer, cfg, [p for p in self.model.parameters() if p.requires_grad])
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = built("optimizer", make_optimizer, cfg, trainable)
         self.scheduler = built("lr_scheduler", make_scheduler, cfg, self.optimizer)
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best_psnr: float | None = None
@@ -383,7 +385,7 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             if self.scheduler is not None:
                 with warnings.catch_warnings():  # a resumed epoch with no batch left steps no optimizer first
-                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`", UserWarning)
+                    warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"), UserWarning)
                     self.scheduler.step()
             message = f"epoch {self.epoch}/{cfg['epoch_max']}: " + ("" if loss is None else f"loss {loss:.4f}, ")
             message += f"lr {lr:.3g}"

@@ -30,7 +30,8 @@ def test_a_spec_replaces_the_default_spec_whole():
 
 def test_set_parses_yaml_values_and_creates_keys():
     cfg = apply_overrides(MINIMAL, ["train_dataset.batch_size=8", "grad_clip=0.5", "bf16=true",
-                                    "val_dataset.scales=[2, 3.5]", "model.args.encoder_spec.name=rdn", "optimizer.args.lr=1e-3",
+                                    "val_dataset.scales=[2, 3.5]", "model.args.encoder_spec.name=rdn",
+                                    "optimizer.args.lr=1e-3",
                                     "train_dataset.dataset.args.root_path=\"a: b\""])
     assert cfg["train_dataset"]["batch_size"] == 8 and cfg["grad_clip"] == 0.5 and cfg["bf16"] is True
     assert cfg["optimizer"]["args"]["lr"] == 1e-3  # YAML 1.2 float, not the string PyYAML makes of it
