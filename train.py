@@ -231,9 +231,8 @@ def make_val_sets(cfg: dict[str, Any]) -> dict[float, Any]:
 
 
 def sample_name(dataset, position: int) -> str:
-    files = getattr(dataset.dataset, "files", None)
-    index = dataset.positions[position]
-    return Path(files[index % len(files)]).stem if files else f"{position:04d}"
+    source = dataset.source(position)
+    return Path(source).stem if source is not None else f"{position:04d}"
 
 
 def validate(model: nn.Module, val_sets: dict[float, Any], cfg: dict[str, Any], ctx: distributed.Context,

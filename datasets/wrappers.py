@@ -111,6 +111,11 @@ class _Wrapper(Dataset):
     def __len__(self) -> int:
         return len(self.positions)
 
+    def source(self, position: int):
+        """The file (or the pair of files) item `position` is made from, if the wrapped dataset lists its files."""
+        files = getattr(self.dataset, "files", None)
+        return files[self.positions[position] % len(files)] if files else None
+
     def __getitem__(self, key: int | tuple) -> dict[str, torch.Tensor]:
         key = as_key(key)
         generator = None if key.seed is None else torch.Generator().manual_seed(int(key.seed))

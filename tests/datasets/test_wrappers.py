@@ -121,7 +121,7 @@ def test_images_smaller_than_the_crop_are_skipped_with_a_warning(tmp_path):
     arrays = [random_rgb(40, 40, 0), random_rgb(30, 50, 1), random_rgb(48, 48, 2)]
     with pytest.warns(UnreadableImageWarning, match=r"01\.png: 30x50 is smaller than the 32x32 crop"):
         wrapper = downsampled(hr_folder(tmp_path, arrays), inp_size=32, scale_min=4)
-    assert len(wrapper) == 2
+    assert len(wrapper) == 2 and [wrapper.source(i).name for i in range(2)] == ["00.png", "02.png"]
     assert wrapper[SampleKey(1, 4.0, 0)]["gt"].shape == (3, 32, 32)
 
 
@@ -208,4 +208,4 @@ def test_paired_lr_smaller_than_the_crop_is_skipped(tmp_path):
     dataset = paired_folders(tmp_path, [random_rgb(3, 3, 0), random_rgb(6, 6, 1)], ratio=2)
     with pytest.warns(UnreadableImageWarning, match=r"0\.png.*smaller than the 4x4 LR crop"):
         wrapper = paired_wrapper(dataset, inp_size=8)
-    assert len(wrapper) == 1
+    assert len(wrapper) == 1 and [p.name for p in wrapper.source(0)] == ["1.png", "1x2.png"]
