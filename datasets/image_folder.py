@@ -58,7 +58,7 @@ def probe_size(path: Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as image:
             width, height = image.size
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         warn_skipped(f"unreadable image {path} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
         return None
     return height, width

@@ -33,7 +33,8 @@ import rasterizer  # noqa: E402
 from gaussian import GaussianField  # noqa: E402
 from training.config import ConfigError, apply_overrides, complete, load_yaml  # noqa: E402
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train" / "edsr-baseline.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "configs" / "train" / "edsr-baseline.yaml"
 PHASES = ("data", "encode", "render", "loss", "render_bwd", "encode_bwd", "optimizer")
 
 
@@ -122,6 +123,12 @@ def step(model, optimizer, batches, device, timer: PhaseTimer, bf16: bool, backe
     timer.mark("optimizer")
 
 
+def config_name(path: str) -> str:
+    """The config's path relative to the repository when it lies inside it (so results do not name a machine)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -176,7 +183,7 @@ def main() -> None:
     backend = rasterizer.resolve_backend(args.backend, device)
     wrapper_args = cfg["train_dataset"]["wrapper"].get("args") or {}
     result = {"device": device_name(device), "date": datetime.date.today().isoformat(), "torch": torch.__version__,
-              "config": str(args.config), "model": cfg["model"], "batch": batch,
+              "config": config_name(args.config), "model": cfg["model"], "batch": batch,
               "inp_size": wrapper_args.get("inp_size"),
               "scale_range": [wrapper_args.get("scale_min"), wrapper_args.get("scale_max")],
               "data": "real" if args.path else "synthetic", "backend": backend, "bf16": bf16,
