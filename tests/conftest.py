@@ -5,8 +5,10 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 if not torch.cuda.is_available():
     # Lets the Triton backend's tests run its kernels on the CPU; must be set before triton is imported.
@@ -48,3 +50,15 @@ def reference_layout() -> dict:
 
 def state_dict_layout(model: torch.nn.Module) -> dict[str, list[int]]:
     return {k: list(v.shape) for k, v in model.state_dict().items()}
+
+
+def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A (height, width, 3) uint8 image of uniform noise."""
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def write_rgb(path: Path, array: np.ndarray) -> Path:
+    """Save an (H, W, 3) uint8 array (format from the suffix), creating folders as needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
