@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from gaussian import make_dgp_dictionary
 
@@ -43,3 +45,15 @@ def reference_layout() -> dict:
 
 def state_dict_layout(model: torch.nn.Module) -> dict[str, list[int]]:
     return {k: list(v.shape) for k, v in model.state_dict().items()}
+
+
+def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A (height, width, 3) uint8 image of uniform noise."""
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def write_rgb(path: Path, array: np.ndarray) -> Path:
+    """Save an (H, W, 3) uint8 array (format from the suffix), creating folders as needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path

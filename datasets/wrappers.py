@@ -1,0 +1,244 @@
+"""Training and test samples for arbitrary-scale SR: `{'inp': LR, 'gt': HR, 'scale': (H/h, W/w)}` (DESIGN §7).
+
+A wrapper's item is addressed by an int, or by a `SampleKey(index, scale, seed)` that a `ScaleBatchSampler`
+hands out: one scale for a whole batch (so that LR tensors of a batch have one size and stack), and one seed
+per sample (so that crops and flips are reproducible whatever the number of loader workers, and a resumed run
+draws exactly what an uninterrupted one would). Without a seed the global torch RNG is used; without a scale,
+s ~ U(scale_min, scale_max) is drawn per item.
+
+Images too small for the crop (or for the scale, at test time) are skipped with a warning naming the file:
+at construction when the wrapped dataset knows its images' sizes, otherwise when they are met.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from image_io import MAX_8BIT, ImageError, to_uint8
+
+from .image_folder import DatasetError, first_readable, warn_skipped
+from .registry import register
+
+# floor(n / s) is taken as floor(n / s + FLOOR_TOLERANCE) so that e.g. 12 / 2.4 = 4.999999… still gives 5.
+FLOOR_TOLERANCE = 1e-9
+
+
+class SampleKey(NamedTuple):
+    """Which item, at which scale (None: draw one), with which RNG seed (None: the global RNG)."""
+
+    index: int
+    scale: float | None = None
+    seed: int | None = None
+
+
+def as_key(key: int | tuple) -> SampleKey:
+    return SampleKey(*key) if isinstance(key, (tuple, list)) else SampleKey(int(key))
+
+
+def floor_div(size: int, scale: float) -> int:
+    return math.floor(size / scale + FLOOR_TOLERANCE)
+
+
+def bicubic_resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """PIL bicubic resize of the image's uint8 form (rounded, not truncated), back to float32 in [0, 1]."""
+    resized = Image.fromarray(to_uint8(image)).resize((width, height), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(resized).transpose(2, 0, 1).copy()).float() / MAX_8BIT
+
+
+def augment_pair(inp: torch.Tensor, gt: torch.Tensor, generator: torch.Generator | None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random horizontal flip, vertical flip and transpose (each with probability 1/2) on both."""
+    hflip, vflip, transpose = (torch.rand(3, generator=generator) < 0.5).tolist()
+    images = []
+    for image in (inp, gt):
+        if hflip:
+            image = image.flip(-1)
+        if vflip:
+            image = image.flip(-2)
+        if transpose:
+            image = image.transpose(-2, -1)
+        images.append(image.contiguous())
+    return images[0], images[1]
+
+
+def make_sample(inp: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+    scale = torch.tensor([gt.shape[-2] / inp.shape[-2], gt.shape[-1] / inp.shape[-1]], dtype=torch.float32)
+    return {"inp": inp, "gt": gt, "scale": scale}
+
+
+def random_int(high_inclusive: int, generator: torch.Generator | None) -> int:
+    return int(torch.randint(high_inclusive + 1, (1,), generator=generator))
+
+
+def describe(files) -> str:
+    """A file, or a pair of files, for a message."""
+    return " and ".join(str(f) for f in files) if isinstance(files, tuple) else str(files)
+
+
+class SkippedSample(ImageError):
+    """An item that a wrapper cannot use (too small); it is skipped like an unreadable file."""
+
+
+class _Wrapper(Dataset):
+    """Shared plumbing: items that fit the wrapper (known from the wrapped dataset's sizes), keys, skipping."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self.positions = list(range(len(dataset)))
+        if hasattr(dataset, "image_size") and hasattr(dataset, "files"):
+            reported: set[int] = set()
+            kept = []
+            for index in self.positions:
+                problem = self.size_problem(dataset.image_size(index))
+                if problem is None:
+                    kept.append(index)
+                elif index % len(dataset.files) not in reported:
+                    reported.add(index % len(dataset.files))
+                    warn_skipped(f"{describe(dataset.files[index % len(dataset.files)])}: {problem}")
+            if not kept:
+                raise DatasetError(f"no image of the data set fits {type(self).__name__} (see the warnings above)")
+            self.positions = kept
+
+    def size_problem(self, size) -> str | None:
+        """Why an item of this size cannot be used, or None."""
+        return None
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, key: int | tuple) -> dict[str, torch.Tensor]:
+        key = as_key(key)
+        generator = None if key.seed is None else torch.Generator().manual_seed(int(key.seed))
+
+        def sample(position: int) -> dict[str, torch.Tensor]:
+            index = self.positions[position]
+            read = getattr(self.dataset, "read", self.dataset.__getitem__)
+            return self.make(read(index), key.scale, generator, index)
+
+        return first_readable(sample, len(self.positions), key.index)
+
+    def make(self, item, scale: float | None, generator: torch.Generator | None, index: int):
+        raise NotImplementedError
+
+
+@register("sr-implicit-downsampled")
+class SRImplicitDownsampled(_Wrapper):
+    """HR images → (bicubic LR, HR) pairs at a random or fixed scale.
+
+    Training (`inp_size` set): a random inp_size x inp_size HR crop, s ~ U(scale_min, scale_max), LR = PIL
+    bicubic of the uint8 crop to floor(inp_size / s) on each side; `augment` adds flips and a transpose.
+    Test (`inp_size` null): s = scale_min unless a key gives one, h_lr = floor(h / s), w_lr = floor(w / s), the
+    HR image cropped top-left to round(h_lr·s) x round(w_lr·s), LR = bicubic of that crop.
+    """
+
+    def __init__(self, dataset: Dataset, inp_size: int | None = None, scale_min: float = 1,
+                 scale_max: float | None = None, augment: bool = False):
+        scale_max = scale_min if scale_max is None else scale_max
+        if not 0 < scale_min <= scale_max or not math.isfinite(scale_max):
+            raise DatasetError(f"need 0 < scale_min <= scale_max, got scale_min={scale_min}, scale_max={scale_max}")
+        if inp_size is not None and (not isinstance(inp_size, int) or floor_div(inp_size, scale_max) < 1):
+            raise DatasetError(f"inp_size must be an integer with floor(inp_size / scale_max) >= 1, got {inp_size}")
+        self.inp_size, self.scale_min, self.scale_max, self.augment = inp_size, scale_min, scale_max, augment
+        super().__init__(dataset)
+
+    @property
+    def scale_range(self) -> tuple[float, float]:
+        return self.scale_min, self.scale_max
+
+    def size_problem(self, size: tuple[int, int]) -> str | None:
+        height, width = size
+        if self.inp_size is not None and min(height, width) < self.inp_size:
+            return f"{height}x{width} is smaller than the {self.inp_size}x{self.inp_size} crop"
+        if self.inp_size is None and min(floor_div(height, self.scale_max), floor_div(width, self.scale_max)) < 1:
+            return f"{height}x{width} is smaller than one LR pixel at x{self.scale_max:g}"
+        return None
+
+    def draw_scale(self, generator: torch.Generator | None) -> float:
+        return self.scale_min + (self.scale_max - self.scale_min) * float(torch.rand(1, generator=generator))
+
+    def make(self, image: torch.Tensor, scale: float | None, generator: torch.Generator | None, index: int):
+        s = self.draw_scale(generator) if scale is None else float(scale)
+        height, width = image.shape[-2:]
+        if self.inp_size is None:
+            h_lr, w_lr = floor_div(height, s), floor_div(width, s)
+            if min(h_lr, w_lr) < 1:
+                raise SkippedSample(f"item {index}: {height}x{width} is smaller than one LR pixel at x{s:g}")
+            gt = image[:, :round(h_lr * s), :round(w_lr * s)]
+        else:
+            if min(height, width) < self.inp_size:
+                raise SkippedSample(f"item {index}: {height}x{width} is smaller than the {self.inp_size} crop")
+            h_lr = w_lr = floor_div(self.inp_size, s)
+            top, left = random_int(height - self.inp_size, generator), random_int(width - self.inp_size, generator)
+            gt = image[:, top:top + self.inp_size, left:left + self.inp_size]
+        inp = bicubic_resize(gt, h_lr, w_lr)
+        if self.augment:
+            inp, gt = augment_pair(inp, gt, generator)
+        return make_sample(inp, gt.contiguous())
+
+
+def integer_ratio(hr_size: tuple[int, int], lr_size: tuple[int, int]) -> tuple[int, int] | None:
+    """(r_h, r_w) with lr = floor(hr / r) on each axis, or None if the two sizes have no such integer ratio."""
+    ratios = []
+    for hr, lr in zip(hr_size, lr_size):
+        ratio = hr // lr if lr > 0 else 0
+        if ratio < 1 or hr // ratio != lr:
+            return None
+        ratios.append(ratio)
+    return ratios[0], ratios[1]
+
+
+@register("sr-implicit-paired")
+class SRImplicitPaired(_Wrapper):
+    """(HR, LR) pairs from `paired-image-folders` → samples; the HR is cropped top-left to LR size x ratio.
+
+    The ratio r is the integer with lr = floor(hr / r) on each axis (as the benchmark packages make their LR).
+    With `inp_size` (the HR crop size, as in `sr-implicit-downsampled`): a random LR crop of floor(inp_size / r)
+    and the HR crop aligned with it; `augment` adds flips and a transpose.
+    """
+
+    def __init__(self, dataset: Dataset, inp_size: int | None = None, augment: bool = False):
+        if inp_size is not None and (not isinstance(inp_size, int) or inp_size < 1):
+            raise DatasetError(f"inp_size must be a positive integer or null, got {inp_size!r}")
+        self.inp_size, self.augment = inp_size, augment
+        if hasattr(dataset, "image_size"):
+            for index in range(len(dataset.files)):
+                hr_size, lr_size = dataset.image_size(index)
+                if integer_ratio(hr_size, lr_size) is None:
+                    raise DatasetError(f"{dataset.files[index][0]} ({hr_size[0]}x{hr_size[1]}) and "
+                                       f"{dataset.files[index][1]} ({lr_size[0]}x{lr_size[1]}) have no integer "
+                                       "scale ratio (expected LR = floor(HR / r))")
+        super().__init__(dataset)
+
+    def size_problem(self, sizes) -> str | None:
+        hr_size, lr_size = sizes
+        if self.inp_size is None:
+            return None
+        ratio = integer_ratio(hr_size, lr_size)
+        crop = [self.inp_size // r for r in ratio]
+        if min(crop) < 1 or lr_size[0] < crop[0] or lr_size[1] < crop[1]:
+            return f"LR {lr_size[0]}x{lr_size[1]} is smaller than the {crop[0]}x{crop[1]} LR crop"
+        return None
+
+    def make(self, pair, scale, generator: torch.Generator | None, index: int):
+        hr, lr = pair
+        ratio = integer_ratio(tuple(hr.shape[-2:]), tuple(lr.shape[-2:]))
+        if ratio is None:
+            raise SkippedSample(f"item {index}: HR {tuple(hr.shape[-2:])} and LR {tuple(lr.shape[-2:])} have no "
+                                "integer scale ratio")
+        (r_h, r_w), (h, w) = ratio, lr.shape[-2:]
+        if self.inp_size is None:
+            return make_sample(lr, hr[:, :h * r_h, :w * r_w].contiguous())
+        crop_h, crop_w = self.inp_size // r_h, self.inp_size // r_w
+        if min(crop_h, crop_w) < 1 or h < crop_h or w < crop_w:
+            raise SkippedSample(f"item {index}: LR {h}x{w} is smaller than the {crop_h}x{crop_w} LR crop")
+        top, left = random_int(h - crop_h, generator), random_int(w - crop_w, generator)
+        inp = lr[:, top:top + crop_h, left:left + crop_w]
+        gt = hr[:, top * r_h:(top + crop_h) * r_h, left * r_w:(left + crop_w) * r_w]
+        if self.augment:
+            inp, gt = augment_pair(inp, gt, generator)
+        return make_sample(inp.contiguous(), gt.contiguous())
