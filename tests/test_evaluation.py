@@ -120,6 +120,7 @@ def _set(path: str, value):
     (_set("eval_type", "benchmark-3"), "does not match eval_type benchmark-3"),
     (_set("data_norm.inp", {"sub": [0], "mul": [1]}), "unknown key 'mul' in data_norm.inp"),
     (_set("data_norm.gt", {"div": [0]}), "must not be 0"),
+    (_set("data_root", ["load"]), "data_root must be a folder path"),
     (lambda config: config.pop("eval_type"), "missing key 'eval_type'"),
 ])
 def test_bad_configs_name_the_problem(change, message):
@@ -245,7 +246,7 @@ class CountingModel(torch.nn.Module):
         return self.model.encode(inp)
 
     def render(self, field, **kwargs):
-        self.renders.append(kwargs["size"])
+        self.renders.append(kwargs.get("size"))
         return self.model.render(field, **kwargs)
 
 
@@ -323,3 +324,12 @@ def test_window_encoders_need_no_padding_here(benchmark_root):
     assert lr.shape[:2] == (10, 14)  # not multiples of the window
     assert counting.renders == [gt.shape[:2]]
     assert result.psnr[4.0][0] == pytest.approx(independent_scores(swin, lr, gt, 4, "benchmark")[0], abs=1e-5)
+
+
+def test_warmup_runs_once_untimed_and_unscored(model, benchmark_root):
+    _, protocol, dataset = prepared("test-set5-4.yaml", benchmark_root)
+    counting = CountingModel(model)
+    warmed = evaluate(counting, dataset, protocol, warmup=True, progress=False)
+    assert counting.encodes == 4 and len(counting.renders) == 4
+    assert len(warmed.encode_seconds) == 3 and len(warmed.render_seconds[4.0]) == 3
+    assert warmed.psnr == evaluate(model, dataset, protocol, warmup=False, progress=False).psnr
