@@ -83,7 +83,8 @@ def _check_spec_args(spec: dict, registry: dict, where: str, injected: Sequence[
     _check_keys(spec, SPEC_KEYS, where)
     name = spec["name"]
     if name not in registry:
-        raise UsageError(f"unknown {where.rsplit('.', 1)[-1]} {name!r} in {where} (known: {', '.join(sorted(registry))})")
+        kind = where.rsplit(".", 1)[-1]
+        raise UsageError(f"unknown {kind} {name!r} in {where} (known: {', '.join(sorted(registry))})")
     args = spec.get("args") or {}
     if not isinstance(args, dict):
         raise UsageError(f"{where}.args must be a mapping")
