@@ -1,0 +1,286 @@
+"""train.py end to end on the tiny config: learning, outputs, validation PSNR, resume, interruption, NaN, DDP."""
+from __future__ import annotations
+
+import math
+import socket
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+
+import models
+import train
+from conftest import random_rgb, write_rgb
+
+TINY = str(Path(__file__).resolve().parents[1] / "configs" / "train" / "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    """Smooth-ish generated images (noise blurred by a box upscale) that a tiny model can learn something of."""
+    root = tmp_path_factory.mktemp("images")
+    for i in range(4):
+        small = random_rgb(6, 7, seed=i)
+        write_rgb(root / f"img{i}.png", np.asarray(Image.fromarray(small).resize((28, 24), Image.BILINEAR)))
+    return root
+
+
+def run(out: Path, image_dir: Path, *extra: str, resume: Path | None = None):
+    argv = ["--config", TINY, "--path", str(image_dir), "--out", str(out), *extra]
+    if resume is not None:
+        argv = ["--resume", str(resume), *extra]
+    return train.main(argv)
+
+
+@pytest.fixture(scope="module")
+def straight_run(image_dir, tmp_path_factory) -> Path:
+    """An uninterrupted 2-epoch tiny run with validation at x2 and x3."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    run(out, image_dir, "--val-path", str(image_dir), "--set", "val_dataset.scales=[2, 3]")
+    return out
+
+
+def read_scalars(event_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Scalars from TensorBoard event files (TFRecord framing: length, crc, Event proto, crc)."""
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(event_dir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def trainer_and_batch(image_dir: Path, out: Path, *overrides: str, device: str = "cpu"):
+    """A Trainer on the tiny config (nothing logged) and the first batch of its first epoch."""
+    argv = ["--config", TINY, "--path", str(image_dir), "--out", str(out)]
+    cfg, _, out = train.prepare_config(train.parse_args(argv + [a for o in overrides for a in ("--set", o)]))
+    trainer = train.Trainer(cfg, train.distributed.setup(device), out, train.Logger(out, active=False), None)
+    trainer.loader.batch_sampler.set_epoch(1)
+    return trainer, next(iter(trainer.loader))
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(image_dir, tmp_path):
+    trainer, batch = trainer_and_batch(image_dir, tmp_path / "run", "optimizer.args.lr=1e-3")
+
+    def loss_now() -> float:
+        with torch.no_grad():
+            return float(torch.nn.functional.l1_loss(trainer.net(batch["inp"], batch["gt"].shape[-2:]), batch["gt"]))
+
+    before = loss_now()
+    losses = [trainer.train_step(batch)[0] for _ in range(12)]
+    assert losses[0] == pytest.approx(before, rel=1e-5)
+    assert loss_now() < 0.6 * before
+
+
+def test_gradient_clipping_bounds_the_norm_of_the_step(image_dir, tmp_path):
+    trainer, batch = trainer_and_batch(image_dir, tmp_path / "run", "grad_clip=1e-3")
+    _, norm_before_clipping = trainer.train_step(batch)
+    grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+    assert norm_before_clipping > 1e-3
+    assert float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))) == pytest.approx(1e-3, rel=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_steps_on_cuda_are_finite_and_learn(image_dir, tmp_path):
+    trainer, batch = trainer_and_batch(image_dir, tmp_path / "run", "bf16=true", "optimizer.args.lr=1e-3",
+                                       device="cuda")
+    losses = [trainer.train_step(batch)[0] for _ in range(12)]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+
+
+def test_a_run_writes_config_checkpoints_scalars_and_samples(straight_run, image_dir):
+    names = {p.name for p in straight_run.iterdir()}
+    assert {"config.yaml", "last.pth", "best.pth", "log.txt", "tensorboard", "samples"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    last = models.load_checkpoint(straight_run / "last.pth")
+    assert (last["epoch"], last["step"], last["batch_in_epoch"]) == (2, 4, 0)
+    assert last["config"]["train_dataset"]["dataset"]["args"]["root_path"] == str(image_dir)
+    assert not [k for k in last["model"]["sd"] if k.startswith("module.")]
+    assert set(last["optimizer"]) == {"state", "param_groups"}
+    assert last["lr_scheduler"]["last_epoch"] == 2
+    model = models.model_from_checkpoint(straight_run / "best.pth")
+    assert isinstance(model, torch.nn.Module)
+    scalars = read_scalars(straight_run / "tensorboard")
+    assert [step for step, _ in scalars["train/loss"]] == [1, 2, 3, 4]
+    assert [v for _, v in scalars["train/lr"]] == pytest.approx([2e-4, 2e-4, 1e-4, 1e-4])
+    assert len(scalars["val/psnr_x2"]) == len(scalars["val/psnr_x3"]) == 2
+    assert sorted(p.name for p in (straight_run / "samples").iterdir()) == ["img0_x2.png", "img0_x3.png"]
+
+
+def independent_psnr(model, image_dir: Path, scale: float) -> float:
+    """Mean RGB PSNR, with the LR made here by PIL and the PSNR by numpy."""
+    values = []
+    for path in sorted(image_dir.glob("*.png")):
+        hr = np.asarray(Image.open(path))
+        h_lr, w_lr = math.floor(hr.shape[0] / scale), math.floor(hr.shape[1] / scale)
+        hr = hr[:round(h_lr * scale), :round(w_lr * scale)]
+        lr = np.asarray(Image.fromarray(hr).resize((w_lr, h_lr), Image.BICUBIC))
+        inp = torch.from_numpy(lr.copy()).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            sr = model.render(model.encode(inp), size=hr.shape[:2])[0].permute(1, 2, 0).numpy()
+        mse = np.mean((np.clip(sr, 0, 1).astype(np.float64) - hr / 255.0) ** 2)
+        values.append(-10 * np.log10(mse))
+    return float(np.mean(values))
+
+
+def test_validation_psnr_matches_an_independent_computation(straight_run, image_dir):
+    best = models.load_checkpoint(straight_run / "best.pth")
+    model = models.model_from_checkpoint(best).eval()
+    scalars = read_scalars(straight_run / "tensorboard")
+    logged = dict(scalars["val/psnr_x2"])[best["best_epoch"]], dict(scalars["val/psnr_x3"])[best["best_epoch"]]
+    expected = independent_psnr(model, image_dir, 2.0), independent_psnr(model, image_dir, 3.0)
+    assert logged == pytest.approx(expected, abs=1e-3)
+    assert best["best_psnr"] == pytest.approx(sum(expected) / 2, abs=1e-3)
+    means = [(a + b) / 2 for (_, a), (_, b) in zip(scalars["val/psnr_x2"], scalars["val/psnr_x3"])]
+    assert best["best_psnr"] == pytest.approx(max(means), abs=1e-5)  # TensorBoard holds float32
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    assert (a["epoch"], a["step"], a["batch_in_epoch"]) == (b["epoch"], b["step"], b["batch_in_epoch"])
+    for key in a["model"]["sd"]:
+        assert torch.equal(a["model"]["sd"][key], b["model"]["sd"][key]), key
+    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    for index, state in a["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, b["optimizer"]["state"][index][name]), (index, name)
+    assert a["lr_scheduler"] == b["lr_scheduler"]
+
+
+def test_resume_continues_exactly_where_it_stopped(straight_run, image_dir, tmp_path):
+    out = tmp_path / "run"
+    run(out, image_dir, "--val-path", str(image_dir), "--set", "val_dataset.scales=[2, 3]", "--set", "epoch_max=1")
+    first = models.load_checkpoint(out / "last.pth")
+    assert (first["epoch"], first["step"]) == (1, 2)
+    run(out, image_dir, "--set", "epoch_max=2", resume=out / "last.pth")
+    assert_same_training_state(models.load_checkpoint(out / "last.pth"),
+                               models.load_checkpoint(straight_run / "last.pth"))
+
+
+@pytest.mark.parametrize("where", ["mid-epoch", "after-last-batch"])
+def test_an_interrupted_run_keeps_what_it_saved_and_resumes_exactly(straight_run, image_dir, tmp_path,
+                                                                    monkeypatch, where):
+    out = tmp_path / "run"
+    real_step, real_validate = train.Trainer.train_step, train.validate
+
+    def step_then_interrupt(self, batch):
+        if self.step == 3:  # the 4th step: mid-way through epoch 2
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    def interrupt_validation(*args, **kwargs):  # epoch 1 trained, its end-of-epoch save not yet written
+        raise KeyboardInterrupt
+
+    if where == "mid-epoch":
+        monkeypatch.setattr(train.Trainer, "train_step", step_then_interrupt)
+    else:
+        monkeypatch.setattr(train, "validate", interrupt_validation)
+    with pytest.raises(KeyboardInterrupt):
+        run(out, image_dir, "--val-path", str(image_dir), "--set", "val_dataset.scales=[2, 3]",
+            "--set", "save_every_steps=1")
+    monkeypatch.setattr(train.Trainer, "train_step", real_step)
+    monkeypatch.setattr(train, "validate", real_validate)
+    saved = models.load_checkpoint(out / "last.pth")
+    expected = (1, 1, 3) if where == "mid-epoch" else (0, 2, 2)
+    assert (saved["epoch"], saved["batch_in_epoch"], saved["step"]) == expected
+    assert {p.name for p in out.glob("*.pth")} <= {"best.pth", "last.pth"}
+    assert not list(out.glob(".*tmp"))
+    run(out, image_dir, resume=out / "last.pth")
+    assert_same_training_state(models.load_checkpoint(out / "last.pth"),
+                               models.load_checkpoint(straight_run / "last.pth"))
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_dir, tmp_path, monkeypatch, capsys):
+    real_forward = train.RenderAtTarget.forward
+    calls = []
+
+    def nan_on_third_call(self, inp, size):
+        calls.append(1)
+        out = real_forward(self, inp, size)
+        return out * float("nan") if len(calls) == 3 else out
+
+    monkeypatch.setattr(train.RenderAtTarget, "forward", nan_on_third_call)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        run(out, image_dir)
+    assert stop.value.code == train.EXIT_DIVERGED
+    assert "non-finite" in capsys.readouterr().err
+    saved = models.load_checkpoint(out / "last.pth")
+    assert (saved["epoch"], saved["step"]) == (1, 2)
+    assert all(torch.isfinite(v).all() for v in saved["model"]["sd"].values())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--config", "missing.yaml"], "config not found"),
+    (["--config", TINY, "--path", "/nonexistent/folder"], "image folder not found"),
+    (["--config", TINY, "--set", "epochs=3"], "unknown config key"),
+    (["--config", TINY, "--set", "model.args.encoder_spec.args.bogus=1"], "model: .*bogus"),
+    (["--config", TINY, "--set", "optimizer.name=lbfgs"], "unknown optimizer"),
+    (["--resume", "/nonexistent.pth"], "checkpoint not found"),
+])
+def test_bad_input_exits_2_with_one_line(argv, message, tmp_path, image_dir, capsys):
+    if "--path" not in argv and "--resume" not in argv and "missing.yaml" not in argv:
+        argv = [*argv, "--path", str(image_dir)]
+    with pytest.raises(SystemExit) as stop:
+        train.main([*argv, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == train.EXIT_USAGE
+    assert len(err.splitlines()) == 1 and err.startswith("train.py: error:")
+    assert __import__("re").search(message, err)
+
+
+def test_an_existing_run_is_not_overwritten(straight_run, image_dir, capsys):
+    before = (straight_run / "last.pth").read_bytes()
+    with pytest.raises(SystemExit) as stop:
+        run(straight_run, image_dir)
+    assert stop.value.code == train.EXIT_USAGE and "already holds a run" in capsys.readouterr().err
+    assert (straight_run / "last.pth").read_bytes() == before
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ddp_worker(rank: int, world_size: int, port: int, argv: list[str], out: str) -> None:
+    """One torchrun-like process: the environment torchrun sets, then train.main; saves its replica's weights."""
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    model = train.main(argv)
+    torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
+
+
+def test_two_process_gloo_ddp_run_ends_with_identical_replicas(image_dir, tmp_path):
+    out = tmp_path / "ddp"
+    argv = ["--config", TINY, "--path", str(image_dir), "--out", str(out), "--device", "cpu",
+            "--set", "train_dataset.batch_size=4", "--val-path", str(image_dir), "--set", "val_dataset.scales=[3]"]
+    mp.spawn(ddp_worker, args=(2, free_port(), argv, str(tmp_path)), nprocs=2, join=True)
+    replicas = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    saved = models.load_checkpoint(out / "last.pth")
+    assert (saved["epoch"], saved["step"]) == (2, 2)  # 4 images, global batch 4: one step per epoch
+    assert not [k for k in saved["model"]["sd"] if k.startswith("module.")]
+    torch.manual_seed(0)
+    initial = models.make(saved["config"]["model"]).state_dict()
+    changed = 0
+    for key, value in replicas[0].items():
+        assert torch.equal(value, replicas[1][key]), key
+        assert torch.equal(value, saved["model"]["sd"][key]), key
+        changed += not torch.equal(value, initial[key])
+    assert changed > len(initial) // 2
+    assert saved["best_psnr"] is not None and math.isfinite(saved["best_psnr"])

@@ -1,0 +1,447 @@
+"""Train ContinuousSR: `python train.py --path /path/to/DIV2K_train_HR` (one process) or, on several GPUs or
+nodes, `torchrun --nproc_per_node=N train.py --config configs/train/<recipe>.yaml --path ...`.
+
+Every sample is an HR crop and its bicubic LR at a random scale (DESIGN §7); the loss is L1 between
+`model.render(model.encode(inp), size=gt.shape[-2:])` and the HR crop.
+
+Config keys (YAML; every key but the three specs has a default; `--set key.sub=value` overrides any key, the
+value parsed as YAML; `--path DIR` sets train_dataset.dataset.args.root_path, `--val-path DIR` the same for
+val_dataset):
+  train_dataset.dataset     dataset spec of the HR images, e.g. {name: image-folder, args: {root_path, repeat,
+                            cache, first_k}} (datasets/)
+  train_dataset.wrapper     sample spec, e.g. {name: sr-implicit-downsampled, args: {inp_size: 256 (the HR crop),
+                            scale_min: 4, scale_max: 8, augment: true}}; one scale is drawn per batch
+  train_dataset.batch_size  the GLOBAL batch (default 16): each of the N processes takes batch_size / N samples
+                            (must divide), so a recipe means the same optimisation on any number of GPUs
+  train_dataset.num_workers data-loader processes per training process (default 4)
+  val_dataset               null (no validation, the default) or {dataset: spec of an HR folder, scales: [4, ...]}:
+                            mean RGB PSNR of the clamped render at each scale (HR cropped to the LR grid, LR =
+                            bicubic), over every image of the folder, split over the processes
+  model                     model spec, e.g. {name: continuous-gaussian, args: {encoder_spec: {...}}}
+  optimizer                 {name: adam | adamw, args} (default Adam, lr 1e-4)
+  lr_scheduler              {name: step_lr | multi_step_lr, args} stepped once per epoch (default: halve the
+                            lr every 100 epochs), or null
+  epoch_max                 epochs to train (default 1000)
+  epoch_val                 validate every this many epochs, and after the last (default 1)
+  epoch_save                also keep epoch-<n>.pth every this many epochs (default 0: only last and best)
+  save_every_steps          also save last.pth every this many steps, mid-epoch (default 0: at epoch ends only)
+  log_every_steps           TensorBoard loss / lr / gradient-norm every this many steps (default 50)
+  val_samples               images per scale whose renders are kept as samples (default 2)
+  seed                      seeds model initialisation, shuffling, scales, crops and flips (default 0)
+  bf16                      bf16 autocast of the encoder on CUDA (default false; the rasterizer stays float32)
+  grad_clip                 max gradient norm, or null (default)
+  rasterizer_backend        auto | torch | triton | ... (default auto)
+
+The output folder (--out, default save/<config name>) holds config.yaml (the config used), last.pth (every
+epoch), best.pth (best mean validation PSNR), epoch-<n>.pth, tensorboard/ (train/loss, train/lr,
+train/grad_norm, val/psnr_x<s>, val/psnr, sample images), samples/ (the latest sample renders) and log.txt.
+Checkpoints use the official format {'model': {'name', 'args', 'sd'}, 'optimizer', 'epoch', 'config'} plus what
+resuming needs ('step', 'batch_in_epoch', 'lr_scheduler', 'rng', 'best_psnr', 'best_epoch'), written atomically;
+`--resume <ckpt>` continues at the same epoch, batch and step, with the same optimizer, scheduler and RNG state.
+A non-finite loss or gradient stops the run (exit 1) before the step is applied; the checkpoints on disk are the
+last good ones.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+import datasets
+import models
+from image_io import ImageError, write_image
+from training import distributed
+from training.config import ConfigError, apply_overrides, complete, load_yaml, save_config
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train" / "edsr-baseline.yaml"
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+SCHEDULERS = {"step_lr": torch.optim.lr_scheduler.StepLR, "multi_step_lr": torch.optim.lr_scheduler.MultiStepLR}
+# PSNR of a perfect render is capped by flooring the MSE (100 dB), so that a mean over images stays finite.
+PSNR_MSE_FLOOR = 1e-10
+EXIT_USAGE = 2
+EXIT_DIVERGED = 1
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss or the gradient norm is NaN or infinite: training stops before the step is applied."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    summary, _, details = __doc__.partition("\n\n")
+    parser = argparse.ArgumentParser(description=summary, epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config (default: configs/train/edsr-baseline.yaml; when resuming, "
+                        "the checkpoint's own config)")
+    parser.add_argument("--path", help="training HR folder (sets train_dataset.dataset.args.root_path)")
+    parser.add_argument("--val-path", help="validation HR folder (sets val_dataset.dataset.args.root_path)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
+                        help="override a config key (repeatable); the value is parsed as YAML")
+    parser.add_argument("--resume", help="checkpoint to continue from (e.g. save/<run>/last.pth)")
+    parser.add_argument("--out", help="output folder (default: save/<config name>, or the resumed checkpoint's)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    return parser.parse_args(argv)
+
+
+def folder_override(path: str, key: str) -> str:
+    return f"{key}.dataset.args.root_path={json.dumps(str(path))}"  # quoted: a path is never parsed as YAML
+
+
+def built(what: str, make, *args, **kwargs):
+    """`make(*args, **kwargs)`, with a wrong or missing spec argument reported as a config error about `what`."""
+    try:
+        return make(*args, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+
+
+def prepare_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None, Path]:
+    """(config, checkpoint to resume or None, output folder) from the command line."""
+    ckpt = models.load_checkpoint(args.resume) if args.resume else None
+    if args.config or ckpt is None:
+        raw = load_yaml(args.config or DEFAULT_CONFIG)
+        name = Path(args.config or DEFAULT_CONFIG).stem
+    else:
+        if not isinstance(ckpt.get("config"), dict):
+            raise ConfigError(f"{args.resume} holds no training config; pass --config")
+        raw, name = ckpt["config"], None
+    if args.val_path and not raw.get("val_dataset"):
+        raw = {**raw, "val_dataset": {"dataset": {"name": "image-folder", "args": {}}}}
+    overrides = [folder_override(path, key) for path, key in ((args.path, "train_dataset"),
+                                                              (args.val_path, "val_dataset")) if path]
+    cfg = complete(apply_overrides(raw, overrides + list(args.overrides)))
+    if args.out:
+        out = Path(args.out)
+    elif ckpt is not None:
+        out = Path(args.resume).resolve().parent
+    else:
+        out = Path("save") / name
+    if ckpt is None and (out / "last.pth").exists():
+        raise ConfigError(f"{out} already holds a run: pass --resume {out / 'last.pth'} or choose another --out")
+    return cfg, ckpt, out
+
+
+class Logger:
+    """Messages to the console (without breaking progress bars) and to log.txt; TensorBoard; rank 0 only."""
+
+    def __init__(self, out: Path, active: bool):
+        self.active, self.writer = active, None
+        if active:
+            from tensorboardX import SummaryWriter
+
+            out.mkdir(parents=True, exist_ok=True)
+            self.log_file = open(out / "log.txt", "a")
+            self.writer = SummaryWriter(str(out / "tensorboard"))
+
+    def __call__(self, message: str) -> None:
+        if self.active:
+            tqdm.write(message)
+            self.log_file.write(message + "\n")
+            self.log_file.flush()
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, step)
+
+    def image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_image(tag, image.clamp(0, 1), step)
+
+    def close(self) -> None:
+        if self.active:
+            self.writer.close()
+            self.log_file.close()
+
+
+class RenderAtTarget(nn.Module):
+    """`model.render(model.encode(inp), size=size)` as one forward, so that DDP wraps a real forward call.
+
+    With bf16 the encoder runs under CUDA autocast; the field is cast back to float32 before rasterizing.
+    """
+
+    def __init__(self, model: nn.Module, bf16: bool, backend: str):
+        super().__init__()
+        self.model, self.bf16, self.backend = model, bf16, backend
+
+    def forward(self, inp: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        with autocast:
+            field = self.model.encode(inp)
+        return self.model.render(field.to(torch.float32), size=tuple(size), backend=self.backend)
+
+
+def psnr_rgb(sr: torch.Tensor, gt: torch.Tensor) -> float:
+    """Plain RGB PSNR (dB) of the clamped render, whole image, no shave: a training monitor, not the benchmark
+    protocol (the evaluation's Y-channel/shaved PSNR belongs to the evaluation code)."""
+    mse = (sr.clamp(0, 1) - gt).pow(2).mean().item()
+    return -10 * math.log10(max(mse, PSNR_MSE_FLOOR))
+
+
+def make_optimizer(cfg: dict[str, Any], params) -> torch.optim.Optimizer:
+    spec = cfg["optimizer"]
+    if spec["name"] not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {spec['name']!r} (known: {', '.join(OPTIMIZERS)})")
+    return OPTIMIZERS[spec["name"]](params, **(spec.get("args") or {}))
+
+
+def make_scheduler(cfg: dict[str, Any], optimizer: torch.optim.Optimizer):
+    spec = cfg["lr_scheduler"]
+    if spec is None:
+        return None
+    if spec.get("name") not in SCHEDULERS:
+        raise ConfigError(f"unknown lr_scheduler {spec.get('name')!r} (known: {', '.join(SCHEDULERS)})")
+    return SCHEDULERS[spec["name"]](optimizer, **(spec.get("args") or {}))
+
+
+def make_train_loader(cfg: dict[str, Any], ctx: distributed.Context) -> DataLoader:
+    spec = cfg["train_dataset"]
+    dataset = datasets.make(spec["wrapper"], {"dataset": datasets.make(spec["dataset"])})
+    batch = distributed.per_rank_batch(spec["batch_size"], ctx)
+    indices = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                 seed=cfg["seed"])
+    sampler = datasets.ScaleBatchSampler(indices, batch, getattr(dataset, "scale_range", None), seed=cfg["seed"],
+                                         rank=ctx.rank)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=spec["num_workers"],
+                      pin_memory=ctx.device.type == "cuda", persistent_workers=False)
+
+
+def make_val_sets(cfg: dict[str, Any]) -> dict[float, Any]:
+    spec = cfg["val_dataset"]
+    if spec is None:
+        return {}
+    base = datasets.make(spec["dataset"])
+    return {float(s): datasets.make({"name": "sr-implicit-downsampled"},
+                                    {"dataset": base, "scale_min": float(s), "scale_max": float(s)})
+            for s in spec["scales"]}
+
+
+def sample_name(dataset, position: int) -> str:
+    files = getattr(dataset.dataset, "files", None)
+    index = dataset.positions[position]
+    return Path(files[index % len(files)]).stem if files else f"{position:04d}"
+
+
+def validate(model: nn.Module, val_sets: dict[float, Any], cfg: dict[str, Any], ctx: distributed.Context,
+             log: Logger, out: Path, epoch: int) -> dict[float, float]:
+    """Mean RGB PSNR per scale; images are split over the ranks and the sums all-reduced."""
+    runner = RenderAtTarget(model, cfg["bf16"], cfg["rasterizer_backend"])
+    model.eval()
+    results = {}
+    with torch.no_grad():
+        for scale, dataset in val_sets.items():
+            positions = range(ctx.rank, len(dataset), ctx.world_size)
+            total = torch.zeros(2, dtype=torch.float64)
+            for position in tqdm(positions, desc=f"val x{scale:g}", leave=False, disable=not ctx.is_main):
+                sample = dataset[position]
+                inp, gt = sample["inp"][None].to(ctx.device), sample["gt"][None].to(ctx.device)
+                sr = runner(inp, gt.shape[-2:])
+                total += torch.tensor([psnr_rgb(sr, gt), 1.0], dtype=torch.float64)
+                if ctx.is_main and position < cfg["val_samples"]:
+                    name = f"{sample_name(dataset, position)}_x{scale:g}"
+                    write_image(out / "samples" / f"{name}.png", sr[0].float().cpu())
+                    log.image(f"val/{name}", sr[0].float().cpu(), epoch)
+            total = distributed.all_reduce_sum(total.to(ctx.device), ctx).cpu()
+            results[scale] = float(total[0] / total[1])
+    model.train()
+    return results
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """The training state (model, optimizer, scheduler, counters) and the loop over epochs and batches."""
+
+    def __init__(self, cfg: dict[str, Any], ctx: distributed.Context, out: Path, log: Logger,
+                 ckpt: dict[str, Any] | None):
+        self.cfg, self.ctx, self.out, self.log = cfg, ctx, out, log
+        seed_everything(cfg["seed"])
+        self.model = built("model", models.make, cfg["model"]).to(ctx.device)
+        self.optimizer = built("optimizer", make_optimizer, cfg, [p for p in self.model.parameters() if p.requires_grad])
+        self.scheduler = built("lr_scheduler", make_scheduler, cfg, self.optimizer)
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.best_psnr: float | None = None
+        self.best_epoch: int | None = None
+        if ckpt is not None:
+            self.restore(ckpt)
+        runner = RenderAtTarget(self.model, cfg["bf16"], cfg["rasterizer_backend"])
+        # static_graph: the encoders keep weights that the head never uses (e.g. EDSR's final RGB conv).
+        self.net = (DistributedDataParallel(runner, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
+                                            else None, static_graph=True) if ctx.distributed else runner)
+        self.loader = built("train_dataset", make_train_loader, cfg, ctx)
+        self.val_sets = built("val_dataset", make_val_sets, cfg)
+        log(f"model {cfg['model']['name']} ({sum(p.numel() for p in self.model.parameters()) / 1e6:.2f} M "
+            f"parameters) on {ctx.device} x {ctx.world_size} process(es); {len(self.loader.dataset)} training "
+            f"samples, {self.loader.batch_sampler.batch_size} per process per step, "
+            f"{self.loader.batch_sampler.batches_per_epoch()} steps per epoch")
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        try:
+            models.checkpoint.load_state_dict_strict(self.model, ckpt["model"]["sd"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.scheduler is not None and ckpt.get("lr_scheduler") is not None:
+                self.scheduler.load_state_dict(ckpt["lr_scheduler"])
+        except (KeyError, ValueError) as exc:
+            raise models.CheckpointError(f"cannot resume from this checkpoint: {exc}") from None
+        self.epoch, self.step = int(ckpt["epoch"]), int(ckpt.get("step", 0))
+        self.batch_in_epoch = int(ckpt.get("batch_in_epoch", 0))
+        self.best_psnr, self.best_epoch = ckpt.get("best_psnr"), ckpt.get("best_epoch")
+        if "rng" in ckpt:
+            set_rng_state(ckpt["rng"])
+        self.log(f"resumed after epoch {self.epoch}, batch {self.batch_in_epoch}, step {self.step}")
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"model": models.model_payload(self.cfg["model"], self.model), "optimizer": self.optimizer.state_dict(),
+                "epoch": self.epoch, "config": self.cfg, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
+                "lr_scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "rng": rng_state(), "best_psnr": self.best_psnr, "best_epoch": self.best_epoch}
+
+    def save(self, *names: str) -> None:
+        if self.ctx.is_main:
+            ckpt = self.checkpoint()
+            for name in names:
+                models.save_checkpoint(ckpt, self.out / name)
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
+        """One optimisation step; (mean loss over ranks, gradient norm). Raises NonFiniteLoss before stepping."""
+        inp = batch["inp"].to(self.ctx.device, non_blocking=True)
+        gt = batch["gt"].to(self.ctx.device, non_blocking=True)
+        loss = F.l1_loss(self.net(inp, gt.shape[-2:]), gt)
+        mean_loss = float(distributed.all_reduce_sum(loss.detach(), self.ctx)) / self.ctx.world_size
+        if not math.isfinite(mean_loss):
+            raise NonFiniteLoss(f"the loss is {mean_loss}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg["grad_clip"] or math.inf))
+        if not math.isfinite(grad_norm):
+            raise NonFiniteLoss(f"the gradient norm is {grad_norm}")
+        self.optimizer.step()
+        return mean_loss, grad_norm
+
+    def train_epoch(self) -> float | None:
+        """Train the rest of the current epoch; the mean loss of its steps (None if none were left to run)."""
+        epoch = self.epoch + 1
+        sampler = self.loader.batch_sampler
+        sampler.set_epoch(epoch, self.batch_in_epoch)
+        total, count = 0.0, 0
+        bar = tqdm(self.loader, desc=f"epoch {epoch}/{self.cfg['epoch_max']}", leave=False,
+                   disable=not self.ctx.is_main, initial=self.batch_in_epoch, total=sampler.batches_per_epoch())
+        for batch in bar:
+            loss, grad_norm = self.train_step(batch)
+            self.step += 1
+            self.batch_in_epoch += 1
+            total, count = total + loss, count + 1
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if self.cfg["log_every_steps"] and self.step % self.cfg["log_every_steps"] == 0:
+                self.log.scalar("train/loss", loss, self.step)
+                self.log.scalar("train/grad_norm", grad_norm, self.step)
+                self.log.scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
+            if self.cfg["save_every_steps"] and self.step % self.cfg["save_every_steps"] == 0:
+                self.save("last.pth")
+        bar.close()
+        return total / count if count else None
+
+    def run(self) -> None:
+        cfg = self.cfg
+        if self.ctx.is_main:
+            save_config(cfg, self.out / "config.yaml")
+        while self.epoch < cfg["epoch_max"]:
+            start = time.perf_counter()
+            loss = self.train_epoch()
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            lr = self.optimizer.param_groups[0]["lr"]
+            if self.scheduler is not None:
+                with warnings.catch_warnings():  # a resumed epoch with no batch left steps no optimizer first
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`", UserWarning)
+                    self.scheduler.step()
+            message = f"epoch {self.epoch}/{cfg['epoch_max']}: " + ("" if loss is None else f"loss {loss:.4f}, ")
+            message += f"lr {lr:.3g}"
+            if loss is not None:
+                self.log.scalar("train/epoch_loss", loss, self.epoch)
+            names = ["last.pth"]
+            if self.val_sets and (self.epoch % cfg["epoch_val"] == 0 or self.epoch == cfg["epoch_max"]):
+                results = validate(self.model, self.val_sets, cfg, self.ctx, self.log, self.out, self.epoch)
+                for scale, value in results.items():
+                    self.log.scalar(f"val/psnr_x{scale:g}", value, self.epoch)
+                mean = sum(results.values()) / len(results)
+                self.log.scalar("val/psnr", mean, self.epoch)
+                message += ", val PSNR " + ", ".join(f"x{s:g} {v:.2f}" for s, v in results.items()) + " dB"
+                if self.best_psnr is None or mean > self.best_psnr:
+                    self.best_psnr, self.best_epoch = mean, self.epoch
+                    names.append("best.pth")
+                    message += " (best)"
+            if cfg["epoch_save"] and self.epoch % cfg["epoch_save"] == 0:
+                names.append(f"epoch-{self.epoch}.pth")
+            self.save(*names)
+            self.log(f"{message} [{time.perf_counter() - start:.1f} s]")
+        self.log(f"done: {cfg['epoch_max']} epochs, {self.step} steps; checkpoints in {self.out}")
+
+
+def fail(message: str, code: int) -> None:
+    print(f"train.py: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> nn.Module:
+    """Run training; returns the trained model (this process's replica) for callers such as tests."""
+    args = parse_args(argv)
+    try:
+        cfg, ckpt, out = prepare_config(args)
+    except (ConfigError, models.CheckpointError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda but CUDA is not available", EXIT_USAGE)
+    ctx = distributed.setup(args.device)
+    log = Logger(out, ctx.is_main)
+    if cfg["bf16"] and ctx.device.type != "cuda":
+        log("bf16 autocast is for CUDA; training in float32 on the CPU")
+        cfg["bf16"] = False
+    try:
+        trainer = Trainer(cfg, ctx, out, log, ckpt)
+        trainer.run()
+        return trainer.model
+    except NonFiniteLoss as exc:
+        log(f"stopped: {exc} at epoch {trainer.epoch + 1}, step {trainer.step + 1}; nothing was saved after the "
+            f"last good step. Lower optimizer.args.lr or set grad_clip, then --resume {out / 'last.pth'}")
+        fail(f"non-finite training ({exc}); last good checkpoint: {out / 'last.pth'}", EXIT_DIVERGED)
+    except (ConfigError, datasets.DatasetError, datasets.UnknownDatasetError, models.UnknownModelError,
+            models.CheckpointError, ImageError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    finally:
+        log.close()
+        distributed.cleanup(ctx)
+
+
+if __name__ == "__main__":
+    main()

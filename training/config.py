@@ -1,0 +1,169 @@
+"""Training configs: YAML files merged over defaults, `--set key.sub=value` overrides, checks, atomic saving.
+
+The keys themselves are documented at the top of train.py.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+DEFAULTS: dict[str, Any] = {
+    "train_dataset": {"dataset": None, "wrapper": None, "batch_size": 16, "num_workers": 4},
+    "val_dataset": None,
+    "model": None,
+    "optimizer": {"name": "adam", "args": {"lr": 1.0e-4}},
+    "lr_scheduler": {"name": "step_lr", "args": {"step_size": 100, "gamma": 0.5}},
+    "epoch_max": 1000,
+    "epoch_val": 1,
+    "epoch_save": 0,
+    "save_every_steps": 0,
+    "log_every_steps": 50,
+    "val_samples": 2,
+    "seed": 0,
+    "bf16": False,
+    "grad_clip": None,
+    "rasterizer_backend": "auto",
+}
+VAL_DEFAULTS: dict[str, Any] = {"dataset": None, "scales": [4]}
+REQUIRED = ("train_dataset.dataset", "train_dataset.wrapper", "model")
+
+
+class YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-4` (no dot) as a float, as YAML 1.2 does; plain PyYAML reads a string."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=YamlLoader)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line for the user."""
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`override` over `base`, recursively; a spec (a dict with a 'name') replaces the default spec whole."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) and "name" not in value:
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config not found: {path}")
+    try:
+        loaded = parse_yaml(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys")
+    return loaded
+
+
+def set_key(cfg: dict[str, Any], dotted: str, value: Any) -> None:
+    """cfg[a][b][c] = value for dotted = 'a.b.c'; intermediate keys that are null or absent become mappings."""
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError(f"bad config key {dotted!r}")
+    node = cfg
+    for depth, part in enumerate(parts[:-1]):
+        if node.get(part) is None:
+            node[part] = {}
+        if not isinstance(node[part], dict):
+            raise ConfigError(f"cannot set {dotted}: {'.'.join(parts[:depth + 1])} is not a mapping")
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def apply_overrides(cfg: dict[str, Any], assignments: Sequence[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` strings; values are parsed as YAML (numbers, booleans, null, lists, mappings)."""
+    cfg = copy.deepcopy(cfg)
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects key.sub=value, got {assignment!r}")
+        try:
+            value = parse_yaml(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value {text!r}") from None
+        set_key(cfg, key.strip(), value)
+    return cfg
+
+
+def get_key(cfg: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The config merged over the defaults and checked: unknown keys, missing keys and bad values are errors."""
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)} (known: {', '.join(DEFAULTS)})")
+    full = merge(DEFAULTS, cfg)
+    unknown = sorted(set(full["train_dataset"]) - set(DEFAULTS["train_dataset"]))
+    if unknown:
+        raise ConfigError(f"unknown train_dataset key(s) {', '.join(unknown)}")
+    if full["val_dataset"] is not None:
+        if not isinstance(full["val_dataset"], Mapping):
+            raise ConfigError("val_dataset must be a mapping or null")
+        full["val_dataset"] = merge(VAL_DEFAULTS, full["val_dataset"])
+        unknown = sorted(set(full["val_dataset"]) - set(VAL_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"unknown val_dataset key(s) {', '.join(unknown)}")
+        if full["val_dataset"]["dataset"] is None:
+            raise ConfigError("val_dataset needs a dataset spec (or set val_dataset to null)")
+        scales = full["val_dataset"]["scales"]
+        if not isinstance(scales, list) or not scales or not all(
+                isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in scales):
+            raise ConfigError(f"val_dataset.scales must be a non-empty list of positive numbers, got {scales!r}")
+    for key in REQUIRED:
+        value = get_key(full, key)
+        if not isinstance(value, Mapping) or "name" not in value:
+            raise ConfigError(f"config needs {key} as a spec with a 'name'")
+    for key in ("epoch_max", "epoch_val", "train_dataset.batch_size"):
+        value = get_key(full, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    for key in ("epoch_save", "save_every_steps", "log_every_steps", "val_samples", "seed",
+                "train_dataset.num_workers"):
+        value = get_key(full, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{key} must be a non-negative integer, got {value!r}")
+    clip = full["grad_clip"]
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip <= 0):
+        raise ConfigError(f"grad_clip must be a positive number or null, got {clip!r}")
+    if not isinstance(full["bf16"], bool):
+        raise ConfigError(f"bf16 must be true or false, got {full['bf16']!r}")
+    return full
+
+
+def save_config(cfg: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write the config as YAML through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(dict(cfg), f, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
