@@ -62,3 +62,47 @@ def write_rgb(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
     return path
+
+
+# The tiny continuous-gaussian model of the evaluation tests (random weights, seeded).
+TINY_MODEL_SPEC = {"name": "continuous-gaussian", "args": {"encoder_spec": {"name": "edsr-baseline", "args": {
+    "no_upsampling": False, "scale": 4, "n_resblocks": 1, "n_feats": 64}}}}
+# HR test images (height, width) of the generated benchmark folder: sizes divisible by 4, and one that is not.
+BENCHMARK_HR_SIZES = ((48, 48), (52, 44), (41, 58))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint, in the official format, of a seeded tiny model."""
+    import models
+
+    torch.manual_seed(0)
+    model = models.make(TINY_MODEL_SPEC)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
+    models.save_checkpoint({"model": models.model_payload(TINY_MODEL_SPEC, model)}, path)
+    return path
+
+
+def smooth_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A (height, width, 3) uint8 image of smooth waves and an edge (more image-like than noise)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    image = np.stack((128 + 100 * np.sin(x / 5 + seed), 128 + 90 * np.cos(y / 7 - seed),
+                      np.where(x + 2 * y > width, 200.0, 40.0)), -1)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def benchmark_root(tmp_path) -> Path:
+    """A data root laid out as configs/test expect: benchmark/Set5/HR with three images, and their MATLAB-bicubic
+    LR_bicubic/X2 and X4 (modcrop, then imresize), named like the benchmark packages (img0x4.png)."""
+    from imresize import imresize
+
+    hr_dir = tmp_path / "load" / "benchmark" / "Set5" / "HR"
+    for i, (height, width) in enumerate(BENCHMARK_HR_SIZES):
+        hr = write_rgb(hr_dir / f"img{i}.png", smooth_rgb(height, width, seed=i))
+        array = np.asarray(Image.open(hr))
+        for scale in (2, 4):
+            crop = array[:height - height % scale, :width - width % scale]
+            lr = imresize(crop, size=(crop.shape[0] // scale, crop.shape[1] // scale))
+            write_rgb(hr_dir.parent / "LR_bicubic" / f"X{scale}" / f"img{i}x{scale}.png", lr)
+    return tmp_path / "load"

@@ -1,0 +1,139 @@
+"""Run a checkpoint over many test configs and write one Markdown and one JSON table (benchmark × scale).
+
+    python scripts/eval_all.py --model ckpt.pth --root DATA --out results/ckpt configs/test/test-set5-*.yaml
+
+Every config is checked, and its data folders listed, before anything runs (a missing folder stops the run
+at once with exit code 2). The model is loaded once. Rows are named after the configs (test-set5-4-paired.yaml
+→ set5-paired), columns are scales; cells hold mean PSNR (dB) / SSIM, and a second table the model's time per
+image (one encode + one render). OUT.json adds the per-image scores. Both files are written atomically.
+With no config given, every configs/test/*.yaml runs.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from evaluation import (UsageError, build_dataset, evaluate, load_config, load_model,  # noqa: E402
+                        resolve_data_paths, resolve_device, validate_config)
+
+USAGE_ERROR = 2
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "test"
+DEFAULT_WORKERS = 2
+
+
+def row_label(config_path: Path, scale: float) -> str:
+    """test-set5-4-paired.yaml → set5-paired: the file stem without 'test-' and the scale."""
+    parts = config_path.stem.split("-")
+    if parts and parts[0] == "test":
+        parts = parts[1:]
+    kept = [p for p in parts if p != f"{scale:g}"]
+    return "-".join(kept) or config_path.stem
+
+
+def markdown_table(rows: list[str], scales: list[float], cells: dict[tuple[str, float], str]) -> list[str]:
+    lines = ["| benchmark | " + " | ".join(f"x{s:g}" for s in scales) + " |",
+             "| --- |" + " --- |" * len(scales)]
+    for row in rows:
+        lines.append(f"| {row} | " + " | ".join(cells.get((row, s), "") for s in scales) + " |")
+    return lines
+
+
+def render_markdown(records: list[dict], model: str, device: str, date: str) -> str:
+    rows = list(dict.fromkeys(r["benchmark"] for r in records))
+    scales = sorted({r["scale"] for r in records})
+    quality = {(r["benchmark"], r["scale"]): f"{r['psnr']:.2f} / {r['ssim']:.4f}" for r in records}
+    timing = {(r["benchmark"], r["scale"]): f"{r['seconds_per_image']:.3f}" for r in records}
+    lines = [f"# Evaluation of `{model}`", "",
+             f"{date}, device {device}. PSNR (dB) / SSIM, mean over each test set. Benchmarks: PSNR on Y, shave = "
+             "scale; DIV2K: PSNR on RGB, shave = scale + 6; SSIM on Y with the same shave. `-paired` rows use the "
+             "benchmark's own LR images, the others LR made on the fly.", ""]
+    lines += markdown_table(rows, scales, quality)
+    lines += ["", "## Time per image (s): one encode + one render", ""]
+    lines += markdown_table(rows, scales, timing)
+    return "\n".join(lines) + "\n"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: never a half-written table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def run(config_paths: list[Path], model_path: str, root: str | None, device: torch.device, backend: str,
+        workers: int, progress: bool = True) -> list[dict]:
+    """Evaluate every config; one record per config (see the module docstring)."""
+    jobs = []
+    for path in config_paths:  # check everything first: fail before hours of work, not after
+        try:
+            config = resolve_data_paths(load_config(path), root)
+            protocol = validate_config(config)
+            dataset = build_dataset(config)
+        except UsageError as exc:
+            raise UsageError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
+        jobs.append((path, config, protocol, dataset))
+    model = load_model(model_path, device)
+    records = []
+    for path, config, protocol, dataset in jobs:
+        result = evaluate(model, dataset, protocol, data_norm=config.get("data_norm"), device=device,
+                          backend=backend, workers=workers, progress=progress, description=path.stem)
+        summary = result.summary()[0]
+        records.append({"config": str(path), "benchmark": row_label(path, protocol.scale),
+                        "eval_type": f"{protocol.kind}-{protocol.scale:g}", "scale": protocol.scale,
+                        "images": len(result.names), "psnr": summary["psnr"], "ssim": summary["ssim"],
+                        "seconds_per_image": summary["seconds_per_image"],
+                        "per_image": result.to_dict()["per_image"]})
+        print(f"{path.stem}: PSNR {summary['psnr']:.4f} dB, SSIM {summary['ssim']:.4f}, "
+              f"{summary['seconds_per_image']:.4f} s/image", flush=True)
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="*", type=Path, help="test configs (default: every configs/test/*.yaml)")
+    parser.add_argument("--model", required=True, help="checkpoint in the official format")
+    parser.add_argument("--root", help="data root for the configs' relative dataset paths (default ./load)")
+    parser.add_argument("--out", default="results/eval", type=Path, help="writes OUT.md and OUT.json")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backend", default="auto", help="rasterizer backend")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data loader processes")
+    args = parser.parse_args(argv)
+    configs = args.configs or sorted(CONFIG_DIR.glob("*.yaml"))
+    try:
+        device = resolve_device(args.device, args.backend)
+        records = run(configs, args.model, args.root, device, args.backend, args.workers)
+    except UsageError as exc:
+        print(f"eval_all: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    markdown, table = args.out.with_name(args.out.name + ".md"), args.out.with_name(args.out.name + ".json")
+    write_text_atomic(markdown, render_markdown(records, args.model, device_name(device), date))
+    payload = {"model": args.model, "device": device_name(device), "date": date, "results": records}
+    write_text_atomic(table, json.dumps(payload, indent=1) + "\n")
+    print(f"eval_all: wrote {markdown} and {table}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
