@@ -171,9 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare", action="store_true",
                         help="write bicubic (left) | ContinuousSR (right) side by side, at the output size")
     parser.add_argument("--zoom", type=zoom_arg, metavar="START:END:FRAMES",
-                        help="a continuous zoom video from scale START to END in FRAMES frames (e.g. 1:8:60)")
+                        help="a continuous zoom video (.mp4 or .gif) from level START to END (output pixels "
+                             "per input pixel, geometric steps) in FRAMES frames of the input size x START "
+                             "(or --size), e.g. 1:8:60")
     parser.add_argument("--focus", type=focus_arg, metavar="X,Y",
-                        help="the point the zoom closes in on, in input pixels (default: the centre)")
+                        help="the point the zoom scales the image about (it stays still in the frame), in input "
+                             "pixels from the top-left corner (default: the centre)")
     parser.add_argument("--fps", type=positive_float, default=DEFAULT_FPS, help="frames per second of a zoom")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
     return parser

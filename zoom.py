@@ -117,7 +117,7 @@ def render_window(field: GaussianField, window: tuple[float, float, float, float
     colour, cholesky, offset = field.colour[cells], field.cholesky[cells], field.offset[cells]
     rows = torch.arange(f * r0, f * r1, device=offset.device, dtype=offset.dtype)[:, None] / f
     cols = torch.arange(f * c0, f * c1, device=offset.device, dtype=offset.dtype) / f
-    # Output pixel j is centred on LR position left + (j + ½)/s, so a Gaussian at LR u lands at X = s(u − left) − ½.
+    # Output pixel j is centred on LR position left + (j + ½)/s: a Gaussian at LR u lands at X = s(u − left) − ½.
     x_pixels = scale_w * (cols + offset[..., 0] - left) - 0.5
     y_pixels = scale_h * (rows + offset[..., 1] - top) - 0.5
     xy = torch.stack((2 * x_pixels / width - 1, 2 * y_pixels / height - 1), -1)  # the rasterizer's normalised form
