@@ -48,7 +48,7 @@ def test_plan_rejects_bad_arguments(args):
 def test_receptive_margin_bounds_the_measured_dependence(tiny_sr_model):
     """The margin must contain every LR pixel a lattice cell depends on (measured by the gradient's support)."""
     margin = tiling.receptive_margin(tiny_sr_model)
-    size, centre = 25, 12
+    size, centre = 19, 9
     image = torch.rand(1, 3, size, size, requires_grad=True)
     field = tiny_sr_model.encode(image)
     cells = (0, slice(2 * centre, 2 * centre + 2), slice(2 * centre, 2 * centre + 2))
@@ -68,7 +68,7 @@ def test_attention_encoders_have_no_finite_margin_and_align_to_windows():
 
 @pytest.fixture(scope="module")
 def image_and_field(tiny_sr_model):
-    image = smooth_image(20, 28)[None]
+    image = smooth_image(16, 24)[None]
     with torch.no_grad():
         return image, tiny_sr_model.encode(image)
 
