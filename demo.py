@@ -286,6 +286,8 @@ def upscale(model: nn.Module, rgb: torch.Tensor, size: tuple[int, int], settings
     start = time.perf_counter()
     with torch.inference_mode():
         field = encode(model, rgb[None].to(settings.device), settings)
+        if settings.device.type == "cuda":
+            torch.cuda.synchronize(settings.device)  # CUDA runs asynchronously: time the encode, not its launch
         encoded = time.perf_counter()
         sr = model.render(field, size=size, backend=settings.backend)[0].clamp(0, 1).cpu()
     log.info("encode %.2f s, render %.2f s", encoded - start, time.perf_counter() - encoded)
