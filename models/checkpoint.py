@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,7 +29,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except (pickle.UnpicklingError, struct.error, RuntimeError, EOFError, ValueError, OSError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint ({first_line})") from None
     model = ckpt.get("model") if isinstance(ckpt, dict) else None

@@ -64,23 +64,8 @@ def write_rgb(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-# The tiny continuous-gaussian model of the evaluation tests (random weights, seeded).
-TINY_MODEL_SPEC = {"name": "continuous-gaussian", "args": {"encoder_spec": {"name": "edsr-baseline", "args": {
-    "no_upsampling": False, "scale": 4, "n_resblocks": 1, "n_feats": 64}}}}
 # HR test images (height, width) of the generated benchmark folder: sizes divisible by 4, and one that is not.
 BENCHMARK_HR_SIZES = ((48, 48), (52, 44), (41, 58))
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A checkpoint, in the official format, of a seeded tiny model."""
-    import models
-
-    torch.manual_seed(0)
-    model = models.make(TINY_MODEL_SPEC)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    models.save_checkpoint({"model": models.model_payload(TINY_MODEL_SPEC, model)}, path)
-    return path
 
 
 def smooth_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -106,3 +91,48 @@ def benchmark_root(tmp_path) -> Path:
             lr = imresize(crop, size=(crop.shape[0] // scale, crop.shape[1] // scale))
             write_rgb(hr_dir.parent / "LR_bicubic" / f"X{scale}" / f"img{i}x{scale}.png", lr)
     return tmp_path / "load"
+
+
+# The tiny model of the demo, tiling and zoom tests (encoders must give 64 channels at x4).
+TINY_MODEL_SPEC = {"name": "continuous-gaussian", "args": {"encoder_spec": {
+    "name": "edsr-baseline", "args": {"no_upsampling": False, "scale": 4, "n_resblocks": 1, "n_feats": 64}}}}
+# A random head's colours are ~0.02, so its renders are nearly black; these make them spread over [0, 1]
+# (the Gaussians' α sum to ~1.8 inside the image), so that comparing images, 8-bit ones included, means something.
+TINY_COLOUR_GAIN = 15.0
+TINY_COLOUR_BIAS = 0.28
+
+
+def make_tiny_model(seed: int = 0) -> torch.nn.Module:
+    """The tiny model with random weights and its colour layer rescaled (see TINY_COLOUR_GAIN), in eval mode."""
+    import models
+
+    torch.manual_seed(seed)
+    model = models.make(TINY_MODEL_SPEC).eval()
+    with torch.no_grad():
+        model.mlp.layers[-1].weight.mul_(TINY_COLOUR_GAIN)
+        model.mlp.layers[-1].bias.fill_(TINY_COLOUR_BIAS)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_sr_model() -> torch.nn.Module:
+    return make_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_sr_model) -> Path:
+    """The tiny model saved as an official-format checkpoint."""
+    import models
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
+    models.save_checkpoint({"model": models.model_payload(TINY_MODEL_SPEC, tiny_sr_model)}, path)
+    return path
+
+
+def smooth_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """A (3, height, width) image in [0, 1] with gradients, rings and an edge (structure for an encoder)."""
+    g = torch.Generator().manual_seed(seed)
+    y, x = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
+    rings = 0.5 + 0.5 * torch.cos(20 * ((x - 0.5) ** 2 + (y - 0.5) ** 2))
+    image = torch.stack((x, rings, (x + y > 1).float() * 0.8 + 0.1))
+    return (image + 0.05 * torch.rand(image.shape, generator=g)).clamp(0, 1)

@@ -42,9 +42,10 @@ def test_checkpoint_with_code_is_refused(tmp_path):
         models.load_checkpoint(path)
 
 
-def test_not_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("data", [b"definitely not a checkpoint", b"junk", b"", b"PK\x03\x04" + bytes(30)])
+def test_not_a_checkpoint(tmp_path, data):
     garbage = tmp_path / "garbage.pth"
-    garbage.write_bytes(b"definitely not a checkpoint")
+    garbage.write_bytes(data)
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         models.load_checkpoint(garbage)
     plain = tmp_path / "plain.pth"

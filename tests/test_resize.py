@@ -1,0 +1,53 @@
+"""Bicubic resizing against independent computations: Keys' cubic convolution upwards, PIL downwards."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resize import resize_bicubic
+
+KEYS_A = -0.75  # the cubic-convolution parameter of the usual bicubic upsampling (OpenCV, PyTorch)
+
+
+def keys(t: np.ndarray) -> np.ndarray:
+    t = np.abs(t)
+    return np.where(t <= 1, (KEYS_A + 2) * t ** 3 - (KEYS_A + 3) * t ** 2 + 1,
+                    np.where(t < 2, KEYS_A * (t ** 3 - 5 * t ** 2 + 8 * t - 4), 0.0))
+
+
+def upsample_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights: pixel centres aligned, four taps, indices clamped at the borders."""
+    matrix = np.zeros((n_out, n_in))
+    for j in range(n_out):
+        src = (j + 0.5) * n_in / n_out - 0.5
+        base = int(np.floor(src))
+        for k in range(base - 1, base + 3):
+            matrix[j, min(max(k, 0), n_in - 1)] += keys(src - k)
+    return matrix
+
+
+@pytest.mark.parametrize("size", [(20, 33), (48, 40), (9, 16)])
+def test_upsampling_is_keys_cubic_convolution(size):
+    image = np.random.default_rng(0).random((2, 9, 8))
+    expected = np.einsum("hi,cij,wj->chw", upsample_matrix(9, size[0]), image, upsample_matrix(8, size[1]))
+    out = resize_bicubic(torch.from_numpy(image).float(), size)
+    assert out.shape == (2, *size)
+    assert np.abs(out.numpy() - np.clip(expected, 0, 1)).max() < 1e-5
+
+
+@pytest.mark.parametrize("size", [(8, 10), (12, 20), (10, 13)])
+def test_downsampling_is_antialiased_as_pil(size):
+    plane = np.random.default_rng(1).random((24, 40)).astype(np.float32)
+    expected = np.asarray(Image.fromarray(plane, "F").resize(size[::-1], Image.BICUBIC))
+    out = resize_bicubic(torch.from_numpy(plane)[None, None], size)
+    assert out.shape == (1, 1, *size)
+    assert np.abs(out[0, 0].numpy() - np.clip(expected, 0, 1)).max() < 1e-5
+
+
+def test_output_is_clamped():
+    step = torch.zeros(1, 6, 6)
+    step[:, :, 3:] = 1
+    out = resize_bicubic(step, (6, 24))  # cubic convolution overshoots at a step
+    assert out.min() == 0 and out.max() == 1

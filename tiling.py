@@ -1,0 +1,168 @@
+"""Tiled encoding: one Gaussian field for an LR image too large to encode at once, with no seams.
+
+The image is cut into cores that partition it. Each core is encoded with `overlap` LR pixels of context on
+every side, and only the lattice cells of its core are kept (lattice cell (r, c) belongs to LR pixel
+(r // 2, c // 2)). The cores' cells are stitched into one field of the whole image, which is rendered once:
+the rendered image has no seams by construction. Where the overlap covers the encoder's receptive field (the
+convolutional encoders: `receptive_margin`), the stitched field is the untiled one. Window-attention encoders
+(SwinIR, HAT) see the whole image in principle: for them tiles are aligned to the attention windows and a
+generous overlap makes the field agree closely, not exactly.
+
+The automatic tile size compares an estimate of the encoder's peak memory per LR pixel (measured on the CPU by
+`scripts/measure_encode_memory.py`) with the free memory of the device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from gaussian import LATTICE_FACTOR, GaussianField
+from models.edsr import EDSREncoder
+from models.hat import HAT
+from models.rdn import RDN
+from models.swinir import SwinIR
+
+# Encoders made only of stride-1 'same' convolutions, pixel (un)shuffles and per-pixel layers, in forward order:
+# their receptive field is finite and `receptive_margin` bounds it from the module list.
+CONVOLUTIONAL_ENCODERS = (EDSREncoder, RDN)
+# LR pixels of context for encoders without a finite receptive field (window attention, channel attention).
+ATTENTION_TILE_OVERLAP = 32
+# Peak bytes of `encode` (float32, no autograd, head included) per LR pixel, for each encoder class in its
+# released configuration, measured with scripts/measure_encode_memory.py (2-core CPU, torch 2.13, 2026-11-24;
+# the head's MLPs take most of it); unknown encoders get the largest. Smaller configurations need less, so the
+# estimate errs on the safe side for them.
+ENCODE_BYTES_PER_LR_PIXEL = {EDSREncoder: 39335, RDN: 43303, SwinIR: 46002, HAT: 49220}
+# Bytes per LR pixel of the stitched field itself: 4 Gaussians x (3 colour + 3 Cholesky + 2 offset) floats.
+FIELD_BYTES_PER_LR_PIXEL = LATTICE_FACTOR ** 2 * 8 * 4
+# Share of the free memory that one encoder call may use (the rest: the canvas, the allocator, other programs).
+MEMORY_FRACTION = 0.5
+# The automatic choice never picks cores smaller than this (LR pixels): below it the overlap dominates.
+MIN_AUTO_TILE = 32
+MEMINFO = Path("/proc/meminfo")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A core of the partition and the region encoded for it, both (top, left, bottom, right) in LR pixels."""
+
+    core: tuple[int, int, int, int]
+    context: tuple[int, int, int, int]
+
+
+def _context(start: int, stop: int, overlap: int, align: int, length: int) -> tuple[int, int]:
+    """[start, stop) widened by `overlap`, its ends moved outwards to multiples of `align`, clipped to the image."""
+    low = max(start - overlap, 0) // align * align
+    high = min(-(-(stop + overlap) // align) * align, length)
+    return low, high
+
+
+def plan_tiles(lr_size: tuple[int, int], tile: int, overlap: int, align: int = 1) -> list[Tile]:
+    """Cores of `tile` x `tile` LR pixels (smaller at the bottom and right edges) partitioning the image."""
+    if tile < 1 or overlap < 0 or align < 1:
+        raise ValueError(f"tile must be ≥ 1, overlap ≥ 0, align ≥ 1; got {tile}, {overlap}, {align}")
+    height, width = lr_size
+    tiles = []
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            bottom, right = min(top + tile, height), min(left + tile, width)
+            ctop, cbottom = _context(top, bottom, overlap, align, height)
+            cleft, cright = _context(left, right, overlap, align, width)
+            tiles.append(Tile((top, left, bottom, right), (ctop, cleft, cbottom, cright)))
+    return tiles
+
+
+def receptive_margin(model: nn.Module) -> int | None:
+    """LR pixels of context that determine a lattice cell exactly, or None if the encoder has no finite bound.
+
+    Walks the modules backwards from the head's lattice to the LR image, growing the interval of positions a
+    cell depends on: a k x k convolution widens it by k // 2 at its own resolution, a pixel (un)shuffle changes
+    the resolution. Every convolution is counted as if all lay on one path, so for residual and dense networks
+    this is an upper bound.
+    """
+    if not isinstance(getattr(model, "encoder", None), CONVOLUTIONAL_ENCODERS):
+        return None
+    low, high = 0, LATTICE_FACTOR  # the lattice cells of one LR pixel, at the lattice resolution
+    for module in reversed(list(model.modules())):
+        if isinstance(module, nn.Conv2d):
+            if any(s != 1 for s in module.stride):
+                return None
+            reach = max((k - 1) // 2 * d for k, d in zip(module.kernel_size, module.dilation))
+            low, high = low - reach, high + reach
+        elif isinstance(module, nn.PixelShuffle):
+            factor = module.upscale_factor
+            low, high = low // factor, -(-high // factor)
+        elif isinstance(module, nn.PixelUnshuffle):
+            factor = module.downscale_factor
+            low, high = low * factor, high * factor
+    return max(-low, high - 1)
+
+
+def default_overlap(model: nn.Module) -> int:
+    """The receptive margin where it is finite, else ATTENTION_TILE_OVERLAP."""
+    margin = receptive_margin(model)
+    return ATTENTION_TILE_OVERLAP if margin is None else margin
+
+
+def tile_alignment(model: nn.Module) -> int:
+    """Tile boundaries must fall on multiples of this (the attention window), so windows match the untiled ones."""
+    return int(getattr(getattr(model, "encoder", None), "window_size", 1))
+
+
+def encode_bytes_per_lr_pixel(model: nn.Module) -> int:
+    encoder = type(getattr(model, "encoder", None))
+    return ENCODE_BYTES_PER_LR_PIXEL.get(encoder, max(ENCODE_BYTES_PER_LR_PIXEL.values()))
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on `device`: the CUDA allocator's view, or MemAvailable of /proc/meminfo; None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def auto_tile(model: nn.Module, lr_size: tuple[int, int], free_bytes: int | None, overlap: int) -> int | None:
+    """The core size for an image of `lr_size` given `free_bytes`, or None when the whole image fits at once."""
+    if free_bytes is None:
+        return None
+    height, width = lr_size
+    per_pixel = encode_bytes_per_lr_pixel(model)
+    budget = free_bytes * MEMORY_FRACTION - height * width * FIELD_BYTES_PER_LR_PIXEL
+    if height * width * per_pixel <= budget:
+        return None
+    side = math.isqrt(max(int(budget // per_pixel), 0))  # the side of the encoded region, context included
+    return max(side - 2 * overlap, MIN_AUTO_TILE)
+
+
+def encode_tiled(model: nn.Module, lr: torch.Tensor, tile: int, overlap: int, align: int = 1,
+                 progress: bool = True) -> GaussianField:
+    """The field of `lr` (B, 3, h, w) encoded core by core and stitched; `model.encode(lr)` when one tile."""
+    height, width = lr.shape[-2:]
+    tiles = plan_tiles((height, width), tile, overlap, align)
+    if len(tiles) == 1:
+        return model.encode(lr)
+    f = LATTICE_FACTOR
+    names = [field.name for field in dataclasses.fields(GaussianField)]
+    stitched: dict[str, torch.Tensor] = {}
+    for t in tqdm(tiles, desc="encode tiles", unit="tile", leave=False, disable=not progress):
+        (top, left, bottom, right), (ctop, cleft, cbottom, cright) = t.core, t.context
+        part = model.encode(lr[..., ctop:cbottom, cleft:cright])
+        rows = slice(f * (top - ctop), f * (bottom - ctop))
+        cols = slice(f * (left - cleft), f * (right - cleft))
+        for name in names:
+            piece = getattr(part, name)
+            if name not in stitched:
+                stitched[name] = piece.new_empty(piece.shape[0], f * height, f * width, piece.shape[-1])
+            stitched[name][:, f * top:f * bottom, f * left:f * right] = piece[:, rows, cols]
+    return GaussianField(**stitched)

@@ -1,0 +1,193 @@
+"""A continuous zoom: encode an image once, then render each video frame from a window of its Gaussian field.
+
+Zoom levels are output pixels per LR pixel. Frame k has level z_k = start·(end/start)^(k/(n−1)): geometric, so
+the apparent speed of the zoom is constant. Every frame has the same size F = (H_f, W_f), by default the LR size
+times `start`; at level z it shows the LR window of size (h, w)·start/z, the image's own rectangle scaled about
+the focus point (a homothety: the focus stays still in the frame, everything else moves away from it). At
+z = start the frame is the whole image; with the default focus (the image's centre) the zoom is centred.
+
+`render_window` renders any window of a field: it keeps only the lattice cells whose Gaussians can reach the
+window (a margin taken from the actual field) and places their centres and covariances in the frame's pixels,
+with the formulas of `gaussian.ContinuousGaussian.render`, of which it is the general case.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from gaussian import DGP_UNIT, LATTICE_FACTOR, GaussianField
+from image_io import to_uint8
+from rasterizer import SIGMA_MAX, rasterize
+
+VIDEO_SUFFIXES = (".mp4", ".gif")
+# H.264 in 4:2:0 (what players expect of an .mp4) needs even frame sides.
+MP4_SIDE_MULTIPLE = 2
+MP4_CODEC = "libx264"
+MP4_PIXEL_FORMAT = "yuv420p"
+MP4_QUALITY = 8  # imageio-ffmpeg's 0–10 scale
+MS_PER_SECOND = 1000
+GIF_LOOP_FOREVER = 0
+
+
+class ZoomError(ValueError):
+    """A zoom that cannot be made; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class ZoomSpec:
+    start: float
+    end: float
+    frames: int
+
+
+def parse_zoom(text: str) -> ZoomSpec:
+    """'START:END:FRAMES' (e.g. '1:8:60'): positive finite levels, at least one frame."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise ZoomError(f"zoom must be START:END:FRAMES (e.g. 1:8:60), got {text!r}")
+    try:
+        start, end, frames = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise ZoomError(f"zoom must be START:END:FRAMES with numbers START, END and an integer FRAMES, got {text!r}"
+                        ) from None
+    if not all(math.isfinite(v) and v > 0 for v in (start, end)):
+        raise ZoomError(f"zoom levels must be positive and finite, got {text!r}")
+    if frames < 1:
+        raise ZoomError(f"a zoom needs at least one frame, got {frames}")
+    return ZoomSpec(start, end, frames)
+
+
+def zoom_levels(spec: ZoomSpec) -> list[float]:
+    """The level of each frame, geometric from start to end (both included)."""
+    if spec.frames == 1:
+        return [spec.start]
+    ratio = spec.end / spec.start
+    return [spec.start * ratio ** (k / (spec.frames - 1)) for k in range(spec.frames)]
+
+
+def zoom_window(lr_size: tuple[int, int], focus: tuple[float, float], start: float, level: float
+                ) -> tuple[float, float, float, float]:
+    """(top, left, height, width) in LR pixels of the frame at `level`: the image scaled by start/level about focus.
+
+    `focus` is (y, x) in LR pixels, (0, 0) the image's top-left corner.
+    """
+    shrink = start / level
+    (height, width), (fy, fx) = lr_size, focus
+    return fy * (1 - shrink), fx * (1 - shrink), height * shrink, width * shrink
+
+
+def field_reach(field: GaussianField) -> float:
+    """LR pixels beyond its lattice anchor that any Gaussian of `field` can draw into (drift + α ≥ 1/255 radius)."""
+    l11, l21, l22 = (field.cholesky / DGP_UNIT).unbind(-1)
+    variance = torch.maximum(l11 * l11, l21 * l21 + l22 * l22)
+    radius = math.sqrt(2 * SIGMA_MAX * float(variance.max())) if variance.numel() else 0.0
+    drift = float(field.offset.abs().max()) if field.offset.numel() else 0.0
+    return drift + radius
+
+
+def render_window(field: GaussianField, window: tuple[float, float, float, float], size: tuple[int, int],
+                  backend: str = "auto", reach: float | None = None) -> torch.Tensor:
+    """Render the LR window (top, left, height, width) of `field` at `size` (H, W): (B, C, H, W), unclamped.
+
+    The window (0, 0, h, w) gives exactly `model.render(field, size=size)`; a window inside the image at
+    scale s is the matching crop of the full render at s. `reach` (from `field_reach`) can be passed when
+    rendering many windows of one field.
+    """
+    top, left, win_h, win_w = window
+    height, width = size
+    if win_h <= 0 or win_w <= 0 or height < 1 or width < 1:
+        raise ValueError(f"window {window} and size {size} must be positive")
+    scale_h, scale_w = height / win_h, width / win_w
+    h, w = field.lr_size
+    margin = (field_reach(field) if reach is None else reach) + 1  # + 1: a cell's anchor lies within its pixel
+    r0, r1 = max(math.floor(top - margin), 0), min(math.ceil(top + win_h + margin), h)
+    c0, c1 = max(math.floor(left - margin), 0), min(math.ceil(left + win_w + margin), w)
+    batch, channels = field.colour.shape[0], field.colour.shape[-1]
+    if r0 >= r1 or c0 >= c1:
+        return field.colour.new_zeros(batch, channels, height, width)
+    f = LATTICE_FACTOR
+    cells = (slice(None), slice(f * r0, f * r1), slice(f * c0, f * c1))
+    colour, cholesky, offset = field.colour[cells], field.cholesky[cells], field.offset[cells]
+    rows = torch.arange(f * r0, f * r1, device=offset.device, dtype=offset.dtype)[:, None] / f
+    cols = torch.arange(f * c0, f * c1, device=offset.device, dtype=offset.dtype) / f
+    # Output pixel j is centred on LR position left + (j + ½)/s: a Gaussian at LR u lands at X = s(u − left) − ½.
+    x_pixels = scale_w * (cols + offset[..., 0] - left) - 0.5
+    y_pixels = scale_h * (rows + offset[..., 1] - top) - 0.5
+    xy = torch.stack((2 * x_pixels / width - 1, 2 * y_pixels / height - 1), -1)  # the rasterizer's normalised form
+    factor = offset.new_tensor([scale_w, scale_h, scale_h]) / DGP_UNIT
+    return rasterize(xy, cholesky * factor, colour, height, width, backend)
+
+
+def frame_size(lr_size: tuple[int, int], start: float, suffix: str) -> tuple[int, int]:
+    """The default frame size: the LR size times the start level, rounded up to even sides for .mp4."""
+    multiple = MP4_SIDE_MULTIPLE if suffix == ".mp4" else 1
+    return tuple(max(multiple, -(-round(side * start) // multiple) * multiple) for side in lr_size)
+
+
+def check_frame_size(size: tuple[int, int], suffix: str) -> None:
+    if suffix == ".mp4" and any(side % MP4_SIDE_MULTIPLE for side in size):
+        raise ZoomError(f"an .mp4 needs even frame sides (H.264, 4:2:0), got {size[1]}x{size[0]}; choose an even "
+                        "--size or write a .gif")
+
+
+def render_zoom(field: GaussianField, spec: ZoomSpec, focus: tuple[float, float], size: tuple[int, int],
+                backend: str = "auto") -> Iterable[np.ndarray]:
+    """Yield the frames of the zoom as (H, W, 3) uint8 arrays (the first sample of a batched field)."""
+    reach = field_reach(field)
+    for level in zoom_levels(spec):
+        window = zoom_window(field.lr_size, focus, spec.start, level)
+        yield to_uint8(render_window(field, window, size, backend, reach)[0])
+
+
+def check_video_support(suffix: str) -> None:
+    """Fail early if this machine cannot write `suffix` (.mp4 needs the ffmpeg binary of imageio-ffmpeg)."""
+    if suffix.lower() not in VIDEO_SUFFIXES:
+        raise ZoomError(f"a zoom is written as {' or '.join(VIDEO_SUFFIXES)}, not {suffix!r}")
+    if suffix.lower() == ".mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise ZoomError("writing .mp4 needs the imageio-ffmpeg package (pip install imageio-ffmpeg); "
+                            ".gif works without it") from None
+
+
+def _video_writer(path: Path, fps: float):
+    import imageio.v2 as imageio
+
+    if path.suffix.lower() == ".gif":
+        return imageio.get_writer(path, format="GIF", mode="I", duration=MS_PER_SECOND / fps,
+                                  loop=GIF_LOOP_FOREVER)
+    return imageio.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec=MP4_CODEC, quality=MP4_QUALITY,
+                              pixelformat=MP4_PIXEL_FORMAT, macro_block_size=1)
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float) -> int:
+    """Write frames to .mp4 or .gif through a temporary file and a rename; returns the number of frames."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    check_video_support(suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    except OSError as exc:
+        raise ZoomError(f"cannot write {path}: {exc.strerror or exc}") from None
+    os.close(fd)
+    count = 0
+    try:
+        writer = _video_writer(Path(tmp), fps)
+        with writer:
+            for frame in frames:
+                writer.append_data(frame)
+                count += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
