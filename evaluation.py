@@ -5,7 +5,7 @@ Config keys (the official/LIIF test format; any other key is an error):
   test_dataset:  {dataset: {name, args}, wrapper: {name, args}, batch_size: 1}
                  e.g. image-folder + sr-implicit-downsampled (LR made on the fly) or paired-image-folders +
                  sr-implicit-paired (the benchmark's own LR images; the LR and HR folders may come in either
-                 order, the HR one is recognised by its larger images).
+                 order, the wrapper takes the larger image of each pair as the HR).
   eval_type:     benchmark-S (PSNR on Y, shave ceil(S)) or div2k-S (PSNR on RGB, shave ceil(S) + 6); SSIM on Y.
   data_norm:     optional {inp: {sub, div}, gt: {sub, div}}: the model sees (inp − sub) / div, its output is
                  mapped back by · div + sub (identity by default).
@@ -41,7 +41,7 @@ import datasets
 import models
 import rasterizer
 from datasets import DatasetError, UnknownDatasetError, UnreadableImageWarning
-from datasets.wrappers import integer_ratio
+from datasets.wrappers import hr_first, integer_ratio
 from image_io import ImageError, MAX_8BIT, to_uint8, write_image
 from imresize import imresize
 from metrics import EvalProtocol
@@ -55,7 +55,6 @@ DATA_NORM_KEYS = ("inp", "gt")
 NORM_KEYS = ("sub", "div")
 # Dataset arguments that name folders, resolved against the data root.
 PATH_ARG_PREFIX = "root_path"
-PAIRED_DATASET = "paired-image-folders"
 ON_THE_FLY_WRAPPER = "sr-implicit-downsampled"
 # Arguments a test-time wrapper must leave at their defaults (test images are whole and not augmented).
 TRAINING_ONLY_ARGS = ("inp_size", "augment")
@@ -174,19 +173,6 @@ def parse_data_norm(data_norm: Any) -> dict[str, tuple[torch.Tensor, torch.Tenso
     return parsed
 
 
-def _make_paired(spec: dict):
-    """Paired folders in the order the paired wrapper takes them (HR first): LIIF's configs list the LR folder
-    first, so the folder whose first image is larger is taken as the HR one."""
-    dataset = datasets.make(spec)
-    first, second = dataset.image_size(0)
-    if first[0] * first[1] >= second[0] * second[1]:
-        return dataset
-    spec = copy.deepcopy(spec)
-    args = spec["args"]
-    args["root_path_1"], args["root_path_2"] = args["root_path_2"], args["root_path_1"]
-    return datasets.make(spec)
-
-
 def build_dataset(config: dict):
     """The wrapped test dataset of a validated config whose paths are resolved. Any image that would be skipped
     (unreadable, too small) is an error here: a score must cover the whole test set."""
@@ -194,19 +180,17 @@ def build_dataset(config: dict):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", UnreadableImageWarning)
-            paired = spec["dataset"]["name"] == PAIRED_DATASET
-            dataset = _make_paired(spec["dataset"]) if paired else datasets.make(spec["dataset"])
-            return datasets.make(spec["wrapper"], args={"dataset": dataset})
+            return datasets.make(spec["wrapper"], args={"dataset": datasets.make(spec["dataset"])})
     except (DatasetError, UnknownDatasetError, UnreadableImageWarning, ImageError) as exc:
         raise UsageError(str(exc)) from None
 
 
 def item_names(dataset) -> list[str]:
     """A file stem per item (the HR file's for pairs), or its index when the dataset does not list files."""
-    files = getattr(getattr(dataset, "dataset", None), "files", None)
-    if not files or len(files) != len(dataset):
+    sources = [dataset.source(i) for i in range(len(dataset))] if hasattr(dataset, "source") else []
+    if not sources or None in sources:
         return [f"{i:04d}" for i in range(len(dataset))]
-    return [Path(f[0] if isinstance(f, tuple) else f).stem for f in files]
+    return [Path(f[0] if isinstance(f, tuple) else f).stem for f in sources]
 
 
 def load_model(path: str | Path, device: torch.device) -> torch.nn.Module:
@@ -303,13 +287,13 @@ def check_data_scale(dataset, protocol: EvalProtocol) -> None:
     inner = getattr(dataset, "dataset", None)
     if not hasattr(inner, "image_size") or not hasattr(inner, "files"):
         return
-    for index, name in enumerate(item_names(dataset)):
-        sizes = inner.image_size(index)
+    for position, name in enumerate(item_names(dataset)):
+        sizes = inner.image_size(dataset.positions[position])
         if not isinstance(sizes[0], tuple):
             return  # single images: the wrapper makes the LR at the config's scale
-        ratio = integer_ratio(*sizes)
+        (big_h, big_w), (h, w) = hr_first(sizes)
+        ratio = integer_ratio((big_h, big_w), (h, w))
         if ratio is not None and any(r != protocol.scale for r in ratio):
-            (big_h, big_w), (h, w) = sizes
             raise UsageError(f"{name}: LR {h}x{w} → HR {big_h}x{big_w} is x{ratio[0]:g}, but the config's eval_type "
                              f"is x{protocol.scale:g}: the data and the scale do not match")
 

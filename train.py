@@ -64,6 +64,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import datasets
+import metrics
 import models
 from image_io import ImageError, write_image
 from training import distributed
@@ -73,7 +74,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train" / "edsr-b
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULERS = {"step_lr": torch.optim.lr_scheduler.StepLR, "multi_step_lr": torch.optim.lr_scheduler.MultiStepLR}
 # PSNR of a perfect render is capped by flooring the MSE (100 dB), so that a mean over images stays finite.
-PSNR_MSE_FLOOR = 1e-10
+PSNR_CAP_DB = 100.0  # a perfect match would be +inf: keeps means finite
 EXIT_USAGE = 2
 EXIT_DIVERGED = 1
 
@@ -186,10 +187,9 @@ class RenderAtTarget(nn.Module):
 
 
 def psnr_rgb(sr: torch.Tensor, gt: torch.Tensor) -> float:
-    """Plain RGB PSNR (dB) of the clamped render, whole image, no shave: a training monitor, not the benchmark
-    protocol (the evaluation's Y-channel/shaved PSNR belongs to the evaluation code)."""
-    mse = (sr.clamp(0, 1) - gt).pow(2).mean().item()
-    return -10 * math.log10(max(mse, PSNR_MSE_FLOOR))
+    """Plain RGB PSNR (dB) of the clamped render, whole image, no shave, capped for a perfect match: a training
+    monitor, not the benchmark protocol (test.py scores that)."""
+    return min(metrics.psnr(sr.clamp(0, 1), gt).item(), PSNR_CAP_DB)
 
 
 def make_optimizer(cfg: dict[str, Any], params) -> torch.optim.Optimizer:

@@ -12,7 +12,7 @@ at construction when the wrapped dataset knows its images' sizes, otherwise when
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -186,6 +186,14 @@ class SRImplicitDownsampled(_Wrapper):
         return make_sample(inp, gt.contiguous())
 
 
+def hr_first(pair: Sequence, sizes: Sequence | None = None) -> tuple:
+    """`pair` reordered as (HR, LR), the HR being the larger by area of `sizes` (default: the pair's own image
+    or (height, width) sizes). LIIF's paired configs list the LR folder first, ours the HR folder; both work."""
+    sizes = pair if sizes is None else sizes
+    area = [math.prod(tuple(x.shape[-2:]) if isinstance(x, torch.Tensor) else x) for x in sizes]
+    return (pair[0], pair[1]) if area[0] >= area[1] else (pair[1], pair[0])
+
+
 def integer_ratio(hr_size: tuple[int, int], lr_size: tuple[int, int]) -> tuple[int, int] | None:
     """(r_h, r_w) with lr = floor(hr / r) on each axis, or None if the two sizes have no such integer ratio."""
     ratios = []
@@ -199,7 +207,8 @@ def integer_ratio(hr_size: tuple[int, int], lr_size: tuple[int, int]) -> tuple[i
 
 @register("sr-implicit-paired")
 class SRImplicitPaired(_Wrapper):
-    """(HR, LR) pairs from `paired-image-folders` → samples; the HR is cropped top-left to LR size x ratio.
+    """(HR, LR) pairs from `paired-image-folders` (in either order) → samples; the HR is cropped top-left to LR
+    size x ratio.
 
     The ratio r is the integer with lr = floor(hr / r) on each axis (as the benchmark packages make their LR).
     With `inp_size` (the HR crop size, as in `sr-implicit-downsampled`): a random LR crop of floor(inp_size / r)
@@ -212,15 +221,20 @@ class SRImplicitPaired(_Wrapper):
         self.inp_size, self.augment = inp_size, augment
         if hasattr(dataset, "image_size"):
             for index in range(len(dataset.files)):
-                hr_size, lr_size = dataset.image_size(index)
+                hr_size, lr_size = hr_first(dataset.image_size(index))
                 if integer_ratio(hr_size, lr_size) is None:
-                    raise DatasetError(f"{dataset.files[index][0]} ({hr_size[0]}x{hr_size[1]}) and "
-                                       f"{dataset.files[index][1]} ({lr_size[0]}x{lr_size[1]}) have no integer "
-                                       "scale ratio (expected LR = floor(HR / r))")
+                    names = " and ".join(str(f) for f in dataset.files[index])
+                    raise DatasetError(f"{names} ({hr_size[0]}x{hr_size[1]} and {lr_size[0]}x{lr_size[1]}) have no "
+                                       "integer scale ratio (expected LR = floor(HR / r))")
         super().__init__(dataset)
 
+    def source(self, position: int):
+        """The (HR file, LR file) item `position` is made from, if the wrapped dataset lists its files."""
+        files = super().source(position)
+        return files and hr_first(files, self.dataset.image_size(self.positions[position]))
+
     def size_problem(self, sizes) -> str | None:
-        hr_size, lr_size = sizes
+        hr_size, lr_size = hr_first(sizes)
         if self.inp_size is None:
             return None
         ratio = integer_ratio(hr_size, lr_size)
@@ -230,7 +244,7 @@ class SRImplicitPaired(_Wrapper):
         return None
 
     def make(self, pair, scale, generator: torch.Generator | None, index: int):
-        hr, lr = pair
+        hr, lr = hr_first(pair)
         ratio = integer_ratio(tuple(hr.shape[-2:]), tuple(lr.shape[-2:]))
         if ratio is None:
             raise SkippedSample(f"item {index}: HR {tuple(hr.shape[-2:])} and LR {tuple(lr.shape[-2:])} have no "

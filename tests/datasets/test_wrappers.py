@@ -209,3 +209,14 @@ def test_paired_lr_smaller_than_the_crop_is_skipped(tmp_path):
     with pytest.warns(UnreadableImageWarning, match=r"0\.png.*smaller than the 4x4 LR crop"):
         wrapper = paired_wrapper(dataset, inp_size=8)
     assert len(wrapper) == 1 and [p.name for p in wrapper.source(0)] == ["1.png", "1x2.png"]
+
+
+def test_paired_wrapper_takes_the_larger_image_as_hr_in_either_order():
+    from datasets.wrappers import SRImplicitPaired
+
+    hr = torch.rand(3, 12, 9)
+    lr = torch.rand(3, 4, 3)
+    for pairs in ([(hr, lr)], [(lr, hr)]):
+        sample = SRImplicitPaired(pairs)[0]
+        assert torch.equal(sample["gt"], hr) and torch.equal(sample["inp"], lr)
+        assert sample["scale"].tolist() == [3.0, 3.0]
