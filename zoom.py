@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -25,6 +24,7 @@ import torch
 from gaussian import DGP_UNIT, LATTICE_FACTOR, GaussianField
 from image_io import to_uint8
 from rasterizer import SIGMA_MAX, rasterize
+from utils import atomic_path
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 # H.264 in 4:2:0 (what players expect of an .mp4) needs even frame sides.
@@ -173,21 +173,12 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     path = Path(path)
     suffix = path.suffix.lower()
     check_video_support(suffix)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    except OSError as exc:
-        raise ZoomError(f"cannot write {path}: {exc.strerror or exc}") from None
-    os.close(fd)
     count = 0
     try:
-        writer = _video_writer(Path(tmp), fps)
-        with writer:
+        with atomic_path(path) as tmp, _video_writer(tmp, fps) as writer:
             for frame in frames:
                 writer.append_data(frame)
                 count += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise ZoomError(f"cannot write {path}: {exc.strerror or exc}") from None
     return count

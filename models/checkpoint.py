@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import pickle
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
+
+from utils import atomic_path
 
 # How many missing/unexpected key names a mismatch error lists.
 KEYS_SHOWN = 5
@@ -80,15 +81,5 @@ def model_payload(spec: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
 
 def save_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write to a temporary file beside `path`, flush it to disk, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(ckpt), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(dict(ckpt), f)

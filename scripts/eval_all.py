@@ -16,12 +16,12 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils import atomic_path  # noqa: E402
 from evaluation import (UsageError, build_dataset, evaluate, load_config, load_model,  # noqa: E402
                         resolve_data_paths, resolve_device, validate_config)
 
@@ -60,19 +60,6 @@ def render_markdown(records: list[dict], model: str, device: str, date: str) -> 
     lines += ["", "## Time per image (s): one encode + one render", ""]
     lines += markdown_table(rows, scales, timing)
     return "\n".join(lines) + "\n"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: never a half-written table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def device_name(device: torch.device) -> str:
@@ -128,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE_ERROR
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     markdown, table = args.out.with_name(args.out.name + ".md"), args.out.with_name(args.out.name + ".json")
-    write_text_atomic(markdown, render_markdown(records, args.model, device_name(device), date))
+    with atomic_path(markdown) as tmp:
+        tmp.write_text(render_markdown(records, args.model, device_name(device), date))
     payload = {"model": args.model, "device": device_name(device), "date": date, "results": records}
-    write_text_atomic(table, json.dumps(payload, indent=1) + "\n")
+    with atomic_path(table) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1) + "\n")
     print(f"eval_all: wrote {markdown} and {table}")
     return 0
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import copy
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
+
+from utils import atomic_path
 
 DEFAULTS: dict[str, Any] = {
     "train_dataset": {"dataset": None, "wrapper": None, "batch_size": 16, "num_workers": 4},
@@ -157,13 +158,5 @@ def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def save_config(cfg: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write the config as YAML through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(dict(cfg), f, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
