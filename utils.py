@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 
 @contextlib.contextmanager
@@ -25,3 +26,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class Registry:
+    """Names → constructors, built from `{'name', 'args'}` specs (the LIIF convention); `kind` names the entries
+    in errors, and an unknown name raises `unknown_error` listing the known ones."""
+
+    def __init__(self, kind: str, unknown_error: type[Exception]):
+        self.kind, self.unknown_error = kind, unknown_error
+        self.entries: dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str) -> Callable:
+        """Decorator that makes a class or factory constructible by `build({'name': name, ...})`."""
+
+        def decorator(cls):
+            if name in self.entries:
+                raise ValueError(f"{self.kind} name {name!r} registered twice")
+            self.entries[name] = cls
+            return cls
+
+        return decorator
+
+    def build(self, spec: Mapping[str, Any], args: Mapping[str, Any] | None = None) -> Any:
+        """Construct the entry `spec` names with the spec's args, updated by `args` (neither is changed)."""
+        name = spec.get("name") if isinstance(spec, Mapping) else None
+        if name not in self.entries:
+            raise self.unknown_error(f"unknown {self.kind} {name!r} (known: {', '.join(sorted(self.entries))})")
+        spec_args = copy.deepcopy(dict(spec.get("args") or {}))
+        spec_args.update(args or {})
+        return self.entries[name](**spec_args)

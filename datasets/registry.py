@@ -1,24 +1,11 @@
 """Dataset registry: every dataset and wrapper is built from a `{'name', 'args'}` spec (the LIIF convention)."""
 from __future__ import annotations
 
-import copy
-from typing import Any, Callable
+from typing import Any
 
 from torch.utils.data import Dataset
 
-datasets: dict[str, Callable[..., Dataset]] = {}
-
-
-def register(name: str) -> Callable:
-    """Class decorator that makes a dataset constructible by `make({'name': name, 'args': ...})`."""
-
-    def decorator(cls):
-        if name in datasets:
-            raise ValueError(f"dataset name {name!r} registered twice")
-        datasets[name] = cls
-        return cls
-
-    return decorator
+from utils import Registry
 
 
 class UnknownDatasetError(KeyError):
@@ -26,13 +13,11 @@ class UnknownDatasetError(KeyError):
         return self.args[0]
 
 
+_registry = Registry("dataset", UnknownDatasetError)
+datasets = _registry.entries
+register = _registry.register
+
+
 def make(spec: dict[str, Any], args: dict[str, Any] | None = None) -> Dataset:
     """Build the dataset a spec names; `args` (e.g. the wrapped dataset) are added to, and override, the spec's."""
-    name = spec.get("name") if isinstance(spec, dict) else None
-    if name not in datasets:
-        known = ", ".join(sorted(datasets))
-        raise UnknownDatasetError(f"unknown dataset {name!r} (known: {known})")
-    dataset_args = copy.deepcopy(spec.get("args") or {})
-    if args is not None:
-        dataset_args.update(args)
-    return datasets[name](**dataset_args)
+    return _registry.build(spec, args)

@@ -1,24 +1,11 @@
 """Model registry: every model is built from a `{'name', 'args', 'sd'}` spec (the LIIF convention)."""
 from __future__ import annotations
 
-import copy
-from typing import Any, Callable
+from typing import Any
 
 import torch.nn as nn
 
-models: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register(name: str) -> Callable:
-    """Class decorator that makes a model constructible by `make({'name': name, ...})`."""
-
-    def decorator(cls):
-        if name in models:
-            raise ValueError(f"model name {name!r} registered twice")
-        models[name] = cls
-        return cls
-
-    return decorator
+from utils import Registry
 
 
 class UnknownModelError(KeyError):
@@ -26,19 +13,17 @@ class UnknownModelError(KeyError):
         return self.args[0]
 
 
+_registry = Registry("model", UnknownModelError)
+models = _registry.entries
+register = _registry.register
+
+
 def make(spec: dict[str, Any], args: dict[str, Any] | None = None, load_sd: bool = False) -> nn.Module:
     """Build the model a spec names; `args` override the spec's own, `load_sd` loads `spec['sd']` strictly."""
-    name = spec.get("name") if isinstance(spec, dict) else None
-    if name not in models:
-        known = ", ".join(sorted(models))
-        raise UnknownModelError(f"unknown model {name!r} (known: {known})")
-    model_args = copy.deepcopy(spec.get("args") or {})
-    if args is not None:
-        model_args.update(args)
-    model = models[name](**model_args)
+    model = _registry.build(spec, args)
     if load_sd:
         if "sd" not in spec:
-            raise KeyError(f"spec for {name!r} has no 'sd' to load")
+            raise KeyError(f"spec for {spec['name']!r} has no 'sd' to load")
         from .checkpoint import load_state_dict_strict
 
         load_state_dict_strict(model, spec["sd"])

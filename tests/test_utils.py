@@ -33,3 +33,20 @@ def test_unwritable_folder_raises_oserror(tmp_path):
     with pytest.raises(OSError):
         with atomic_path(blocker / "out.txt"):
             pass
+
+
+def test_registry_builds_from_specs_and_refuses_duplicates_and_unknown_names():
+    from utils import Registry
+
+    class Unknown(KeyError):
+        pass
+
+    registry = Registry("widget", Unknown)
+    registry.register("pair")(lambda a, b=2: (a, b))
+    spec = {"name": "pair", "args": {"a": 1}}
+    assert registry.build(spec) == (1, 2)
+    assert registry.build(spec, {"b": 5}) == (1, 5) and spec == {"name": "pair", "args": {"a": 1}}
+    with pytest.raises(ValueError, match="widget name 'pair' registered twice"):
+        registry.register("pair")(tuple)
+    with pytest.raises(Unknown, match="unknown widget 'nope' \\(known: pair\\)"):
+        registry.build({"name": "nope"})
