@@ -64,7 +64,7 @@ def test_bad_configs_are_clear_errors(change, message):
         complete(merge(MINIMAL, change) if "model" not in change else {**MINIMAL, **change})
 
 
-@pytest.mark.parametrize("name", ["edsr-baseline", "paper-swinir", "paper-hat", "tiny"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_are_complete(name):
     cfg = complete(load_yaml(CONFIGS / f"{name}.yaml"))
     assert cfg["model"]["args"]["encoder_spec"]["name"] in ("edsr-baseline", "swinir", "hat")
