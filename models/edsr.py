@@ -6,9 +6,9 @@ import math
 import torch
 import torch.nn as nn
 
-from .normalization import DIV2K_RGB_MEAN
 from .registry import register
 
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 KERNEL_SIZE = 3
 
 

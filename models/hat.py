@@ -217,7 +217,8 @@ class HAT(WindowSREncoder):
     """HAT encoder: (B, 3, h, w) in [0, 1] → (B, 64, h·upscale, w·upscale) upsampler features
     (`upsampler='pixelshuffle'`) or (B, embed_dim, h, w) body features (`upsampler=''`).
 
-    Arguments and defaults are those of the original registered constructor. `out_dim` and `feature_scale`
+    Arguments and defaults are those of the original registered constructor (`img_range` is accepted for the
+    specs' sake and unused: the image goes in unnormalised, see WindowSREncoder). `out_dim` and `feature_scale`
     describe the output.
     """
 
@@ -239,7 +240,6 @@ class HAT(WindowSREncoder):
         self.window_size = window_size
         self.shift_size = window_size // 2
         self.overlap_ratio = overlap_ratio
-        self.img_range = img_range
         self.upscale = upscale
         self.upsampler = upsampler
         self.embed_dim = embed_dim

@@ -137,7 +137,8 @@ class SwinIR(WindowSREncoder):
     """SwinIR encoder: shallow conv, residual Swin groups, then (for 'pixelshuffle') the x`upscale` upsampler.
 
     `forward` returns `out_dim`-channel features at `feature_scale` times the input size. `conv_last` is
-    built (so the authors' SR checkpoints load strictly) but not used.
+    built (so the authors' SR checkpoints load strictly) but not used; `img_range` is accepted for the specs'
+    sake and unused (the image goes in unnormalised, see WindowSREncoder).
     """
 
     def __init__(self, img_size: int | Sequence[int] = 64, patch_size: int = 1, in_chans: int = 3,
@@ -156,7 +157,6 @@ class SwinIR(WindowSREncoder):
             raise ValueError(f"depths {list(depths)} and num_heads {list(num_heads)} differ in length")
         img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.patches_resolution = (img_hw[0] // patch_size, img_hw[1] // patch_size)
-        self.img_range = img_range
         self.upscale = upscale
         self.upsampler = upsampler
         self.window_size = window_size

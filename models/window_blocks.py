@@ -7,7 +7,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .normalization import subtract_rgb_mean
 
 INIT_STD = 0.02  # truncated-normal std of Linear weights, bias tables and position embeddings
 UPSAMPLER_FEATURES = 64  # `num_feat` of the pixel-shuffle upsampler: the channels handed to the Gaussian head
@@ -201,11 +200,13 @@ class WindowSREncoder(nn.Module):
     """The shell SwinIR and HAT share around their deep features.
 
     Subclasses build `conv_first`, `conv_after_body` and `forward_features`, call `build_tail` last (module
-    order is state-dict order), and set `window_size`, `img_range`, `upsampler`.
+    order is state-dict order), and set `window_size`, `upsampler`.
+
+    As in the official ContinuousSR encoders, the image goes in as it is: no mean subtraction and no `img_range`
+    scaling (the authors' SR models do both; ContinuousSR's trained weights expect neither).
     """
 
     window_size: int
-    img_range: float
     upsampler: str
 
     def build_tail(self, embed_dim: int, in_chans: int, upscale: int, upsampler: str) -> None:
@@ -230,7 +231,7 @@ class WindowSREncoder(nn.Module):
         describes exactly the given image.
         """
         h, w = x.shape[-2:]
-        x = pad_to_multiple(subtract_rgb_mean(x) * self.img_range, self.window_size)
+        x = pad_to_multiple(x, self.window_size)
         x = self.conv_first(x)
         x = self.conv_after_body(self.forward_features(x)) + x
         if self.upsampler == "pixelshuffle":
