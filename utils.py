@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 
+def _new_file_mode() -> int:
+    """The mode a plain open() gives a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path` (same suffix) to write to; flushed to disk and renamed onto `path` when the
@@ -22,6 +29,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _new_file_mode())  # mkstemp makes it private; give it the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import struct
 from pathlib import Path
 from typing import Any, Mapping
@@ -15,12 +16,25 @@ import torch.nn as nn
 
 from utils import atomic_path
 
-# How many missing/unexpected key names a mismatch error lists.
+# How many missing/unexpected key names a mismatch error lists, and how long a load failure's reason may be.
 KEYS_SHOWN = 5
+REASON_CHARS = 120
 
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be read or does not fit its model; the message is one line for the user."""
+
+
+def _load_failure(exc: Exception) -> str:
+    """A short reason for a failed weights-only load (torch's own messages run to several paragraphs)."""
+    text = str(exc)
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsupported:
+        return f"it holds a Python object ({unsupported.group(1)}); checkpoints are loaded as data only"
+    if text.startswith("Weights only load failed"):
+        return "not a PyTorch checkpoint file"
+    first = text.strip().splitlines()[0].split(" (")[0] if text.strip() else type(exc).__name__
+    return first if len(first) <= REASON_CHARS else first[:REASON_CHARS] + "…"
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -31,8 +45,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, struct.error, RuntimeError, EOFError, ValueError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint ({first_line})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({_load_failure(exc)})") from None
     model = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(model, dict) or not {"name", "sd"} <= model.keys():
         raise CheckpointError(f"{path} is not a ContinuousSR checkpoint (expected {{'model': {{'name', 'args', "

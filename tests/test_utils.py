@@ -14,6 +14,9 @@ def test_success_renames_onto_the_target(tmp_path):
         assert not target.exists()
     assert target.read_text() == "new"
     assert [p.name for p in target.parent.iterdir()] == ["out.txt"]
+    plain = tmp_path / "plain.txt"
+    plain.write_text("")
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # not mkstemp's private 0o600
 
 
 def test_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
