@@ -183,8 +183,10 @@ class ContinuousGaussian(nn.Module):
         cols = torch.arange(LATTICE_FACTOR * w, device=offset.device, dtype=offset.dtype)
         x = cols / w - 1 + 2 * offset[..., 0] / w - 1 / width
         y = rows[:, None] / h - 1 + 2 * offset[..., 1] / h - 1 / height
-        factor = offset.new_tensor([width / w, height / h, height / h]) / DGP_UNIT
-        return rasterize(torch.stack((x, y), -1), field.cholesky * factor, field.colour, height, width, backend)
+        # l11 scales with the width, l21 and l22 with the height (python scalars: no host-to-device copy)
+        cholesky = torch.cat((field.cholesky[..., :1] * (width / w / DGP_UNIT),
+                              field.cholesky[..., 1:] * (height / h / DGP_UNIT)), -1)
+        return rasterize(torch.stack((x, y), -1), cholesky, field.colour, height, width, backend)
 
     def forward(self, inp: torch.Tensor, scale) -> torch.Tensor:
         """The official signature: `scale` is [[s_h, s_w]], (s,) or a scalar; returns the unclamped render."""

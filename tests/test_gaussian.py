@@ -198,3 +198,25 @@ def test_precision_flags_are_restored_and_unknown_precision_rejected(tiny_model)
     assert torch.backends.cuda.matmul.allow_tf32 == before
     with pytest.raises(ValueError, match="unknown precision"):
         tiny_model.encode(torch.rand(1, 3, 3, 3), precision="fp8")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_render_does_not_synchronise_with_the_host(tiny_model):
+    import rasterizer
+
+    if "triton" not in rasterizer.BACKENDS:
+        pytest.skip("triton is not installed")
+    model = tiny_model.to("cuda")
+    try:
+        with torch.no_grad():
+            field = model.encode(torch.rand(1, 3, 8, 9, device="cuda"))
+            model.render(field, scale=(3.0, 2.5), backend="triton")  # compile outside the check
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                model.render(field, scale=(3.0, 2.5), backend="triton")
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+    finally:
+        tiny_model.to("cpu")
