@@ -36,11 +36,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+class UnknownNameError(KeyError):
+    """A spec naming nothing registered; KeyError's quoting of the message is dropped so it reads as a line."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 class Registry:
     """Names → constructors, built from `{'name', 'args'}` specs (the LIIF convention); `kind` names the entries
     in errors, and an unknown name raises `unknown_error` listing the known ones."""
 
-    def __init__(self, kind: str, unknown_error: type[Exception]):
+    def __init__(self, kind: str, unknown_error: type[UnknownNameError]):
         self.kind, self.unknown_error = kind, unknown_error
         self.entries: dict[str, Callable[..., Any]] = {}
 

@@ -5,12 +5,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from utils import Registry
+from utils import Registry, UnknownNameError
 
 
-class UnknownDatasetError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return self.args[0]
+class UnknownDatasetError(UnknownNameError):
+    """A spec naming no registered dataset or wrapper."""
 
 
 _registry = Registry("dataset", UnknownDatasetError)

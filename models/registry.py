@@ -5,12 +5,11 @@ from typing import Any
 
 import torch.nn as nn
 
-from utils import Registry
+from utils import Registry, UnknownNameError
 
 
-class UnknownModelError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return self.args[0]
+class UnknownModelError(UnknownNameError):
+    """A spec or checkpoint naming no registered model."""
 
 
 _registry = Registry("model", UnknownModelError)

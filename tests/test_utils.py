@@ -39,9 +39,9 @@ def test_unwritable_folder_raises_oserror(tmp_path):
 
 
 def test_registry_builds_from_specs_and_refuses_duplicates_and_unknown_names():
-    from utils import Registry
+    from utils import Registry, UnknownNameError
 
-    class Unknown(KeyError):
+    class Unknown(UnknownNameError):
         pass
 
     registry = Registry("widget", Unknown)
