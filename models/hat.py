@@ -15,9 +15,8 @@ import torch.nn.functional as F
 
 from .registry import register
 from .window_blocks import (INIT_STD, UPSAMPLERS, DropPath, Mlp, PatchEmbed, PatchUnEmbed, WindowAttention,
-                            WindowSREncoder, biased_attention, gather_bias,
-                            init_transformer_weights, relative_position_index, shifted_window_mask,
-                            window_partition, window_reverse)
+                            WindowSREncoder, biased_attention, gather_bias, init_transformer_weights,
+                            relative_position_index, shifted_window_mask, window_partition, window_reverse)
 
 RESI_CONNECTIONS = ("1conv", "identity")
 

@@ -13,9 +13,8 @@ import torch.nn as nn
 
 from .registry import register
 from .window_blocks import (INIT_STD, UPSAMPLERS, DropPath, Mlp, PatchEmbed, PatchUnEmbed, WindowAttention,
-                            WindowSREncoder,
-                            init_transformer_weights, relative_position_index, shifted_window_mask,
-                            window_partition, window_reverse)
+                            WindowSREncoder, init_transformer_weights, shifted_window_mask, window_partition,
+                            window_reverse)
 
 RESI_LRELU_SLOPE = 0.2  # LeakyReLU slope inside the '3conv' residual connection
 

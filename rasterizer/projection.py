@@ -20,10 +20,12 @@ EXTENT_SLACK = 1e-3
 class ProjectedGaussians:
     """Gaussians in output-pixel space, each tensor (B, Hg, Wg, ·) on the lattice of the head.
 
-    means: (X, Y) centres, pixel (i, j) sitting at X = j, Y = i.  inv_factors: (p, q, r) with
-    L⁻¹d = (p·dx, r·(dy − q·dx)), so σ = ½|L⁻¹d|² = ½(A dx² + C dy²) + B dx dy without the cancellation that
-    makes the conic form lose float32 precision on elongated Gaussians.  colours: (C channels), zero for degenerate Gaussians.  extents: half-widths (x, y) of the α ≥ 1/255
-    ellipse's bounding box, zero for degenerate Gaussians (not differentiable; used only for culling).
+    means: (X, Y) centres, pixel (i, j) sitting at X = j, Y = i.
+    inv_factors: (p, q, r) with L⁻¹d = (p·dx, r·(dy − q·dx)), so σ = ½|L⁻¹d|² = ½(A dx² + C dy²) + B dx dy
+        without the cancellation that makes the conic form lose float32 precision on elongated Gaussians.
+    colours: (C channels), zero for degenerate Gaussians.
+    extents: half-widths (x, y) of the α ≥ 1/255 ellipse's bounding box, zero for degenerate Gaussians (not
+        differentiable; used only for culling).
     """
 
     means: torch.Tensor
