@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import yaml
 from torch.utils.data import DataLoader
@@ -47,6 +48,8 @@ from imresize import imresize
 from metrics import EvalProtocol
 
 DEFAULT_DATA_ROOT = "load"
+# test.py --model bicubic scores the bicubic baseline.
+BICUBIC_MODEL = "bicubic"
 # Config layout: key → required?
 CONFIG_KEYS = {"test_dataset": True, "eval_type": True, "data_norm": False, "data_root": False}
 TEST_DATASET_KEYS = {"dataset": True, "wrapper": True, "batch_size": False}
@@ -193,8 +196,23 @@ def item_names(dataset) -> list[str]:
     return [Path(f[0] if isinstance(f, tuple) else f).stem for f in sources]
 
 
+class BicubicBaseline(torch.nn.Module):
+    """The 'Bicubic' row of SR tables, behind the encode/render interface `evaluate` uses: the 8-bit LR image
+    upscaled with MATLAB-compatible bicubic (`imresize`) and kept 8-bit, as the literature computes it."""
+
+    def encode(self, inp: torch.Tensor) -> torch.Tensor:
+        return inp
+
+    def render(self, lr: torch.Tensor, size: tuple[int, int], backend: str = "auto") -> torch.Tensor:
+        upscaled = [imresize(to_uint8(image), size=size).transpose(2, 0, 1) for image in lr]
+        return torch.from_numpy(np.stack(upscaled)).to(lr) / MAX_8BIT
+
+
 def load_model(path: str | Path, device: torch.device) -> torch.nn.Module:
-    """A checkpoint's model on `device`, in eval mode; it must produce a Gaussian field (encode/render)."""
+    """A checkpoint's model on `device`, in eval mode; it must produce a Gaussian field (encode/render).
+    `path` = BICUBIC_MODEL gives the bicubic baseline instead."""
+    if str(path) == BICUBIC_MODEL:
+        return BicubicBaseline()
     try:
         model = models.model_from_checkpoint(path, map_location="cpu")
     except models.CheckpointError as exc:

@@ -25,7 +25,8 @@ DEFAULT_WORKERS = 2
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="test config (configs/test/*.yaml)")
-    parser.add_argument("--model", required=True, help="checkpoint in the official format")
+    parser.add_argument("--model", required=True, help="checkpoint in the official format, or 'bicubic' for the "
+                                                       "bicubic baseline (MATLAB-compatible, 8-bit)")
     parser.add_argument("--root", help="data root that the config's relative dataset paths are joined to "
                                        "(default: the config's data_root, else ./load)")
     parser.add_argument("--scales", help="comma-separated scales ≤ the config's: encode each LR once and render "

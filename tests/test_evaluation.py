@@ -333,3 +333,19 @@ def test_warmup_runs_once_untimed_and_unscored(model, benchmark_root):
     assert counting.encodes == 4 and len(counting.renders) == 4
     assert len(warmed.encode_seconds) == 3 and len(warmed.render_seconds[4.0]) == 3
     assert warmed.psnr == evaluate(model, dataset, protocol, warmup=False, progress=False).psnr
+
+
+def test_bicubic_baseline_scores_matlab_bicubic_upscaling(benchmark_root):
+    """`--model bicubic`: PSNR of the 8-bit MATLAB-bicubic upscale of each paired LR, by skimage on the luma."""
+    _, protocol, dataset = prepared("test-set5-4-paired.yaml", benchmark_root)
+    result = evaluate(load_model("bicubic", torch.device("cpu")), dataset, protocol, progress=False)
+    for i in range(len(BENCHMARK_HR_SIZES)):
+        lr = np.asarray(Image.open(benchmark_root / "benchmark/Set5/LR_bicubic/X4" / f"img{i}x4.png"))
+        gt = np.asarray(Image.open(benchmark_root / "benchmark/Set5/HR" / f"img{i}.png"))
+        gt = gt[:lr.shape[0] * 4, :lr.shape[1] * 4]
+        up = imresize(lr, size=gt.shape[:2])
+        assert up.dtype == np.uint8
+        # the EDSR luma weights over 256 on [0, 1] images, shave 4: the benchmark protocol, computed with skimage
+        luma = lambda a: (a.astype(np.float64) / 255) @ (np.array([65.738, 129.057, 25.064]) / 256)  # noqa: E731
+        expected = peak_signal_noise_ratio(luma(gt)[4:-4, 4:-4], luma(up)[4:-4, 4:-4], data_range=1.0)
+        assert result.psnr[4.0][i] == pytest.approx(expected, abs=1e-6)
