@@ -1,0 +1,135 @@
+"""Package a trained checkpoint as the bundled model: weights (fp16 where that is lossless), a held-out table
+of bicubic vs the model, and a model card.
+
+    python scripts/bundle_model.py --checkpoint save/bundled/best.pth --heldout data/photos/heldout \\
+        --out weights/continuoussr-edsr-baseline.pth --note "trained on one H100, 2026-..., 25 min"
+
+Steps: (1) the checkpoint's model and its fp16 round trip are both scored on the held-out photographs at every
+scale; the weights are stored in fp16 only if no scale's mean PSNR moves by MAX_FP16_PSNR_CHANGE dB or more,
+else in fp32. (2) Bicubic (MATLAB-compatible, 8-bit) and the model are scored with the benchmark protocol: LR made
+on the fly (PIL bicubic of the uint8 HR, HR cropped to the LR grid), PSNR on the luma, shave = ceil(scale). (3)
+The weights file (the official format, model only), MODEL_CARD.md and a JSON of the numbers are written beside
+each other, atomically. The held-out folder's MANIFEST.json (scripts/prepare_photos.py) names the data.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import models  # noqa: E402
+from evaluation import (BICUBIC_MODEL, UsageError, build_dataset, evaluate, load_model,  # noqa: E402
+                        validate_config)
+from utils import atomic_path  # noqa: E402
+
+DEFAULT_SCALES = (2, 3, 4, 6, 8)
+# fp16 weights are kept only if they move no scale's mean PSNR by this much (the issue's bound).
+MAX_FP16_PSNR_CHANGE = 0.01
+HEADLINE_SCALE = 4
+
+
+def heldout_config(folder: Path, scale: float) -> dict:
+    """A test config scoring `folder` at `scale` with the benchmark protocol, LR made on the fly."""
+    return {"test_dataset": {"dataset": {"name": "image-folder", "args": {"root_path": str(folder)}},
+                             "wrapper": {"name": "sr-implicit-downsampled", "args": {"scale_min": scale}},
+                             "batch_size": 1},
+            "eval_type": f"benchmark-{scale:g}"}
+
+
+def score(model: torch.nn.Module, folder: Path, scales, device: torch.device) -> dict[float, float]:
+    """Mean PSNR (dB) per scale over the folder."""
+    means = {}
+    for scale in scales:
+        config = heldout_config(folder, scale)
+        protocol = validate_config(config)
+        result = evaluate(model, build_dataset(config), protocol, device=device, progress=False)
+        means[scale] = result.mean("psnr", protocol.scale)
+    return means
+
+
+def half_payload(payload: dict) -> dict:
+    """The same model entry with its floating-point weights in fp16."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in payload["sd"].items()}
+    return {**payload, "sd": state}
+
+
+def model_card(payload: dict, ckpt: dict, table: dict, dtype: str, fp16_change: float, manifest: list | None,
+               note: str, weights: Path) -> str:
+    config = ckpt.get("config") or {}
+    wrapper = (config.get("train_dataset") or {}).get("wrapper", {}).get("args", {})
+    lines = [f"# {weights.name}", "",
+             f"ContinuousSR `{payload['name']}` with the `{payload['args']['encoder_spec']['name']}` encoder "
+             f"({sum(v.numel() for v in payload['sd'].values() if v.is_floating_point()):,} weights, stored in "
+             f"{dtype}; fp16 moves the held-out mean PSNR by at most {fp16_change:.4f} dB).", "",
+             "## Training", "",
+             f"- epochs {ckpt.get('epoch', '?')}, steps {ckpt.get('step', '?')}; crops {wrapper.get('inp_size', '?')}, "
+             f"s ~ U({wrapper.get('scale_min', '?')}, {wrapper.get('scale_max', '?')}), batch "
+             f"{(config.get('train_dataset') or {}).get('batch_size', '?')}, L1, "
+             f"{(config.get('optimizer') or {}).get('name', '?')}"]
+    if note:
+        lines.append(f"- {note}")
+    if manifest:
+        lines += ["", "## Data", "", "| file | split | source | licence |", "| --- | --- | --- | --- |"]
+        lines += [f"| {m['file']} | {m['split']} | {m['package']}: {m['id']} | {m['licence']} |" for m in manifest]
+    scales = sorted(table["model"])
+    lines += ["", "## Held-out photographs (never trained on)", "",
+              "PSNR (dB) on the luma, shave = ceil(scale); LR = PIL bicubic of the HR (made on the fly).", "",
+              "| | " + " | ".join(f"x{s:g}" for s in scales) + " |", "| --- |" + " --- |" * len(scales)]
+    for row in ("bicubic", "model"):
+        lines.append(f"| {row} | " + " | ".join(f"{table[row][s]:.2f}" for s in scales) + " |")
+    lines.append("| gain | " + " | ".join(f"{table['model'][s] - table['bicubic'][s]:+.2f}" for s in scales) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="the training checkpoint (e.g. save/<run>/best.pth)")
+    parser.add_argument("--heldout", required=True, help="folder of held-out HR photographs")
+    parser.add_argument("--out", required=True, help="the weights file to write (.pth); the card goes beside it")
+    parser.add_argument("--scales", default=",".join(map(str, DEFAULT_SCALES)), help="comma-separated scales")
+    parser.add_argument("--note", default="", help="a line for the card: device, wall time, date of the training")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    try:
+        scales = [float(s) for s in args.scales.split(",")]
+        device = torch.device(args.device)
+        ckpt = models.load_checkpoint(args.checkpoint)
+        payload = {key: ckpt["model"][key] for key in ("name", "args", "sd")}
+        model = models.model_from_checkpoint(ckpt).to(device).eval()
+        table = {"model": score(model, Path(args.heldout), scales, device),
+                 "bicubic": score(load_model(BICUBIC_MODEL, device), Path(args.heldout), scales, device)}
+        halved = half_payload(payload)
+        fp16 = score(models.model_from_checkpoint({"model": halved}).to(device).eval(), Path(args.heldout),
+                     scales, device)
+    except (models.CheckpointError, UsageError, ValueError) as exc:
+        print(f"bundle_model.py: error: {exc}", file=sys.stderr)
+        return 2
+    fp16_change = max(abs(fp16[s] - table["model"][s]) for s in scales)
+    keep_fp16 = fp16_change < MAX_FP16_PSNR_CHANGE
+    stored = halved if keep_fp16 else payload
+    out = Path(args.out)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        torch.save({"model": stored}, f)
+    manifest_path = Path(args.heldout).parent / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    card = model_card(payload, ckpt, table, "fp16" if keep_fp16 else "fp32", fp16_change, manifest, args.note, out)
+    with atomic_path(out.parent / "MODEL_CARD.md") as tmp:
+        tmp.write_text(card)
+    record = {"weights": out.name, "date": datetime.date.today().isoformat(), "dtype": "fp16" if keep_fp16 else "fp32",
+              "fp16_psnr_change": fp16_change, "psnr": {k: {f"{s:g}": v for s, v in t.items()} for k, t in table.items()}}
+    with atomic_path(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    gain = table["model"].get(HEADLINE_SCALE, float("nan")) - table["bicubic"].get(HEADLINE_SCALE, float("nan"))
+    print(card)
+    print(f"wrote {out} ({out.stat().st_size / 2 ** 20:.1f} MiB, {record['dtype']}); gain at x{HEADLINE_SCALE}: "
+          f"{gain:+.2f} dB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

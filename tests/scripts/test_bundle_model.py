@@ -1,0 +1,57 @@
+"""scripts/bundle_model.py: fp16 weights when lossless, the held-out table, the card, clear errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from conftest import smooth_rgb, write_rgb
+from evaluation import BICUBIC_MODEL, build_dataset, evaluate, load_model, validate_config
+from scripts.bundle_model import heldout_config, main
+
+
+@pytest.fixture
+def heldout(tmp_path):
+    folder = tmp_path / "photos" / "heldout"
+    for i, size in enumerate(((48, 40), (36, 52))):
+        write_rgb(folder / f"p{i}.png", smooth_rgb(*size, seed=i))
+    (folder.parent / "MANIFEST.json").write_text(json.dumps([
+        {"file": "heldout/p0.png", "split": "heldout", "package": "test", "id": "p0", "licence": "CC0"}]))
+    return folder
+
+
+def test_bundles_weights_table_and_card(tiny_checkpoint, heldout, tmp_path, capsys):
+    out = tmp_path / "weights" / "bundled.pth"
+    assert main(["--checkpoint", str(tiny_checkpoint), "--heldout", str(heldout), "--out", str(out),
+                 "--scales", "2,4", "--note", "trained in a test", "--device", "cpu"]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    stored = torch.load(out, weights_only=True)["model"]
+    assert record["dtype"] == "fp16" and record["fp16_psnr_change"] < 0.01
+    assert all(v.dtype == torch.float16 for v in stored["sd"].values() if v.is_floating_point())
+    for scale in (2, 4):
+        config = heldout_config(heldout, scale)
+        protocol = validate_config(config)
+        for row, model in (("model", models.model_from_checkpoint(tiny_checkpoint).eval()),
+                           ("bicubic", load_model(BICUBIC_MODEL, torch.device("cpu")))):
+            expected = evaluate(model, build_dataset(config), protocol, progress=False).mean("psnr", scale)
+            assert record["psnr"][row][str(scale)] == pytest.approx(expected, abs=1e-9)
+    card = (out.parent / "MODEL_CARD.md").read_text()
+    assert "| bicubic |" in card and "| model |" in card and "trained in a test" in card and "CC0" in card
+    bundled = models.model_from_checkpoint(out).eval()
+    original = models.model_from_checkpoint(tiny_checkpoint).eval()
+    inp = torch.from_numpy(smooth_rgb(12, 10).transpose(2, 0, 1).copy()).float()[None] / 255
+    with torch.no_grad():
+        assert np.allclose(bundled(inp, torch.tensor([[3.0, 3.0]])), original(inp, torch.tensor([[3.0, 3.0]])),
+                           atol=1e-2)
+
+
+def test_bad_checkpoint_exits_2(heldout, tmp_path, capsys):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"nope")
+    assert main(["--checkpoint", str(bad), "--heldout", str(heldout), "--out", str(tmp_path / "w.pth")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a readable checkpoint" in err[0]
+    assert not (tmp_path / "w.pth").exists()
