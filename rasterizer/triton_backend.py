@@ -63,7 +63,7 @@ def _forward_kernel(means, factors, colours, reach, out, H, W, Hg, Wg,
                     C: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, CHUNK: tl.constexpr):
     tile_x = tl.program_id(0)
     tile_y = tl.program_id(1)
-    b = tl.program_id(2)
+    b = tl.program_id(2).to(tl.int64)  # int64 offsets: B·C·H·W can pass 2^31 on large batches
     offs = tl.arange(0, TH * TW)
     pi = tile_y * TH + offs // TW
     pj = tile_x * TW + offs % TW
@@ -117,7 +117,7 @@ def _backward_kernel(means, factors, colours, reach, grad_out, grad_means, grad_
                      PH: tl.constexpr, PW: tl.constexpr):
     block_x = tl.program_id(0)
     block_y = tl.program_id(1)
-    b = tl.program_id(2)
+    b = tl.program_id(2).to(tl.int64)  # int64 offsets: B·C·H·W can pass 2^31 on large batches
     cell = tl.arange(0, GH * GW)
     rows = block_y * GH + cell // GW
     cols = block_x * GW + cell % GW
