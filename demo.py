@@ -226,11 +226,9 @@ def model_path(arg: str | None) -> Path:
 
 
 def load_model(path: Path, device: torch.device) -> nn.Module:
-    model = models.model_from_checkpoint(path)
-    if not all(callable(getattr(model, name, None)) for name in ("encode", "render")):
-        raise CheckpointError(f"{path} holds a {type(model).__name__}, not a ContinuousSR model (encode/render)")
+    model = models.sr_model_from_checkpoint(path, device)
     log.info("model %s (%s encoder) on %s", path, type(getattr(model, "encoder", model)).__name__, device)
-    return model.to(device).eval()
+    return model
 
 
 def check_writable(path: Path) -> None:

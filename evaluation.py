@@ -214,12 +214,9 @@ def load_model(path: str | Path, device: torch.device) -> torch.nn.Module:
     if str(path) == BICUBIC_MODEL:
         return BicubicBaseline()
     try:
-        model = models.model_from_checkpoint(path, map_location="cpu")
+        return models.sr_model_from_checkpoint(path, device)
     except models.CheckpointError as exc:
         raise UsageError(str(exc)) from None
-    if not (hasattr(model, "encode") and hasattr(model, "render")):
-        raise UsageError(f"{path}: model {type(model).__name__} has no encode/render (not a continuous model)")
-    return model.to(device).eval()
 
 
 def resolve_device(name: str, backend: str = "auto") -> torch.device:

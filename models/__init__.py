@@ -1,7 +1,7 @@
 """Encoders and the Gaussian head, all built from specs through one registry."""
 from .registry import make, models, register, UnknownModelError  # noqa: F401
 from .checkpoint import (CheckpointError, load_checkpoint, model_from_checkpoint, model_payload,  # noqa: F401
-                         save_checkpoint)
+                         save_checkpoint, sr_model_from_checkpoint)
 from . import mlp, edsr, rdn, swinir, hat  # noqa: F401  (each module registers its models)
 
 import gaussian  # noqa: E402,F401  the head lives at the top level (design card); importing registers it

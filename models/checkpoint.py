@@ -86,6 +86,14 @@ def model_from_checkpoint(ckpt: str | os.PathLike | Mapping[str, Any],
         raise CheckpointError(f"checkpoint arguments do not fit model {spec['name']!r}: {exc}") from None
 
 
+def sr_model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """A checkpoint's super-resolution model (one with encode/render) on `device`, in eval mode."""
+    model = model_from_checkpoint(path)
+    if not all(callable(getattr(model, name, None)) for name in ("encode", "render")):
+        raise CheckpointError(f"{path} holds a {type(model).__name__}, not a ContinuousSR model (encode/render)")
+    return model.to(device).eval()
+
+
 def model_payload(spec: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
     """The official `{'name', 'args', 'sd'}` entry for a model built from `spec`, weights on the CPU."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

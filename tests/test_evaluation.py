@@ -297,7 +297,7 @@ def test_checkpoint_and_device_errors(tmp_path):
         load_model(tmp_path / "bad.pth", torch.device("cpu"))
     spec = {"name": "mlp", "args": {"in_dim": 2, "out_dim": 2, "hidden_list": [4]}}
     models.save_checkpoint({"model": models.model_payload(spec, models.make(spec))}, tmp_path / "mlp.pth")
-    with pytest.raises(UsageError, match="no encode/render"):
+    with pytest.raises(UsageError, match=r"not a ContinuousSR model \(encode/render\)"):
         load_model(tmp_path / "mlp.pth", torch.device("cpu"))
     with pytest.raises(UsageError, match="unknown device"):
         resolve_device("gpu0")
