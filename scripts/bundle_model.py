@@ -120,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     card = model_card(payload, ckpt, table, "fp16" if keep_fp16 else "fp32", fp16_change, manifest, args.note, out)
     with atomic_path(out.parent / "MODEL_CARD.md") as tmp:
         tmp.write_text(card)
-    record = {"weights": out.name, "date": datetime.date.today().isoformat(), "dtype": "fp16" if keep_fp16 else "fp32",
-              "fp16_psnr_change": fp16_change, "psnr": {k: {f"{s:g}": v for s, v in t.items()} for k, t in table.items()}}
+    psnr = {row: {f"{s:g}": value for s, value in by_scale.items()} for row, by_scale in table.items()}
+    record = {"weights": out.name, "date": datetime.date.today().isoformat(),
+              "dtype": "fp16" if keep_fp16 else "fp32", "fp16_psnr_change": fp16_change, "psnr": psnr}
     with atomic_path(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     gain = table["model"].get(HEADLINE_SCALE, float("nan")) - table["bicubic"].get(HEADLINE_SCALE, float("nan"))
