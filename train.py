@@ -19,8 +19,8 @@ val_dataset):
                             bicubic), over every image of the folder, split over the processes
   model                     model spec, e.g. {name: continuous-gaussian, args: {encoder_spec: {...}}}
   optimizer                 {name: adam | adamw, args} (default Adam, lr 1e-4)
-  lr_scheduler              {name: step_lr | multi_step_lr, args} stepped once per epoch (default: halve the
-                            lr every 100 epochs), or null
+  lr_scheduler              {name: step_lr | multi_step_lr | cosine_annealing_lr, args} stepped once per
+                            epoch (default: halve the lr every 100 epochs), or null
   epoch_max                 epochs to train (default 1000)
   epoch_val                 validate every this many epochs, and after the last (default 1)
   epoch_save                also keep epoch-<n>.pth every this many epochs (default 0: only last and best)
@@ -28,7 +28,8 @@ val_dataset):
   log_every_steps           TensorBoard loss / lr / gradient-norm every this many steps (default 50)
   val_samples               images per scale whose renders are kept as samples (default 2)
   seed                      seeds model initialisation, shuffling, scales, crops and flips (default 0)
-  bf16                      bf16 autocast of the encoder on CUDA (default false; the rasterizer stays float32)
+  bf16                      bf16 autocast of the encoder and head, on CUDA or the CPU (default false; the
+                            rasterizer stays float32); about 3x faster steps on a CPU with AVX512-BF16
   grad_clip                 max gradient norm, or null (default)
   rasterizer_backend        auto | torch | triton | ... (default auto)
 
@@ -51,7 +52,6 @@ import re
 import sys
 import time
 import warnings
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -72,7 +72,8 @@ from training.config import ConfigError, apply_overrides, complete, load_yaml, s
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train" / "edsr-baseline.yaml"
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-SCHEDULERS = {"step_lr": torch.optim.lr_scheduler.StepLR, "multi_step_lr": torch.optim.lr_scheduler.MultiStepLR}
+SCHEDULERS = {"step_lr": torch.optim.lr_scheduler.StepLR, "multi_step_lr": torch.optim.lr_scheduler.MultiStepLR,
+              "cosine_annealing_lr": torch.optim.lr_scheduler.CosineAnnealingLR}
 # PSNR of a perfect render is capped by flooring the MSE (100 dB), so that a mean over images stays finite.
 PSNR_CAP_DB = 100.0  # a perfect match would be +inf: keeps means finite
 EXIT_USAGE = 2
@@ -172,7 +173,8 @@ class Logger:
 class RenderAtTarget(nn.Module):
     """`model.render(model.encode(inp), size=size)` as one forward, so that DDP wraps a real forward call.
 
-    With bf16 the encoder runs under CUDA autocast; the field is cast back to float32 before rasterizing.
+    With bf16 the encoder and head run under bf16 autocast on the input's device; the field is float32 before
+    rasterizing.
     """
 
     def __init__(self, model: nn.Module, bf16: bool, backend: str):
@@ -180,9 +182,7 @@ class RenderAtTarget(nn.Module):
         self.model, self.bf16, self.backend = model, bf16, backend
 
     def forward(self, inp: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext()
-        with autocast:
-            field = self.model.encode(inp)
+        field = self.model.encode(inp, precision="bf16" if self.bf16 else "fp32")
         return self.model.render(field.to(torch.float32), size=tuple(size), backend=self.backend)
 
 
@@ -425,9 +425,6 @@ def main(argv: Sequence[str] | None = None) -> nn.Module:
         fail("--device cuda but CUDA is not available", EXIT_USAGE)
     ctx = distributed.setup(args.device)
     log = Logger(out, ctx.is_main)
-    if cfg["bf16"] and ctx.device.type != "cuda":
-        log("bf16 autocast is for CUDA; training in float32 on the CPU")
-        cfg["bf16"] = False
     try:
         trainer = Trainer(cfg, ctx, out, log, ckpt)
         trainer.run()

@@ -62,6 +62,7 @@ def model_card(payload: dict, ckpt: dict, table: dict, dtype: str, fp16_change: 
                note: str, weights: Path) -> str:
     config = ckpt.get("config") or {}
     wrapper = (config.get("train_dataset") or {}).get("wrapper", {}).get("args", {})
+    optimizer = config.get("optimizer") or {}
     lines = [f"# {weights.name}", "",
              f"ContinuousSR `{payload['name']}` with the `{payload['args']['encoder_spec']['name']}` encoder "
              f"({sum(v.numel() for v in payload['sd'].values() if v.is_floating_point()):,} weights, stored in "
@@ -70,7 +71,9 @@ def model_card(payload: dict, ckpt: dict, table: dict, dtype: str, fp16_change: 
              f"- epochs {ckpt.get('epoch', '?')}, steps {ckpt.get('step', '?')}; crops {wrapper.get('inp_size', '?')}, "
              f"s ~ U({wrapper.get('scale_min', '?')}, {wrapper.get('scale_max', '?')}), batch "
              f"{(config.get('train_dataset') or {}).get('batch_size', '?')}, L1, "
-             f"{(config.get('optimizer') or {}).get('name', '?')}"]
+             f"{optimizer.get('name', '?')} lr {(optimizer.get('args') or {}).get('lr', '?')}, "
+             f"{(config.get('lr_scheduler') or {}).get('name', 'constant lr')}"
+             f"{', bf16 autocast' if config.get('bf16') else ''}"]
     if note:
         lines.append(f"- {note}")
     if manifest:

@@ -92,13 +92,24 @@ def test_gradient_clipping_bounds_the_norm_of_the_step(image_dir, tmp_path):
     assert float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))) == pytest.approx(1e-3, rel=1e-3)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_bf16_steps_on_cuda_are_finite_and_learn(image_dir, tmp_path):
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                                 reason="needs CUDA")])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_steps_are_finite_learn_and_keep_float32_weights(image_dir, tmp_path, device):
     trainer, batch = trainer_and_batch(image_dir, tmp_path / "run", "bf16=true", "optimizer.args.lr=1e-3",
-                                       device="cuda")
+                                       device=device)
+    with torch.no_grad():
+        low = trainer.net(batch["inp"].to(device), batch["gt"].shape[-2:])
+        trainer.net.bf16 = False
+        full = trainer.net(batch["inp"].to(device), batch["gt"].shape[-2:])
+        trainer.net.bf16 = True
+    assert low.dtype == torch.float32
+    assert 0 < float((low - full).abs().max()) < 0.05  # autocast is in effect, and only rounds
     losses = [trainer.train_step(batch)[0] for _ in range(12)]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
 
 
 def test_a_run_writes_config_checkpoints_scalars_and_samples(straight_run, image_dir):

@@ -40,6 +40,7 @@ def test_bundles_weights_table_and_card(tiny_checkpoint, heldout, tmp_path, caps
             assert record["psnr"][row][str(scale)] == pytest.approx(expected, abs=1e-9)
     card = (out.parent / "MODEL_CARD.md").read_text()
     assert "| bicubic |" in card and "| model |" in card and "trained in a test" in card and "CC0" in card
+    assert " lr " in card
     bundled = models.model_from_checkpoint(out).eval()
     original = models.model_from_checkpoint(tiny_checkpoint).eval()
     inp = torch.from_numpy(smooth_rgb(12, 10).transpose(2, 0, 1).copy()).float()[None] / 255
