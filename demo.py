@@ -40,8 +40,8 @@ from rasterizer import resolve_backend
 from resize import resize_bicubic
 
 ROOT = Path(__file__).resolve().parent
-# The checkpoint used without --model, relative to this folder: None until a trained model is bundled.
-DEFAULT_MODEL: Path | None = None
+# The checkpoint used without --model, relative to this folder (weights/MODEL_CARD.md describes it).
+DEFAULT_MODEL: Path | None = Path("weights") / "continuoussr-edsr-baseline.pth"
 # Outputs above this many pixels are refused before anything is allocated (2^28: e.g. 16384 x 16384).
 DEFAULT_MAX_PIXELS = 1 << 28
 DEFAULT_FPS = 30.0
@@ -217,8 +217,7 @@ def model_path(arg: str | None) -> Path:
     if arg:
         return Path(arg)
     if DEFAULT_MODEL is None:
-        raise UsageError("a model is needed: pass --model CKPT (a ContinuousSR checkpoint); no trained model is "
-                         "bundled yet")
+        raise UsageError("a model is needed: pass --model CKPT (a ContinuousSR checkpoint)")
     path = DEFAULT_MODEL if DEFAULT_MODEL.is_absolute() else ROOT / DEFAULT_MODEL
     if not path.is_file():
         raise UsageError(f"the bundled model {path} is missing: pass --model CKPT (a ContinuousSR checkpoint)")

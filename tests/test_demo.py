@@ -289,7 +289,7 @@ def test_failure_keeps_an_existing_output(capsys, tmp_path, lr_png):
     assert code == 2 and out.read_bytes() == b"previous result"
 
 
-def test_a_model_is_needed_until_one_is_bundled(capsys, tmp_path, lr_png, tiny_checkpoint, monkeypatch):
+def test_a_model_is_needed_when_none_is_bundled(capsys, tmp_path, lr_png, tiny_checkpoint, monkeypatch):
     out = tmp_path / "sr.png"
     monkeypatch.setattr(demo, "DEFAULT_MODEL", None)
     code, err = run(capsys, "-q", "--input", lr_png, "--output", out, "--scale", "2")

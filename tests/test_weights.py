@@ -1,0 +1,60 @@
+"""The bundled model (weights/): the official checkpoint format, demo.py's default, and better than bicubic on
+a photograph it never saw (the example image, one of its held-out photographs)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import demo
+import metrics
+import models
+from evaluation import BicubicBaseline
+from image_io import read_image, to_uint8
+from imresize import imresize
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "weights" / "continuoussr-edsr-baseline.pth"
+EXAMPLE = ROOT / "assets" / "example.png"
+MAX_WEIGHTS_BYTES = 16 * 2 ** 20  # the issue's bound on one file
+
+
+@pytest.fixture(scope="module")
+def bundled() -> torch.nn.Module:
+    return models.model_from_checkpoint(WEIGHTS).eval()
+
+
+def test_the_weights_are_demo_defaults_in_the_official_format():
+    assert (demo.ROOT / demo.DEFAULT_MODEL).resolve() == WEIGHTS.resolve()
+    assert WEIGHTS.stat().st_size <= MAX_WEIGHTS_BYTES
+    checkpoint = models.load_checkpoint(WEIGHTS)
+    assert set(checkpoint["model"]) == {"name", "args", "sd"}
+    assert checkpoint["model"]["name"] == "continuous-gaussian"
+    assert checkpoint["model"]["args"]["encoder_spec"]["name"] == "edsr-baseline"
+
+
+def test_loaded_weights_are_float32(bundled):
+    assert all(p.dtype == torch.float32 for p in bundled.parameters())
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_the_bundled_model_beats_bicubic_on_a_held_out_photograph(bundled, scale):
+    hr = read_image(EXAMPLE)
+    hr = hr[:, : hr.shape[1] // scale * scale, : hr.shape[2] // scale * scale]
+    lr = torch.from_numpy(imresize(to_uint8(hr), 1 / scale).transpose(2, 0, 1) / 255.0).float()[None]
+    with torch.no_grad():
+        sr = bundled(lr, torch.tensor([[float(scale)] * 2])).clamp(0, 1)
+    bicubic = BicubicBaseline().render(lr, size=tuple(hr.shape[-2:]))
+    assert sr.shape == bicubic.shape == (1, *hr.shape)
+    model_db = float(metrics.psnr(sr, hr[None], shave_pixels=scale, y_channel=True))
+    bicubic_db = float(metrics.psnr(bicubic, hr[None], shave_pixels=scale, y_channel=True))
+    assert model_db > bicubic_db
+
+
+def test_demo_upscales_the_example_with_the_bundled_model_by_default(tmp_path):
+    out = tmp_path / "example_x2.png"
+    assert demo.main(["-q", "--input", str(EXAMPLE), "--scale", "2", "--output", str(out)]) == 0
+    with Image.open(EXAMPLE) as lr, Image.open(out) as sr:
+        assert sr.size == (2 * lr.width, 2 * lr.height)
