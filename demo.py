@@ -1,19 +1,22 @@
 """Upscale images with ContinuousSR: any scale or output size, whole folders, big images in tiles, zoom videos.
 
     python demo.py --input lr.png --output sr.png --scale 4 --model CKPT
-    python demo.py --input lr.png --output sr.png --scale 3.5,2.25        # 3.5x wider, 2.25x taller
+    python demo.py --input lr.png --output sr.png --scale 3.5,2.25        # 3.5x taller, 2.25x wider
     python demo.py --input lr.png --output sr.png --size 1920x1080        # exactly 1920 wide, 1080 high
     python demo.py --input photos/ --output photos_x4/ --scale 4          # every image of a folder
     python demo.py --input lr.png --output zoom.mp4 --zoom 1:8:60 [--focus X,Y] [--size WxH] [--fps 30]
     python demo.py --input lr.png --output cmp.png --scale 4 --compare   # bicubic | ContinuousSR
 
-Every pair on the command line is horizontal first, as image sizes are written: --scale SX,SY, --size WxH,
---focus X,Y (the Python API takes (s_h, s_w) and (H, W)). The image is encoded once into a field of Gaussians
+Scales are height first, as the official demo reads them: --scale SH,SW scales the height by SH and the
+width by SW (one number scales both), like the Python API's (s_h, s_w). Sizes and points are written as image
+sizes are, width first: --size WxH, --focus X,Y. --gpu N (official) runs on CUDA device N, as --device cuda:N.
+The image is encoded once into a field of Gaussians
 and rendered at the requested size; an image too large for the free memory is encoded in overlapping tiles
 whose fields are stitched and rendered as one (no seams). Alpha channels are resized apart, bicubic; outputs
 are 8-bit, written through a temporary file and a rename.
 
-Exit status: 0 done; 2 bad usage or input (one line on stderr, no file written); 1 out of memory.
+Exit status: 0 done; 2 bad usage or input (one line on stderr, no file written); 1 out of memory;
+130 interrupted.
 """
 from __future__ import annotations
 
@@ -38,6 +41,8 @@ from image_io import IMAGE_SUFFIXES, ImageError, is_image_file, read_image_with_
 from models import CheckpointError
 from rasterizer import resolve_backend
 from resize import resize_bicubic
+from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError,
+                   resolve_device)
 
 ROOT = Path(__file__).resolve().parent
 # The checkpoint used without --model, relative to this folder (weights/MODEL_CARD.md describes it).
@@ -45,18 +50,13 @@ DEFAULT_MODEL: Path | None = Path("weights") / "continuoussr-edsr-baseline.pth"
 # Outputs above this many pixels are refused before anything is allocated (2^28: e.g. 16384 x 16384).
 DEFAULT_MAX_PIXELS = 1 << 28
 DEFAULT_FPS = 30.0
-AUTO = "auto"
+AUTO = "auto"  # --backend and --tile
 # --compare: width and value of the line between the two halves.
 COMPARE_SEPARATOR_PX = 4
 COMPARE_SEPARATOR_VALUE = 1.0
-EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 OUT_OF_MEMORY_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
 
 log = logging.getLogger("demo")
-
-
-class UsageError(Exception):
-    """A request that cannot be carried out as given; the message is one line for the user."""
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -76,11 +76,11 @@ def parse_pair(text: str, separator: str, what: str) -> tuple[float, float]:
 
 
 def scale_arg(text: str) -> tuple[float, float]:
-    """'S' or 'SX,SY' → (s_h, s_w)."""
-    sx, sy = parse_pair(text, ",", "--scale")
-    if not all(math.isfinite(v) and v > 0 for v in (sx, sy)):
+    """'S' or 'SH,SW' (height first, as the official demo) → (s_h, s_w)."""
+    s_h, s_w = parse_pair(text, ",", "--scale")
+    if not all(math.isfinite(v) and v > 0 for v in (s_h, s_w)):
         raise argparse.ArgumentTypeError(f"scales must be positive and finite, got {text!r}")
-    return sy, sx
+    return s_h, s_w
 
 
 def size_arg(text: str) -> tuple[int, int]:
@@ -152,13 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an image file (format from its suffix), a folder (with a folder --input), "
                              "or a .mp4/.gif (with --zoom)")
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--scale", type=scale_arg, metavar="S|SX,SY",
-                        help="any positive scale; SX,SY scales width by SX and height by SY (e.g. 3.5,2.25)")
+    target.add_argument("--scale", type=scale_arg, metavar="S|SH,SW",
+                        help="any positive scale; SH,SW is height first, as in the official demo: it scales the "
+                             "height by SH and the width by SW (e.g. 4,2: 4x taller, 2x wider)")
     target.add_argument("--size", type=size_arg, metavar="WxH",
-                        help="exact output width x height (e.g. 1920x1080); with --zoom, the frame size")
+                        help="exact output size, width first as sizes are written: WIDTHxHEIGHT (e.g. 1920x1080 "
+                             "is 1920 wide, 1080 high); with --zoom, the frame size")
     parser.add_argument("--model", help="a ContinuousSR checkpoint ({'model': {'name', 'args', 'sd'}}); "
                                         "default: the bundled model, once there is one")
-    parser.add_argument("--device", default=AUTO, help="auto (CUDA if available), cpu, cuda or cuda:N")
+    parser.add_argument("--device", default=DEVICE_AUTO,
+                        help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU)")
+    parser.add_argument("--gpu", type=non_negative_int, metavar="N",
+                        help="CUDA device N (the official flag; the same as --device cuda:N); an error without "
+                             "CUDA, unless --device cpu is given")
     parser.add_argument("--backend", default=AUTO, help="rasterizer backend (auto picks the fastest available)")
     parser.add_argument("--tile", type=tile_arg, default=None, metavar="auto|N",
                         help="encode in tiles of N x N input pixels (0: never); auto: tile only when the image "
@@ -193,23 +199,6 @@ class Settings:
     overlap: int | None  # None: the model's default
     max_pixels: int
     progress: bool
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == AUTO:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: CUDA is not available (torch {torch.__version__}); use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
-    return device
 
 
 def model_path(arg: str | None) -> Path:
@@ -250,12 +239,12 @@ def target_size(lr_size: tuple[int, int], scale: tuple[float, float] | None, siz
     if size is None:
         height, width = lr_size[0] * scale[0], lr_size[1] * scale[1]
         if not height * width <= max_pixels:
-            raise UsageError(f"scale x{scale[1]:g},{scale[0]:g} makes a {width:.3g}x{height:.3g} output, above "
+            raise UsageError(f"scale x{scale[0]:g},{scale[1]:g} makes a {width:.3g}x{height:.3g} output, above "
                              f"--max-pixels {max_pixels:,}")
         try:
             size = output_size(lr_size, scale=scale)
         except ValueError:
-            raise UsageError(f"scale x{scale[1]:g},{scale[0]:g} makes an empty output from a "
+            raise UsageError(f"scale x{scale[0]:g},{scale[1]:g} makes an empty output from a "
                              f"{lr_size[1]}x{lr_size[0]} image") from None
     if size[0] * size[1] > max_pixels:
         raise UsageError(f"a {size[1]}x{size[0]} output has {size[0] * size[1]:,} pixels, above --max-pixels "
@@ -323,7 +312,7 @@ def run_file(args: argparse.Namespace, settings: Settings) -> int:
     check_writable(target)
     model = load_model(model_path(args.model), settings.device)
     process_image(model, source, target, rgb, alpha, size, args.compare, settings)
-    return 0
+    return EXIT_OK
 
 
 def run_folder(args: argparse.Namespace, settings: Settings) -> int:
@@ -356,7 +345,7 @@ def run_folder(args: argparse.Namespace, settings: Settings) -> int:
     log.info("wrote %d of %d images to %s", written, len(images), target)
     if written == 0:
         raise UsageError(f"no image in {source} could be read")
-    return 0
+    return EXIT_OK
 
 
 def run_zoom(args: argparse.Namespace, settings: Settings) -> int:
@@ -390,7 +379,7 @@ def run_zoom(args: argparse.Namespace, settings: Settings) -> int:
         count = zoom.write_video(target, tqdm(frames, desc="frames", unit="frame", total=spec.frames,
                                               disable=not settings.progress), args.fps)
     log.info("wrote %s (%d frames, %g fps)", target, count, args.fps)
-    return 0
+    return EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:
@@ -398,10 +387,10 @@ def run(args: argparse.Namespace) -> int:
     if not source.exists():
         raise UsageError(f"no such file or folder: {source}")
     if args.zoom is None and args.scale is None and args.size is None:
-        raise UsageError("give the output size: --scale S|SX,SY or --size WxH (or --zoom START:END:FRAMES)")
+        raise UsageError("give the output size: --scale S|SH,SW or --size WxH (or --zoom START:END:FRAMES)")
     if args.focus is not None and args.zoom is None:
         raise UsageError("--focus is the centre of a --zoom; it needs --zoom")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, args.gpu)
     try:
         backend = resolve_backend(args.backend, device) if args.backend != AUTO else AUTO
     except ValueError as exc:
@@ -433,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed on one line
-        return int(exc.code or 0)
+        return int(exc.code or EXIT_OK)
     log.handlers = [_TqdmHandler()]
     log.propagate = False
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)

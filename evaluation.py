@@ -46,6 +46,7 @@ from datasets.wrappers import hr_first, integer_ratio
 from image_io import ImageError, MAX_8BIT, to_uint8, write_image
 from imresize import imresize
 from metrics import EvalProtocol
+from utils import UsageError
 
 DEFAULT_DATA_ROOT = "load"
 # test.py --model bicubic scores the bicubic baseline.
@@ -63,10 +64,6 @@ ON_THE_FLY_WRAPPER = "sr-implicit-downsampled"
 TRAINING_ONLY_ARGS = ("inp_size", "augment")
 # A sample's HR/LR ratio may differ from the protocol's scale by rounding of at most one HR pixel.
 SIZE_TOLERANCE_PIXELS = 1
-
-
-class UsageError(Exception):
-    """A bad config, argument, data folder or checkpoint; the message is one line for the user."""
 
 
 def _check_keys(mapping: Any, allowed: dict[str, bool], where: str) -> None:
@@ -219,19 +216,12 @@ def load_model(path: str | Path, device: torch.device) -> torch.nn.Module:
         raise UsageError(str(exc)) from None
 
 
-def resolve_device(name: str, backend: str = "auto") -> torch.device:
-    """The torch device `name` (it must exist here) after checking that the rasterizer `backend` runs on it."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise UsageError(f"unknown device {name!r} ({str(exc).splitlines()[0]})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested, but CUDA is not available here")
+def check_backend(backend: str, device: torch.device) -> None:
+    """Before any work: the rasterizer `backend` must run on `device` (a UsageError otherwise)."""
     try:
         rasterizer.resolve_backend(backend, device)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return device
 
 
 def parse_scales(text: str) -> list[float]:

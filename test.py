@@ -1,10 +1,11 @@
 """Evaluate a checkpoint on a test config with the paper's protocol (LIIF family; DESIGN §7).
 
-    python test.py --config configs/test/test-set5-4.yaml --model ckpt.pth [--root DATA] [--scales 2,3,4]
+    python test.py --config configs/test/test-set5-4.yaml --model ckpt.pth [--root DATA] [--scales 2,3,4] [--gpu N]
 
 Prints PSNR / SSIM per image and their means, and the model's time per image (one encode plus one render).
 The config keys are documented in evaluation.py. Exit code 2, with a one-line message, for a bad config, a
-missing or empty data folder, an unreadable checkpoint, or data whose scale does not match the config.
+missing or empty data folder, an unreadable checkpoint, data whose scale does not match the config, or a device
+that is not here (--gpu N without CUDA).
 """
 from __future__ import annotations
 
@@ -12,13 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluation import (UsageError, build_dataset, evaluate, format_report, load_config, load_model,  # noqa: E402
-                        parse_scales, resolve_data_paths, resolve_device, validate_config)
+from evaluation import (build_dataset, check_backend, evaluate, format_report, load_config,  # noqa: E402
+                        load_model, parse_scales, resolve_data_paths, validate_config)
+from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, EXIT_USAGE, UsageError, resolve_device  # noqa: E402
 
-USAGE_ERROR = 2
 DEFAULT_WORKERS = 2
 
 
@@ -32,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scales", help="comma-separated scales ≤ the config's: encode each LR once and render "
                                          "every scale from that field (see evaluation.py)")
     parser.add_argument("--save-dir", help="write the SR images to SAVE_DIR/x{scale}/{name}.png")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=DEVICE_AUTO,
+                        help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU)")
+    parser.add_argument("--gpu", type=int, metavar="N",
+                        help="CUDA device N (the official flag; the same as --device cuda:N)")
     parser.add_argument("--backend", default="auto", help="rasterizer backend (auto, torch, triton, gsplat)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data loader processes")
     args = parser.parse_args(argv)
@@ -41,16 +43,17 @@ def main(argv: list[str] | None = None) -> int:
         protocol = validate_config(config)
         scales = parse_scales(args.scales) if args.scales else None
         dataset = build_dataset(config)
-        device = resolve_device(args.device, args.backend)
+        device = resolve_device(args.device, args.gpu)
+        check_backend(args.backend, device)
         model = load_model(args.model, device)
         result = evaluate(model, dataset, protocol, scales=scales, data_norm=config.get("data_norm"),
                           device=device, backend=args.backend, save_dir=args.save_dir, workers=args.workers,
                           description=Path(args.config).stem)
     except UsageError as exc:
         print(f"test.py: error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+        return EXIT_USAGE
     print(format_report(result, title=f"{args.config} with {args.model}"))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

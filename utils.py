@@ -1,12 +1,90 @@
-"""Small helpers shared across the project that belong to no larger theme."""
+"""What every entry point and package shares: usage errors and exit codes, `--device` / `--gpu` resolution,
+the one YAML loader, atomic writes, and the spec `Registry` behind models and datasets."""
 from __future__ import annotations
 
 import contextlib
 import copy
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
+
+import torch
+import yaml
+
+# Exit statuses of every entry point (demo.py, test.py, train.py, scripts/).
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the work itself failed: out of memory, a diverged training run
+EXIT_USAGE = 2  # bad usage or input: one line on stderr, nothing written
+EXIT_INTERRUPTED = 130  # SIGINT (128 + 2), as shells report it
+# `--device` values: auto (CUDA when available), cpu, cuda (device 0, or the process's own under torchrun), cuda:N.
+DEVICE_AUTO = "auto"
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+class UsageError(Exception):
+    """A request that cannot be carried out as given (bad option, input, config or file); the message is one
+    line for the user, printed as `<program>: error: <message>` with exit status EXIT_USAGE."""
+
+
+def resolve_device(name: str = DEVICE_AUTO, gpu: int | None = None) -> torch.device:
+    """The torch device that `--device NAME` (auto, cpu, cuda or cuda:N) and the official `--gpu N` mean here.
+
+    `--gpu N` selects CUDA device N, as the official scripts do (they set CUDA_VISIBLE_DEVICES=N): with the
+    default `--device auto` it means cuda:N, with `--device cuda` too; `--device cpu` overrides it (the run stays
+    on the CPU). A device that does not exist on this machine (no CUDA, an index beyond the count) is a
+    UsageError, never a silent fallback.
+    """
+    if gpu is not None and gpu < 0:
+        raise UsageError(f"--gpu must be a CUDA device number ≥ 0, got {gpu}")
+    if name == DEVICE_AUTO:
+        if gpu is None:
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = f"cuda:{gpu}"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"unknown device {name!r} (use {DEVICE_CHOICES})") from None
+    if device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index not in (None, 0)):
+        raise UsageError(f"unsupported device {name!r} (use {DEVICE_CHOICES})")
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if gpu is not None:
+        if device.index not in (None, gpu):
+            raise UsageError(f"--device {name} and --gpu {gpu} name different CUDA devices; give one of them")
+        device = torch.device("cuda", gpu)
+    asked = f"--gpu {gpu}" if gpu is not None else f"--device {name}"
+    if not torch.cuda.is_available():
+        raise UsageError(f"{asked}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"{asked}: there are only {torch.cuda.device_count()} CUDA devices")
+    return device
+
+
+class YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-4` (no dot) as a float, as YAML 1.2 does; plain PyYAML reads a string."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text → Python values with `YamlLoader` (safe: plain data only). Raises yaml.YAMLError."""
+    return yaml.load(text, Loader=YamlLoader)
+
+
+def load_yaml(path: str | os.PathLike) -> Any:
+    """The YAML file at `path` read with `parse_yaml`; a missing file or invalid YAML is a one-line UsageError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config not found: {path}")
+    try:
+        return parse_yaml(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
 
 
 def _new_file_mode() -> int:

@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils import atomic_path  # noqa: E402
-from evaluation import (UsageError, build_dataset, evaluate, load_config, load_model,  # noqa: E402
-                        resolve_data_paths, resolve_device, validate_config)
+from evaluation import (build_dataset, check_backend, evaluate, load_config, load_model,  # noqa: E402
+                        resolve_data_paths, validate_config)
+from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, EXIT_USAGE, UsageError, resolve_device  # noqa: E402
 
-USAGE_ERROR = 2
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "test"
 DEFAULT_WORKERS = 2
 
@@ -102,17 +102,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="checkpoint in the official format")
     parser.add_argument("--root", help="data root for the configs' relative dataset paths (default ./load)")
     parser.add_argument("--out", default="results/eval", type=Path, help="writes OUT.md and OUT.json")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=DEVICE_AUTO,
+                        help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU)")
+    parser.add_argument("--gpu", type=int, metavar="N", help="CUDA device N (the same as --device cuda:N)")
     parser.add_argument("--backend", default="auto", help="rasterizer backend")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data loader processes")
     args = parser.parse_args(argv)
     configs = args.configs or sorted(CONFIG_DIR.glob("*.yaml"))
     try:
-        device = resolve_device(args.device, args.backend)
+        device = resolve_device(args.device, args.gpu)
+        check_backend(args.backend, device)
         records = run(configs, args.model, args.root, device, args.backend, args.workers)
     except UsageError as exc:
         print(f"eval_all: error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+        return EXIT_USAGE
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     markdown, table = args.out.with_name(args.out.name + ".md"), args.out.with_name(args.out.name + ".json")
     with atomic_path(markdown) as tmp:
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_path(table) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
     print(f"eval_all: wrote {markdown} and {table}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -44,14 +44,50 @@ def expected_sr(model, path: Path, size: tuple[int, int]) -> np.ndarray:
     return to_uint8(out).astype(np.int16)
 
 
-def test_scale_pairs_are_width_then_height(capsys, tmp_path, lr_png, tiny_checkpoint):
+def test_scale_pairs_are_height_then_width_as_the_official_demo(capsys, tmp_path, lr_png, tiny_checkpoint,
+                                                                  tiny_sr_model):
+    """`--scale 4,2` (the official demo's form) makes the image 4x taller and 2x wider: the model's render at
+    scale=(4, 2), i.e. (s_h, s_w)."""
     out = tmp_path / "sr.png"
-    code, _ = run(capsys, "--input", lr_png, "--output", out, "--scale", "2,3", "--model", tiny_checkpoint)
+    code, _ = run(capsys, "--input", lr_png, "--output", out, "--scale", "4,2", "--model", tiny_checkpoint)
     assert code == 0
-    assert Image.open(out).size == (LR_W * 2, LR_H * 3)  # PIL sizes are (width, height)
+    assert Image.open(out).size == (LR_W * 2, LR_H * 4)  # PIL sizes are (width, height)
+    assert np.abs(pixels(out) - expected_sr(tiny_sr_model, lr_png, (LR_H * 4, LR_W * 2))).max() <= 1
 
 
-@pytest.mark.parametrize("scale,size", [("2.5", (30, 40)), ("3.5,2.25", (27, 56)), ("1.3", (16, 21))])
+def test_size_is_width_then_height(capsys, tmp_path, lr_png, tiny_checkpoint):
+    out = tmp_path / "sr.png"
+    assert run(capsys, "--input", lr_png, "--output", out, "--size", "40x30", "--model", tiny_checkpoint)[0] == 0
+    assert Image.open(out).size == (40, 30)
+
+
+def test_gpu_flag_without_cuda_is_one_line_and_device_cpu_overrides_it(capsys, tmp_path, lr_png, tiny_checkpoint):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "sr.png"
+    code, err = run(capsys, "-q", "--input", lr_png, "--output", out, "--scale", "2", "--gpu", "0",
+                    "--model", tiny_checkpoint)
+    assert code == 2 and len(lines(err)) == 1 and "--gpu 0: CUDA is not available" in err and not out.exists()
+    code, _ = run(capsys, "-q", "--input", lr_png, "--output", out, "--scale", "2", "--gpu", "0", "--device", "cpu",
+                  "--model", tiny_checkpoint)
+    assert code == 0 and out.exists()
+
+
+def test_gpu_flag_means_cuda_device_n(capsys, tmp_path, lr_png, monkeypatch):
+    """--gpu N reaches the run as cuda:N (checked with CUDA faked present; the run stops at the missing model)."""
+    seen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(demo, "run_file", lambda args, settings: seen.append(settings.device) or 0)
+    assert run(capsys, "-q", "--input", lr_png, "--output", tmp_path / "sr.png", "--scale", "2", "--gpu", "1",
+               "--backend", "torch")[0] == 0
+    assert seen == [torch.device("cuda", 1)]
+    code, err = run(capsys, "-q", "--input", lr_png, "--output", tmp_path / "sr.png", "--scale", "2", "--gpu", "1",
+                    "--device", "cuda:0")
+    assert code == 2 and "different CUDA devices" in err
+
+
+@pytest.mark.parametrize("scale,size", [("2.5", (30, 40)), ("3.5,2.25", (42, 36)), ("1.3", (16, 21))])
 def test_output_is_the_model_render(capsys, tmp_path, lr_png, tiny_checkpoint, tiny_sr_model, scale, size):
     out = tmp_path / "sr.png"
     code, err = run(capsys, "--input", lr_png, "--output", out, "--scale", scale, "--model", tiny_checkpoint)
@@ -314,7 +350,8 @@ def test_out_of_memory_is_one_line(capsys, tmp_path, lr_png, tiny_checkpoint, mo
 def test_help_states_the_conventions(capsys):
     code = demo.main(["--help"])
     text = capsys.readouterr().out
-    assert code == 0 and "horizontal first" in text and "--size WxH" in text and "Exit status" in text
+    assert code == 0 and "height first" in text and "--scale SH,SW" in text and "--size WxH" in text
+    assert "--gpu N" in text and "Exit status" in text
 
 
 def test_as_a_program(tmp_path, lr_png, tiny_checkpoint):

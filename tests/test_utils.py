@@ -53,3 +53,52 @@ def test_registry_builds_from_specs_and_refuses_duplicates_and_unknown_names():
         registry.register("pair")(tuple)
     with pytest.raises(Unknown, match="unknown widget 'nope' \\(known: pair\\)"):
         registry.build({"name": "nope"})
+
+
+@pytest.fixture
+def two_fake_gpus(monkeypatch):
+    """CUDA faked present with two devices: resolve_device only asks torch.cuda whether they exist."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+def test_resolve_device_maps_the_official_gpu_flag_onto_cuda_n(two_fake_gpus):
+    import torch
+
+    from utils import UsageError, resolve_device
+
+    assert resolve_device("auto", 1) == torch.device("cuda", 1)
+    assert resolve_device("cuda", 1) == torch.device("cuda", 1)
+    assert resolve_device("cuda:1", 1) == torch.device("cuda", 1)
+    assert resolve_device("cpu", 1) == torch.device("cpu")  # --device cpu overrides --gpu
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(UsageError, match="different CUDA devices"):
+        resolve_device("cuda:0", 1)
+    with pytest.raises(UsageError, match="--gpu 2: there are only 2 CUDA devices"):
+        resolve_device("auto", 2)
+    with pytest.raises(UsageError, match="--device cuda:5: there are only 2"):
+        resolve_device("cuda:5")
+    with pytest.raises(UsageError, match="--gpu must be"):
+        resolve_device("auto", -1)
+
+
+@pytest.mark.parametrize("name", ["tpu", "cuda:x", "meta", "cpu:1", ""])
+def test_resolve_device_refuses_unknown_devices(name):
+    from utils import UsageError, resolve_device
+
+    with pytest.raises(UsageError, match="device"):
+        resolve_device(name)
+
+
+def test_resolve_device_without_cuda(monkeypatch):
+    import torch
+
+    from utils import UsageError, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu", 0) == torch.device("cpu")
+    for name, gpu, asked in (("cuda", None, "--device cuda"), ("auto", 0, "--gpu 0"), ("cuda:1", None, "cuda:1")):
+        with pytest.raises(UsageError, match=f"{asked}: CUDA is not available here"):
+            resolve_device(name, gpu)
