@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluation import (build_dataset, check_backend, evaluate, format_report, load_config,  # noqa: E402
-                        load_model, parse_scales, resolve_data_paths, validate_config)
+from evaluation.protocol import (build_dataset, check_backend, evaluate, format_report, load_config,  # noqa: E402
+                                 load_model, parse_scales, resolve_data_paths, validate_config)
 from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, EXIT_USAGE, UsageError, resolve_device  # noqa: E402
 
 DEFAULT_WORKERS = 2

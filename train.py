@@ -64,11 +64,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import datasets
-import metrics
 import models
-from image_io import ImageError, write_image
+from evaluation import metrics
+from inference.image_io import ImageError, write_image
 from training import distributed
 from training.config import ConfigError, apply_overrides, complete, load_yaml, save_config
+from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_USAGE, UsageError, resolve_device
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train" / "edsr-baseline.yaml"
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -76,8 +77,6 @@ SCHEDULERS = {"step_lr": torch.optim.lr_scheduler.StepLR, "multi_step_lr": torch
               "cosine_annealing_lr": torch.optim.lr_scheduler.CosineAnnealingLR}
 # PSNR of a perfect render is capped by flooring the MSE (100 dB), so that a mean over images stays finite.
 PSNR_CAP_DB = 100.0  # a perfect match would be +inf: keeps means finite
-EXIT_USAGE = 2
-EXIT_DIVERGED = 1
 
 
 class NonFiniteLoss(RuntimeError):
@@ -96,7 +95,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="override a config key (repeatable); the value is parsed as YAML")
     parser.add_argument("--resume", help="checkpoint to continue from (e.g. save/<run>/last.pth)")
     parser.add_argument("--out", help="output folder (default: save/<config name>, or the resumed checkpoint's)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    parser.add_argument("--device", default=DEVICE_AUTO,
+                        help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU; under torchrun "
+                             "each process takes CUDA device LOCAL_RANK)")
     return parser.parse_args(argv)
 
 
@@ -418,12 +419,11 @@ def main(argv: Sequence[str] | None = None) -> nn.Module:
     """Run training; returns the trained model (this process's replica) for callers such as tests."""
     args = parse_args(argv)
     try:
+        device = resolve_device(args.device)
         cfg, ckpt, out = prepare_config(args)
-    except (ConfigError, models.CheckpointError) as exc:
+    except (UsageError, models.CheckpointError) as exc:
         fail(str(exc), EXIT_USAGE)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        fail("--device cuda but CUDA is not available", EXIT_USAGE)
-    ctx = distributed.setup(args.device)
+    ctx = distributed.setup(device)
     log = Logger(out, ctx.is_main)
     try:
         trainer = Trainer(cfg, ctx, out, log, ckpt)
@@ -432,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> nn.Module:
     except NonFiniteLoss as exc:
         log(f"stopped: {exc} at epoch {trainer.epoch + 1}, step {trainer.step + 1}; nothing was saved after the "
             f"last good step. Lower optimizer.args.lr or set grad_clip, then --resume {out / 'last.pth'}")
-        fail(f"non-finite training ({exc}); last good checkpoint: {out / 'last.pth'}", EXIT_DIVERGED)
+        fail(f"non-finite training ({exc}); last good checkpoint: {out / 'last.pth'}", EXIT_FAILURE)
     except (ConfigError, datasets.DatasetError, datasets.UnknownDatasetError, models.UnknownModelError,
             models.CheckpointError, ImageError) as exc:
         fail(str(exc), EXIT_USAGE)

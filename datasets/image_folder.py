@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from image_io import IMAGE_SUFFIXES, MAX_8BIT, ImageError, is_image_file, read_image
+from inference.image_io import IMAGE_SUFFIXES, MAX_8BIT, ImageError, is_image_file, read_image
 
 from .registry import register
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from image_io import MAX_8BIT, ImageError, to_uint8
+from inference.image_io import MAX_8BIT, ImageError, to_uint8
 
 from .image_folder import DatasetError, first_readable, warn_skipped
 from .registry import register

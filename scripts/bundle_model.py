@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import models  # noqa: E402
-from evaluation import (BICUBIC_MODEL, UsageError, build_dataset, evaluate, load_model,  # noqa: E402
-                        validate_config)
-from utils import atomic_path  # noqa: E402
+from evaluation.protocol import BICUBIC_MODEL, build_dataset, evaluate, load_model, validate_config  # noqa: E402
+from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, EXIT_USAGE, UsageError, atomic_path,  # noqa: E402
+                   resolve_device)
 
 DEFAULT_SCALES = (2, 3, 4, 6, 8)
 # fp16 weights are kept only if they move no scale's mean PSNR by this much (the bound).
@@ -96,11 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="the weights file to write (.pth); the card goes beside it")
     parser.add_argument("--scales", default=",".join(map(str, DEFAULT_SCALES)), help="comma-separated scales")
     parser.add_argument("--note", default="", help="a line for the card: device, wall time, date of the training")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=DEVICE_AUTO,
+                        help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU)")
     args = parser.parse_args(argv)
     try:
         scales = [float(s) for s in args.scales.split(",")]
-        device = torch.device(args.device)
+        device = resolve_device(args.device)
         ckpt = models.load_checkpoint(args.checkpoint)
         payload = {key: ckpt["model"][key] for key in ("name", "args", "sd")}
         model = models.model_from_checkpoint(ckpt).to(device).eval()
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                      scales, device)
     except (models.CheckpointError, UsageError, ValueError) as exc:
         print(f"bundle_model.py: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     fp16_change = max(abs(fp16[s] - table["model"][s]) for s in scales)
     keep_fp16 = fp16_change < MAX_FP16_PSNR_CHANGE
     stored = halved if keep_fp16 else payload
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     print(card)
     print(f"wrote {out} ({out.stat().st_size / 2 ** 20:.1f} MiB, {record['dtype']}); gain at x{HEADLINE_SCALE}: "
           f"{gain:+.2f} dB")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

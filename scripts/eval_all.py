@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils import atomic_path  # noqa: E402
-from evaluation import (build_dataset, check_backend, evaluate, load_config, load_model,  # noqa: E402
-                        resolve_data_paths, validate_config)
-from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, EXIT_USAGE, UsageError, resolve_device  # noqa: E402
+from evaluation.protocol import (build_dataset, check_backend, evaluate, load_config, load_model,  # noqa: E402
+                                 resolve_data_paths, validate_config)
+from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, EXIT_USAGE, UsageError, atomic_path,  # noqa: E402
+                   resolve_device)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "test"
 DEFAULT_WORKERS = 2

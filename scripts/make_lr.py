@@ -1,7 +1,7 @@
 """Build paired LR sets from an HR folder with MATLAB's bicubic, as the benchmark packages were made.
 
 For every HR image and every integer scale s: crop the HR image at the top left to a multiple of s
-(MATLAB's `modcrop`), then `imresize(hr, 1/s, 'bicubic')` on the 8-bit image (`imresize.py`). Writes
+(MATLAB's `modcrop`), then `imresize(hr, 1/s, 'bicubic')` on the 8-bit image (`evaluation/imresize.py`). Writes
 OUT/X{s}/{stem}x{s}.png — the layout of the benchmarks' LR_bicubic folders, which the `paired-image-folders`
 dataset pairs with the HR folder by name.
 
@@ -18,15 +18,9 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from image_io import ImageError, is_image_file, read_image, to_uint8, write_image  # noqa: E402
-from imresize import imresize  # noqa: E402
-
-USAGE_ERROR = 2
-MAX_8BIT = 255.0
-
-
-class UsageError(Exception):
-    """Bad arguments or input; the message is one line for the user."""
+from evaluation.imresize import imresize  # noqa: E402
+from inference.image_io import MAX_8BIT, ImageError, is_image_file, read_image, to_uint8, write_image  # noqa: E402
+from utils import EXIT_OK, EXIT_USAGE, UsageError  # noqa: E402
 
 
 def parse_scales(text: str) -> list[int]:
@@ -90,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         written = make_lr_sets(args.hr, args.out, scales)
     except (UsageError, ImageError) as exc:
         print(f"make_lr: error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+        return EXIT_USAGE
     print(f"make_lr: wrote {written} LR images under {args.out} (scales {', '.join(map(str, scales))})")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

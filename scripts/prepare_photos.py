@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from image_io import ImageError, read_image, write_image  # noqa: E402
+from inference.image_io import ImageError, read_image, write_image  # noqa: E402
 
 PLASMA_ROOT = Path("/usr/share/wallpapers")
 MATE_ROOT = Path("/usr/share/backgrounds/mate/nature")

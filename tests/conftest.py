@@ -80,7 +80,7 @@ def smooth_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
 def benchmark_root(tmp_path) -> Path:
     """A data root laid out as configs/test expect: benchmark/Set5/HR with three images, and their MATLAB-bicubic
     LR_bicubic/X2 and X4 (modcrop, then imresize), named like the benchmark packages (img0x4.png)."""
-    from imresize import imresize
+    from evaluation.imresize import imresize
 
     hr_dir = tmp_path / "load" / "benchmark" / "Set5" / "HR"
     for i, (height, width) in enumerate(BENCHMARK_HR_SIZES):

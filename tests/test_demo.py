@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 import demo
-import tiling
+from inference import tiling
 from conftest import smooth_image
-from image_io import read_image, to_uint8, write_image
+from inference.image_io import read_image, to_uint8, write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 LR_H, LR_W = 12, 16

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from evaluation import build_dataset, evaluate, load_model, resolve_data_paths, validate_config
+from evaluation.protocol import build_dataset, evaluate, load_model, resolve_data_paths, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "test" / "test-set5-4.yaml"

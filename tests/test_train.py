@@ -226,7 +226,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_dir, 
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as stop:
         run(out, image_dir)
-    assert stop.value.code == train.EXIT_DIVERGED
+    assert stop.value.code == train.EXIT_FAILURE
     assert "non-finite" in capsys.readouterr().err
     saved = models.load_checkpoint(out / "last.pth")
     assert (saved["epoch"], saved["step"]) == (1, 2)

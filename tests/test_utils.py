@@ -102,3 +102,17 @@ def test_resolve_device_without_cuda(monkeypatch):
     for name, gpu, asked in (("cuda", None, "--device cuda"), ("auto", 0, "--gpu 0"), ("cuda:1", None, "cuda:1")):
         with pytest.raises(UsageError, match=f"{asked}: CUDA is not available here"):
             resolve_device(name, gpu)
+
+
+def test_one_yaml_loader_reads_exponents_as_floats(tmp_path):
+    from utils import UsageError, load_yaml, parse_yaml
+
+    assert parse_yaml("lr: 1e-4\nb: 2.5E+3\nc: 1.0e-4\nn: 7\nname: 1e") == {"lr": 1e-4, "b": 2500.0, "c": 1e-4, "n": 7,
+                                                                           "name": "1e"}
+    (tmp_path / "a.yaml").write_text("optimizer: {args: {lr: 2e-4}}")
+    assert load_yaml(tmp_path / "a.yaml") == {"optimizer": {"args": {"lr": 2e-4}}}
+    with pytest.raises(UsageError, match="config not found"):
+        load_yaml(tmp_path / "none.yaml")
+    (tmp_path / "bad.yaml").write_text("a: [unclosed")
+    with pytest.raises(UsageError, match="bad.yaml is not valid YAML"):
+        load_yaml(tmp_path / "bad.yaml")

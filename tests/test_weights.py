@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 import demo
-import metrics
+from evaluation import metrics
 import models
-from evaluation import BicubicBaseline
-from image_io import read_image, to_uint8
-from imresize import imresize
+from evaluation.protocol import BicubicBaseline
+from inference.image_io import read_image, to_uint8
+from evaluation.imresize import imresize
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights" / "continuoussr-edsr-baseline.pth"

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import copy
 import os
-import re
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
 
-from utils import atomic_path
+import utils
+from utils import atomic_path, parse_yaml
 
 DEFAULTS: dict[str, Any] = {
     "train_dataset": {"dataset": None, "wrapper": None, "batch_size": 16, "num_workers": 4},
@@ -35,21 +34,8 @@ VAL_DEFAULTS: dict[str, Any] = {"dataset": None, "scales": [4]}
 REQUIRED = ("train_dataset.dataset", "train_dataset.wrapper", "model")
 
 
-class YamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-4` (no dot) as a float, as YAML 1.2 does; plain PyYAML reads a string."""
-
-
-YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
-
-
-def parse_yaml(text: str):
-    return yaml.load(text, Loader=YamlLoader)
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message is one line for the user."""
+class ConfigError(utils.UsageError, ValueError):
+    """A training config that cannot be used; the message is one line for the user."""
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,13 +50,11 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config not found: {path}")
+    """A training config file (utils.load_yaml, the project's one YAML reading); it must hold a mapping."""
     try:
-        loaded = parse_yaml(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+        loaded = utils.load_yaml(path)
+    except utils.UsageError as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys")
     return loaded

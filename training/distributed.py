@@ -30,15 +30,21 @@ class Context:
         return self.world_size > 1
 
 
-def setup(device: str | None = None) -> Context:
-    """Initialise the process group if launched with WORLD_SIZE > 1, and pick this process's device."""
+def setup(device: str | torch.device) -> Context:
+    """Initialise the process group if launched with WORLD_SIZE > 1, and pick this process's device.
+
+    `device` comes from utils.resolve_device. On CUDA, each process of a torchrun launch trains on CUDA device
+    LOCAL_RANK; a lone process on the device given (cuda:N), or device 0.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    kind = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type
+    device = torch.device(device)
+    kind = device.type
     if kind == "cuda":
-        torch.cuda.set_device(local_rank)
-        chosen = torch.device("cuda", local_rank)
+        index = local_rank if world_size > 1 else (device.index or 0)
+        torch.cuda.set_device(index)
+        chosen = torch.device("cuda", index)
     else:
         chosen = torch.device(kind)
     if world_size > 1 and not dist.is_initialized():

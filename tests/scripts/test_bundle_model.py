@@ -9,7 +9,7 @@ import torch
 
 import models
 from conftest import smooth_rgb, write_rgb
-from evaluation import BICUBIC_MODEL, build_dataset, evaluate, load_model, validate_config
+from evaluation.protocol import BICUBIC_MODEL, build_dataset, evaluate, load_model, validate_config
 from scripts.bundle_model import heldout_config, main
 
 

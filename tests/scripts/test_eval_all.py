@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from evaluation import build_dataset, evaluate, load_config, load_model, resolve_data_paths, validate_config
+from evaluation.protocol import build_dataset, evaluate, load_config, load_model, resolve_data_paths, validate_config
 from scripts.eval_all import main, row_label
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "test"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imresize import imresize
+from evaluation.imresize import imresize
 from scripts.make_lr import main
 
 

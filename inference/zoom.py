@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from gaussian import DGP_UNIT, LATTICE_FACTOR, GaussianField
-from image_io import to_uint8
+from inference.image_io import to_uint8
 from rasterizer import SIGMA_MAX, rasterize
 from utils import atomic_path
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from imresize import _round_like, imresize
+from evaluation.imresize import _round_like, imresize
 
 
 def keys(t: float) -> float:

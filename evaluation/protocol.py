@@ -34,7 +34,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -43,10 +42,10 @@ import models
 import rasterizer
 from datasets import DatasetError, UnknownDatasetError, UnreadableImageWarning
 from datasets.wrappers import hr_first, integer_ratio
-from image_io import ImageError, MAX_8BIT, to_uint8, write_image
-from imresize import imresize
-from metrics import EvalProtocol
-from utils import UsageError
+from inference.image_io import ImageError, MAX_8BIT, to_uint8, write_image
+from evaluation.imresize import imresize
+from evaluation.metrics import EvalProtocol
+from utils import UsageError, load_yaml
 
 DEFAULT_DATA_ROOT = "load"
 # test.py --model bicubic scores the bicubic baseline.
@@ -123,14 +122,8 @@ def validate_config(config: Any) -> EvalProtocol:
 
 
 def load_config(path: str | Path) -> dict:
-    """Read and validate a test config."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"config not found: {path}")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    """Read (utils.load_yaml, the project's one YAML reading) and validate a test config."""
+    config = load_yaml(path)
     try:
         validate_config(config)
     except UsageError as exc:

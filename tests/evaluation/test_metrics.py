@@ -9,7 +9,7 @@ import torch
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from metrics import EvalProtocol, psnr, rgb_to_y, shave, ssim
+from evaluation.metrics import EvalProtocol, psnr, rgb_to_y, shave, ssim
 
 
 def image_pair(seed: int = 0, height: int = 40, width: int = 52) -> tuple[np.ndarray, np.ndarray]:

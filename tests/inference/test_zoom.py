@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-import zoom
+from inference import zoom
 from gaussian import GaussianField, make_dgp_dictionary
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import models
-import tiling
+from inference import tiling
 from gaussian import GaussianField
 from conftest import smooth_image
 

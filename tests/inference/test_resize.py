@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from resize import resize_bicubic
+from inference.resize import resize_bicubic
 
 KEYS_A = -0.75  # the cubic-convolution parameter of the usual bicubic upsampling (OpenCV, PyTorch)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from image_io import ImageError, read_image, read_image_with_alpha, write_image
+from inference.image_io import ImageError, read_image, read_image_with_alpha, write_image
 
 
 def test_rgb_round_trip_is_exact_for_8bit_values(tmp_path):
