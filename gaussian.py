@@ -105,6 +105,37 @@ def parse_scale(scale: float | Sequence[float] | torch.Tensor) -> tuple[float, f
     return values[0], values[1]
 
 
+def output_gaussians(field: GaussianField, size: tuple[int, int],
+                     window: tuple[float, float, float, float] | None = None,
+                     cells: tuple[tuple[int, int], tuple[int, int]] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rasterizer's inputs (xy, cholesky, colour) for the LR `window` of `field` shown at `size` (H, W).
+
+    The one home of the output-pixel formulas (docs/DESIGN.md §3): cell (r, c) sits at LR position
+    u = (c/2 + offset_x, r/2 + offset_y); with the window (top, left, win_h, win_w) (default: the whole image,
+    which is `render`) drawn at scale (s_h, s_w) = (H/win_h, W/win_w), its centre is X = s_w·(u_x − left) − ½,
+    Y = s_h·(u_y − top) − ½ in output pixels (pixel j is centred on LR position left + (j + ½)/s_w), given to the
+    rasterizer normalised, x = 2X/W − 1; its Cholesky factor is (s_w·l11, s_h·l21, s_h·l22) / DGP_UNIT.
+    `cells` ((r0, r1), (c0, c1)), in LR pixels, keeps only the lattice cells of those LR pixels (a window's
+    neighbourhood); default all. Shapes: xy (B, Hg, Wg, 2), cholesky (B, Hg, Wg, 3), colour (B, Hg, Wg, C).
+    """
+    height, width = size
+    h, w = field.lr_size
+    top, left, win_h, win_w = window if window is not None else (0.0, 0.0, float(h), float(w))
+    (r0, r1), (c0, c1) = cells if cells is not None else ((0, h), (0, w))
+    f = LATTICE_FACTOR
+    kept = (slice(None), slice(f * r0, f * r1), slice(f * c0, f * c1))
+    colour, cholesky, offset = field.colour[kept], field.cholesky[kept], field.offset[kept]
+    rows = torch.arange(f * r0, f * r1, device=offset.device, dtype=offset.dtype)[:, None] / f
+    cols = torch.arange(f * c0, f * c1, device=offset.device, dtype=offset.dtype) / f
+    x = 2 * (cols + offset[..., 0] - left) / win_w - 1 - 1 / width
+    y = 2 * (rows + offset[..., 1] - top) / win_h - 1 - 1 / height
+    # l11 scales with the width, l21 and l22 with the height (python scalars: no host-to-device copy)
+    cholesky = torch.cat((cholesky[..., :1] * (width / win_w / DGP_UNIT),
+                          cholesky[..., 1:] * (height / win_h / DGP_UNIT)), -1)
+    return torch.stack((x, y), -1), cholesky, colour
+
+
 def output_size(lr_size: tuple[int, int], scale=None, size: tuple[int, int] | None = None) -> tuple[int, int]:
     """Output (H, W): `size` as given, or round(h·s_h) x round(w·s_w) as the official code."""
     if (scale is None) == (size is None):
@@ -176,17 +207,9 @@ class ContinuousGaussian(nn.Module):
     def render(self, field: GaussianField, scale=None, size: tuple[int, int] | None = None,
                backend: str = "auto") -> torch.Tensor:
         """Rasterize a field at `scale` ((s_h, s_w), a number, or the official tensor) or at `size` (H, W)."""
-        h, w = field.lr_size
-        height, width = output_size((h, w), scale, size)
-        offset = field.offset
-        rows = torch.arange(LATTICE_FACTOR * h, device=offset.device, dtype=offset.dtype)
-        cols = torch.arange(LATTICE_FACTOR * w, device=offset.device, dtype=offset.dtype)
-        x = cols / w - 1 + 2 * offset[..., 0] / w - 1 / width
-        y = rows[:, None] / h - 1 + 2 * offset[..., 1] / h - 1 / height
-        # l11 scales with the width, l21 and l22 with the height (python scalars: no host-to-device copy)
-        cholesky = torch.cat((field.cholesky[..., :1] * (width / w / DGP_UNIT),
-                              field.cholesky[..., 1:] * (height / h / DGP_UNIT)), -1)
-        return rasterize(torch.stack((x, y), -1), cholesky, field.colour, height, width, backend)
+        height, width = output_size(field.lr_size, scale, size)
+        xy, cholesky, colour = output_gaussians(field, (height, width))
+        return rasterize(xy, cholesky, colour, height, width, backend)
 
     def forward(self, inp: torch.Tensor, scale) -> torch.Tensor:
         """The official signature: `scale` is [[s_h, s_w]], (s,) or a scalar; returns the unclamped render."""

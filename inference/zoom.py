@@ -7,8 +7,8 @@ the focus point (a homothety: the focus stays still in the frame, everything els
 z = start the frame is the whole image; with the default focus (the image's centre) the zoom is centred.
 
 `render_window` renders any window of a field: it keeps only the lattice cells whose Gaussians can reach the
-window (a margin taken from the actual field) and places their centres and covariances in the frame's pixels,
-with the formulas of `gaussian.ContinuousGaussian.render`, of which it is the general case.
+window (a margin taken from the actual field) and places them in the frame with `gaussian.output_gaussians`,
+the formulas `ContinuousGaussian.render` uses for the whole image.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from gaussian import DGP_UNIT, LATTICE_FACTOR, GaussianField
+from gaussian import DGP_UNIT, GaussianField, output_gaussians
 from inference.image_io import to_uint8
 from rasterizer import SIGMA_MAX, rasterize
 from utils import atomic_path
@@ -104,7 +104,6 @@ def render_window(field: GaussianField, window: tuple[float, float, float, float
     height, width = size
     if win_h <= 0 or win_w <= 0 or height < 1 or width < 1:
         raise ValueError(f"window {window} and size {size} must be positive")
-    scale_h, scale_w = height / win_h, width / win_w
     h, w = field.lr_size
     margin = (field_reach(field) if reach is None else reach) + 1  # + 1: a cell's anchor lies within its pixel
     r0, r1 = max(math.floor(top - margin), 0), min(math.ceil(top + win_h + margin), h)
@@ -112,17 +111,8 @@ def render_window(field: GaussianField, window: tuple[float, float, float, float
     batch, channels = field.colour.shape[0], field.colour.shape[-1]
     if r0 >= r1 or c0 >= c1:
         return field.colour.new_zeros(batch, channels, height, width)
-    f = LATTICE_FACTOR
-    cells = (slice(None), slice(f * r0, f * r1), slice(f * c0, f * c1))
-    colour, cholesky, offset = field.colour[cells], field.cholesky[cells], field.offset[cells]
-    rows = torch.arange(f * r0, f * r1, device=offset.device, dtype=offset.dtype)[:, None] / f
-    cols = torch.arange(f * c0, f * c1, device=offset.device, dtype=offset.dtype) / f
-    # Output pixel j is centred on LR position left + (j + ½)/s: a Gaussian at LR u lands at X = s(u − left) − ½.
-    x_pixels = scale_w * (cols + offset[..., 0] - left) - 0.5
-    y_pixels = scale_h * (rows + offset[..., 1] - top) - 0.5
-    xy = torch.stack((2 * x_pixels / width - 1, 2 * y_pixels / height - 1), -1)  # the rasterizer's normalised form
-    factor = offset.new_tensor([scale_w, scale_h, scale_h]) / DGP_UNIT
-    return rasterize(xy, cholesky * factor, colour, height, width, backend)
+    xy, cholesky, colour = output_gaussians(field, size, window, ((r0, r1), (c0, c1)))
+    return rasterize(xy, cholesky, colour, height, width, backend)
 
 
 def frame_size(lr_size: tuple[int, int], start: float, suffix: str) -> tuple[int, int]:
