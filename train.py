@@ -309,7 +309,7 @@ class Trainer:
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         try:
-            models.checkpoint.load_state_dict_strict(self.model, ckpt["model"]["sd"])
+            models.load_state_dict_strict(self.model, ckpt["model"]["sd"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             if self.scheduler is not None and ckpt.get("lr_scheduler") is not None:
                 self.scheduler.load_state_dict(ckpt["lr_scheduler"])

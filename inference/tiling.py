@@ -4,12 +4,14 @@ The image is cut into cores that partition it. Each core is encoded with `overla
 every side, and only the lattice cells of its core are kept (lattice cell (r, c) belongs to LR pixel
 (r // 2, c // 2)). The cores' cells are stitched into one field of the whole image, which is rendered once:
 the rendered image has no seams by construction. Where the overlap covers the encoder's receptive field (the
-convolutional encoders: `receptive_margin`), the stitched field is the untiled one. Window-attention encoders
-(SwinIR, HAT) see the whole image in principle: for them tiles are aligned to the attention windows and a
-generous overlap makes the field agree closely, not exactly.
+encoders that declare `finite_receptive_field`: `receptive_margin`), the stitched field is the untiled one.
+Window-attention encoders (SwinIR, HAT) see the whole image in principle: for them tiles are aligned to the
+attention windows (`tile_multiple`) and a generous overlap makes the field agree closely, not exactly.
 
-The automatic tile size compares an estimate of the encoder's peak memory per LR pixel (measured on the CPU by
-`scripts/measure_encode_memory.py`) with the free memory of the device.
+The automatic tile size compares the encoder's `encode_bytes_per_lr_pixel` (measured on the CPU by
+`scripts/measure_encode_memory.py`) with the free memory of the device. Each encoder class declares these three
+traits (models/encoder.py: TilingTraits); tiling asks the model's encoder, and an encoder that declares nothing
+gets TilingTraits' safe defaults.
 """
 from __future__ import annotations
 
@@ -23,21 +25,10 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from gaussian import LATTICE_FACTOR, GaussianField
-from models.edsr import EDSREncoder
-from models.hat import HAT
-from models.rdn import RDN
-from models.swinir import SwinIR
+from models.encoder import TilingTraits
 
-# Encoders made only of stride-1 'same' convolutions, pixel (un)shuffles and per-pixel layers, in forward order:
-# their receptive field is finite and `receptive_margin` bounds it from the module list.
-CONVOLUTIONAL_ENCODERS = (EDSREncoder, RDN)
 # LR pixels of context for encoders without a finite receptive field (window attention, channel attention).
 ATTENTION_TILE_OVERLAP = 32
-# Peak bytes of `encode` (float32, no autograd, head included) per LR pixel, for each encoder class in its
-# released configuration, measured with scripts/measure_encode_memory.py (2-core CPU, torch 2.13, 2026-11-24;
-# the head's MLPs take most of it); unknown encoders get the largest. Smaller configurations need less, so the
-# estimate errs on the safe side for them.
-ENCODE_BYTES_PER_LR_PIXEL = {EDSREncoder: 39335, RDN: 43303, SwinIR: 46002, HAT: 49220}
 # Bytes per LR pixel of the stitched field itself: 4 Gaussians x (3 colour + 3 Cholesky + 2 offset) floats.
 FIELD_BYTES_PER_LR_PIXEL = LATTICE_FACTOR ** 2 * 8 * 4
 # Share of the free memory that one encoder call may use (the rest: the canvas, the allocator, other programs).
@@ -77,6 +68,11 @@ def plan_tiles(lr_size: tuple[int, int], tile: int, overlap: int, align: int = 1
     return tiles
 
 
+def encoder_trait(model: nn.Module, name: str):
+    """The TilingTraits attribute `name` of the model's encoder, or its safe default when it declares none."""
+    return getattr(getattr(model, "encoder", None), name, getattr(TilingTraits, name))
+
+
 def receptive_margin(model: nn.Module) -> int | None:
     """LR pixels of context that determine a lattice cell exactly, or None if the encoder has no finite bound.
 
@@ -85,7 +81,7 @@ def receptive_margin(model: nn.Module) -> int | None:
     the resolution. Every convolution is counted as if all lay on one path, so for residual and dense networks
     this is an upper bound.
     """
-    if not isinstance(getattr(model, "encoder", None), CONVOLUTIONAL_ENCODERS):
+    if not encoder_trait(model, "finite_receptive_field"):
         return None
     low, high = 0, LATTICE_FACTOR  # the lattice cells of one LR pixel, at the lattice resolution
     for module in reversed(list(model.modules())):
@@ -111,12 +107,12 @@ def default_overlap(model: nn.Module) -> int:
 
 def tile_alignment(model: nn.Module) -> int:
     """Tile boundaries must fall on multiples of this (the attention window), so windows match the untiled ones."""
-    return int(getattr(getattr(model, "encoder", None), "window_size", 1))
+    return int(encoder_trait(model, "tile_multiple"))
 
 
 def encode_bytes_per_lr_pixel(model: nn.Module) -> int:
-    encoder = type(getattr(model, "encoder", None))
-    return ENCODE_BYTES_PER_LR_PIXEL.get(encoder, max(ENCODE_BYTES_PER_LR_PIXEL.values()))
+    """The encoder's estimate of `encode`'s peak memory per LR pixel (TilingTraits)."""
+    return int(encoder_trait(model, "encode_bytes_per_lr_pixel"))
 
 
 def free_memory(device: torch.device) -> int | None:

@@ -16,13 +16,10 @@ import torch.nn as nn
 
 from utils import atomic_path
 
-# How many missing/unexpected key names a mismatch error lists, and how long a load failure's reason may be.
-KEYS_SHOWN = 5
-REASON_CHARS = 120
+from .registry import UnknownModelError, make
+from .state_dict import CheckpointError
 
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be read or does not fit its model; the message is one line for the user."""
+REASON_CHARS = 120  # how long a load failure's reason may be
 
 
 def _load_failure(exc: Exception) -> str:
@@ -53,28 +50,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """`load_state_dict(strict=True)` with an error that names the first few mismatching keys and shapes."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    wrong_shape = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
-                   for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    problems = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-        if keys:
-            more = f" (+{len(keys) - KEYS_SHOWN} more)" if len(keys) > KEYS_SHOWN else ""
-            problems.append(f"{len(keys)} {label}: {', '.join(keys[:KEYS_SHOWN])}{more}")
-    if problems:
-        raise CheckpointError(f"state dict does not match {type(model).__name__}: {'; '.join(problems)}")
-    model.load_state_dict(state_dict, strict=True)
-
-
 def model_from_checkpoint(ckpt: str | os.PathLike | Mapping[str, Any],
                           map_location: str | torch.device = "cpu") -> nn.Module:
     """Build the model a checkpoint (or a path to one) describes and load its weights strictly."""
-    from .registry import UnknownModelError, make
-
     if not isinstance(ckpt, Mapping):
         ckpt = load_checkpoint(ckpt, map_location)
     spec = ckpt["model"]

@@ -6,6 +6,7 @@ import math
 import torch
 import torch.nn as nn
 
+from .encoder import EDSR_ENCODE_BYTES_PER_LR_PIXEL, TilingTraits
 from .registry import register
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -80,8 +81,11 @@ class EDSR(nn.Module):
         return self.tail[0](x)
 
 
-class EDSREncoder(nn.Module):
+class EDSREncoder(TilingTraits, nn.Module):
     """The registered EDSR encoder: an `edsr` submodule, as in the official checkpoints."""
+
+    finite_receptive_field = True  # stride-1 'same' convolutions and pixel shuffles only
+    encode_bytes_per_lr_pixel = EDSR_ENCODE_BYTES_PER_LR_PIXEL
 
     def __init__(self, n_resblocks: int, n_feats: int, res_scale: float, scale: int, no_upsampling: bool,
                  rgb_range: float):

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .encoder import HAT_ENCODE_BYTES_PER_LR_PIXEL
 from .registry import register
 from .window_blocks import (INIT_STD, UPSAMPLERS, DropPath, Mlp, PatchEmbed, PatchUnEmbed, WindowAttention,
                             WindowSREncoder, biased_attention, gather_bias, init_transformer_weights,
@@ -220,6 +221,8 @@ class HAT(WindowSREncoder):
     specs' sake and unused: the image goes in unnormalised, see WindowSREncoder). `out_dim` and `feature_scale`
     describe the output.
     """
+
+    encode_bytes_per_lr_pixel = HAT_ENCODE_BYTES_PER_LR_PIXEL
 
     def __init__(self, img_size: int | tuple[int, int] = 64, patch_size: int = 1, in_chans: int = 3,
                  embed_dim: int = 96, depths: Sequence[int] = (6, 6, 6, 6), num_heads: Sequence[int] = (6, 6, 6, 6),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .encoder import RDN_ENCODE_BYTES_PER_LR_PIXEL, TilingTraits
 from .registry import register
 
 # RDNconfig → (number of RDBs, conv layers per RDB, growth rate), as in the RDN paper.
@@ -35,8 +36,11 @@ class RDB(nn.Module):
 
 
 @register("rdn")
-class RDN(nn.Module):
+class RDN(TilingTraits, nn.Module):
     """RDN; with upsampling, returns the x`scale` features of `UPNet` without its final RGB conv."""
+
+    finite_receptive_field = True  # stride-1 'same' convolutions and pixel shuffles only
+    encode_bytes_per_lr_pixel = RDN_ENCODE_BYTES_PER_LR_PIXEL
 
     def __init__(self, G0: int = 64, RDNkSize: int = 3, RDNconfig: str = "B", scale: int = 2,
                  no_upsampling: bool = False, n_colors: int = 3):

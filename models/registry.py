@@ -7,6 +7,8 @@ import torch.nn as nn
 
 from utils import Registry, UnknownNameError
 
+from .state_dict import load_state_dict_strict
+
 
 class UnknownModelError(UnknownNameError):
     """A spec or checkpoint naming no registered model."""
@@ -23,7 +25,5 @@ def make(spec: dict[str, Any], args: dict[str, Any] | None = None, load_sd: bool
     if load_sd:
         if "sd" not in spec:
             raise KeyError(f"spec for {spec['name']!r} has no 'sd' to load")
-        from .checkpoint import load_state_dict_strict
-
         load_state_dict_strict(model, spec["sd"])
     return model

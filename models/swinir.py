@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from .encoder import SWINIR_ENCODE_BYTES_PER_LR_PIXEL
 from .registry import register
 from .window_blocks import (INIT_STD, UPSAMPLERS, DropPath, Mlp, PatchEmbed, PatchUnEmbed, WindowAttention,
                             WindowSREncoder, init_transformer_weights, shifted_window_mask, window_partition,
@@ -139,6 +140,8 @@ class SwinIR(WindowSREncoder):
     built (so the authors' SR checkpoints load strictly) but not used; `img_range` is accepted for the specs'
     sake and unused (the image goes in unnormalised, see WindowSREncoder).
     """
+
+    encode_bytes_per_lr_pixel = SWINIR_ENCODE_BYTES_PER_LR_PIXEL
 
     def __init__(self, img_size: int | Sequence[int] = 64, patch_size: int = 1, in_chans: int = 3,
                  embed_dim: int = 180, depths: Sequence[int] = (6, 6, 6, 6, 6, 6),

@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .encoder import TilingTraits
+
 
 INIT_STD = 0.02  # truncated-normal std of Linear weights, bias tables and position embeddings
 UPSAMPLER_FEATURES = 64  # `num_feat` of the pixel-shuffle upsampler: the channels handed to the Gaussian head
@@ -196,7 +198,7 @@ def init_transformer_weights(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-class WindowSREncoder(nn.Module):
+class WindowSREncoder(TilingTraits, nn.Module):
     """The shell SwinIR and HAT share around their deep features.
 
     Subclasses build `conv_first`, `conv_after_body` and `forward_features`, call `build_tail` last (module
@@ -208,6 +210,11 @@ class WindowSREncoder(nn.Module):
 
     window_size: int
     upsampler: str
+
+    @property
+    def tile_multiple(self) -> int:
+        """Tiles are cut at multiples of the attention window (tiling: windows match the untiled image's)."""
+        return self.window_size
 
     def build_tail(self, embed_dim: int, in_chans: int, upscale: int, upsampler: str) -> None:
         """For 'pixelshuffle': conv_before_upsample, the x`upscale` upsample and an unused conv_last (kept so that

@@ -1,4 +1,5 @@
-"""Measure the peak memory of `encode` per LR pixel for each encoder class: the constants of tiling.py.
+"""Measure the peak memory of `encode` per LR pixel for each encoder class: the `encode_bytes_per_lr_pixel`
+figures that the encoder classes declare (models/encoder.py) for inference/tiling.py.
 
 Each (encoder, size) runs in a fresh process: build the model (random weights), encode a tiny image to warm up,
 then encode a size x size image under `torch.inference_mode()` and read the peak resident memory before and

@@ -111,8 +111,31 @@ def test_auto_tile_fits_the_budget(tiny_sr_model):
     assert tiling.auto_tile(tiny_sr_model, (2000, 3000), 1 << 20, overlap) == tiling.MIN_AUTO_TILE
 
 
-def test_unknown_encoders_get_the_largest_memory_estimate():
-    assert tiling.encode_bytes_per_lr_pixel(torch.nn.Linear(1, 1)) == max(tiling.ENCODE_BYTES_PER_LR_PIXEL.values())
+def test_tiling_asks_the_encoder_and_undeclared_encoders_get_safe_defaults():
+    """Each encoder class declares its traits; an encoder that declares none is tiled as attention (no finite
+    margin, the generous overlap), cut anywhere, with the largest measured memory estimate."""
+    from models import encoder as traits
+    from models.edsr import EDSREncoder
+    from models.hat import HAT
+    from models.rdn import RDN
+    from models.swinir import SwinIR
+
+    assert EDSREncoder.finite_receptive_field and RDN.finite_receptive_field
+    assert not SwinIR.finite_receptive_field and not HAT.finite_receptive_field
+    assert traits.LARGEST_ENCODE_BYTES_PER_LR_PIXEL == max(
+        cls.encode_bytes_per_lr_pixel for cls in (EDSREncoder, RDN, SwinIR, HAT))
+
+    class Plain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Conv2d(3, 64, 3, padding=1)  # convolutional, but it does not say so
+
+    plain = Plain()
+    assert tiling.receptive_margin(plain) is None and tiling.default_overlap(plain) == tiling.ATTENTION_TILE_OVERLAP
+    assert tiling.tile_alignment(plain) == 1
+    assert tiling.encode_bytes_per_lr_pixel(plain) == traits.LARGEST_ENCODE_BYTES_PER_LR_PIXEL
+    plain.encoder.encode_bytes_per_lr_pixel = 1000  # a foreign encoder can declare its own figure
+    assert tiling.encode_bytes_per_lr_pixel(plain) == 1000
 
 
 def test_free_memory_reads_meminfo(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import models
-from models.checkpoint import CheckpointError, load_state_dict_strict
+from models.state_dict import CheckpointError, load_state_dict_strict
 
 SPEC = {"name": "continuous-gaussian", "args": {
     "encoder_spec": {"name": "edsr-baseline", "args": {"no_upsampling": False, "scale": 4, "n_resblocks": 1}},

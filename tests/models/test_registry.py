@@ -1,6 +1,8 @@
 """The model registry: names, spec handling and errors."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -43,3 +45,40 @@ def test_mlp_is_xavier_initialised_with_zero_bias_and_gelu():
     assert torch.all(model.layers[0].bias == 0)
     bound = (6 / (8 + 16)) ** 0.5
     assert model.layers[0].weight.abs().max() <= bound
+
+
+def _package_imports(package: Path) -> dict[str, set[str]]:
+    """Module → the modules of the same package it imports (at any depth: function-level imports count)."""
+    import ast
+
+    graph = {}
+    for path in sorted(package.glob("*.py")):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found.update([node.module] if node.module else [alias.name for alias in node.names])
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(package.name + "."):
+                found.add(node.module.split(".")[1])
+        graph[path.stem] = {name.split(".")[0] for name in found} - {path.stem}
+    return graph
+
+
+def test_models_modules_import_no_cycle():
+    """E.g. the registry builds models and loads state dicts; checkpoint I/O builds models: neither may import
+    the other back."""
+    graph = _package_imports(Path(models.__file__).parent)
+    assert "checkpoint" not in graph["registry"]
+    done, visiting = set(), []
+
+    def visit(module):
+        assert module not in visiting, f"import cycle: {' -> '.join(visiting[visiting.index(module):] + [module])}"
+        if module in done or module not in graph or module == "__init__":
+            return
+        visiting.append(module)
+        for imported in graph[module]:
+            visit(imported)
+        visiting.pop()
+        done.add(module)
+
+    for module in graph:
+        visit(module)
