@@ -2,7 +2,7 @@
 
 `encode` does everything that depends only on the image (encoder, colours, covariance weights, offsets);
 `render` does only what depends on the output size (centres and covariances in output pixels, rasterizing).
-The formulas are DESIGN §3; parameter names match the official checkpoints.
+The formulas are docs/DESIGN.md §3; parameter names match the official checkpoints.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on a test config with the paper's protocol (LIIF family; DESIGN §7).
+"""Evaluate a checkpoint on a test config with the paper's protocol (LIIF family; docs/DESIGN.md §7).
 
     python test.py --config configs/test/test-set5-4.yaml --model ckpt.pth [--root DATA] [--scales 2,3,4] [--gpu N]
 

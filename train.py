@@ -1,7 +1,7 @@
 """Train ContinuousSR: `python train.py --path /path/to/DIV2K_train_HR` (one process) or, on several GPUs or
 nodes, `torchrun --nproc_per_node=N train.py --config configs/train/<recipe>.yaml --path ...`.
 
-Every sample is an HR crop and its bicubic LR at a random scale (DESIGN §7); the loss is L1 between
+Every sample is an HR crop and its bicubic LR at a random scale (docs/DESIGN.md §7); the loss is L1 between
 `model.render(model.encode(inp), size=gt.shape[-2:])` and the HR crop.
 
 Config keys (YAML; every key but the three specs has a default; `--set key.sub=value` overrides any key, the

@@ -1,4 +1,4 @@
-"""Training and test samples for arbitrary-scale SR: `{'inp': LR, 'gt': HR, 'scale': (H/h, W/w)}` (DESIGN §7).
+"""Training and test samples for arbitrary-scale SR: `{'inp': LR, 'gt': HR, 'scale': (H/h, W/w)}` (docs/DESIGN.md §7).
 
 A wrapper's item is addressed by an int, or by a `SampleKey(index, scale, seed)` that a `ScaleBatchSampler`
 hands out: one scale for a whole batch (so that LR tensors of a batch have one size and stack), and one seed

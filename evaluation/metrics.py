@@ -1,4 +1,5 @@
-"""Image-quality metrics of the LIIF-family evaluation protocol (DESIGN §7): PSNR and SSIM, Y conversion, shave.
+"""Image-quality metrics of the LIIF-family evaluation protocol (docs/DESIGN.md §7): PSNR and SSIM, Y conversion,
+shave.
 
 PSNR follows EDSR/LIIF's `calc_psnr`: on images in [0, 1], benchmark sets score the luma of the *difference*
 with EDSR's weights (65.738, 129.057, 25.064)/256 and shave ceil(scale) pixels from each side; DIV2K scores RGB

@@ -1,4 +1,4 @@
-"""Scoring a model on a LIIF-format test config with the paper's protocol (DESIGN §7); used by test.py and
+"""Scoring a model on a LIIF-format test config with the paper's protocol (docs/DESIGN.md §7); used by test.py and
 scripts/eval_all.py.
 
 Config keys (the official/LIIF test format; any other key is an error):

@@ -1,7 +1,7 @@
 """What tiled encoding (inference/tiling.py) asks of an encoder, declared by each encoder class.
 
 Tiling cuts an LR image into cores, encodes each with some context around it and stitches the cores' Gaussians
-into one field (docs/DESIGN.md §1). How much context is enough, and where a cut may fall, depends on the
+into one field (docs/DESIGN.md §2). How much context is enough, and where a cut may fall, depends on the
 encoder: each encoder class says it here, and tiling asks the encoder object (never a table of classes).
 """
 from __future__ import annotations

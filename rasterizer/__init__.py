@@ -1,7 +1,7 @@
 """Rasterization of the head's Gaussian lattice: one `rasterize` entry point over swappable backends.
 
-Semantics (DESIGN §4): out(p) = Σ_g colour_g · α_g(p) with α = exp(−σ), drawn iff σ ≥ 0 and α ≥ 1/255 —
-a plain sum, no ordering, no background. Every backend computes exactly this sum at every scale.
+Semantics (docs/DESIGN.md §4): out(p) = Σ_g colour_g · α_g(p) with α = exp(−σ), drawn iff σ ≥ 0 and
+α ≥ 1/255 — a plain sum, no ordering, no background. Every backend computes exactly this sum at every scale.
 """
 from __future__ import annotations
 

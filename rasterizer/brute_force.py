@@ -1,4 +1,4 @@
-"""The oracle every backend is tested against: the DESIGN §4 sum over all pixels × all Gaussians in float64.
+"""The oracle every backend is tested against: the docs/DESIGN.md §4 sum over all pixels × all Gaussians in float64.
 
 O(pixels × Gaussians) memory: for small test fields only.
 """

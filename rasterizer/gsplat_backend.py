@@ -3,7 +3,7 @@
 
 It is registered only where that package (with its CUDA extension) is installed, and never picked by `auto`.
 Known defects, kept as they are: each 16x16 tile sums only its first 256 Gaussians (wrong below x4) and a
-tile-box cull trims a few far tails (DESIGN §4).
+tile-box cull trims a few far tails (docs/DESIGN.md §4).
 """
 from __future__ import annotations
 

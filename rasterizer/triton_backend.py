@@ -1,4 +1,4 @@
-"""Triton rasterizer: the DESIGN §4 sum on CUDA, exploiting the lattice instead of sorting Gaussians.
+"""Triton rasterizer: the docs/DESIGN.md §4 sum on CUDA, exploiting the lattice instead of sorting Gaussians.
 
 Forward: one program per output tile gathers the lattice window whose Gaussians can reach the tile and sums
 them in fp32 — no sort, no atomics. Backward: one program per block of lattice cells reads the output-gradient

@@ -1,4 +1,4 @@
-"""The Gaussian head (DESIGN §3, §5): dictionary, formulas, scales, batches, encode/render split."""
+"""The Gaussian head (docs/DESIGN.md §3, §5): dictionary, formulas, scales, batches, encode/render split."""
 from __future__ import annotations
 
 import pytest

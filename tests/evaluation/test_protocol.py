@@ -71,7 +71,7 @@ def independent_scores(model, lr: np.ndarray, gt: np.ndarray, scale: float, kind
 
 
 def on_the_fly_pair(hr_path: Path, scale: int) -> tuple[np.ndarray, np.ndarray]:
-    """(LR, HR crop) as DESIGN §7 says: h_lr = floor(h / s), HR cropped to h_lr·s, LR = PIL bicubic of it."""
+    """(LR, HR crop) as docs/DESIGN.md §7 says: h_lr = floor(h / s), HR cropped to h_lr·s, LR = PIL bicubic of it."""
     hr = np.asarray(Image.open(hr_path))
     h, w = hr.shape[0] // scale, hr.shape[1] // scale
     crop = hr[:h * scale, :w * scale]

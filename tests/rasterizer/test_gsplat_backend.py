@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif("gsplat" not in rasterizer.BACKENDS or not torch.cuda.is_available(),
                                  reason="needs CUDA and the gsplat fork")]
 
-# DESIGN §4, measured on an H100: at x4 and above the fork differs by at most ~0.009 on ~0.1% of pixels.
+# docs/DESIGN.md §4, measured on an H100: at x4 and above the fork differs by at most ~0.009 on ~0.1% of pixels.
 MAX_TAIL_ERROR = 0.02
 MAX_WRONG_FRACTION = 0.005
 

@@ -1,4 +1,4 @@
-"""The torch reference rasterizer against the float64 brute-force sum of DESIGN §4."""
+"""The torch reference rasterizer against the float64 brute-force sum of docs/DESIGN.md §4."""
 from __future__ import annotations
 
 import pytest
