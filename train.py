@@ -66,6 +66,7 @@ from tqdm import tqdm
 import datasets
 import models
 from evaluation import metrics
+from gaussian import GaussianField
 from inference.image_io import ImageError, write_image
 from training import distributed
 from training.config import ConfigError, apply_overrides, complete, load_yaml, save_config
@@ -182,9 +183,15 @@ class RenderAtTarget(nn.Module):
         super().__init__()
         self.model, self.bf16, self.backend = model, bf16, backend
 
+    def encode(self, inp: torch.Tensor) -> GaussianField:
+        """The float32 field of `inp`, the encoder and head under bf16 autocast when configured (any device)."""
+        return self.model.encode(inp, precision="bf16" if self.bf16 else "fp32").to(torch.float32)
+
+    def render(self, field: GaussianField, size: Sequence[int]) -> torch.Tensor:
+        return self.model.render(field, size=tuple(size), backend=self.backend)
+
     def forward(self, inp: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        field = self.model.encode(inp, precision="bf16" if self.bf16 else "fp32")
-        return self.model.render(field.to(torch.float32), size=tuple(size), backend=self.backend)
+        return self.render(self.encode(inp), size)
 
 
 def psnr_rgb(sr: torch.Tensor, gt: torch.Tensor) -> float:

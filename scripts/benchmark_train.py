@@ -7,8 +7,11 @@ Splitting the backward at the field gives the same gradients as one backward cal
 (render + render_bwd) / step. On CUDA phases are timed with CUDA events, on the CPU with perf_counter.
 
 Without --path, batches are synthetic (random LR/HR tensors of the recipe's shapes: one scale s ~ U(scale_min,
-scale_max) per batch, LR floor(inp_size / s)), so the figures are the model's alone. Prints a table and writes
-JSON (device, date, config, figures) under benchmarks/.
+scale_max) per batch, LR floor(inp_size / s)), so the figures are the model's alone. The step is train.py's
+own: its model and optimizer built from the config (`train.built`, `train.make_optimizer`), its encode and
+render (`train.RenderAtTarget`: bf16 autocast on CUDA or the CPU when the config's `bf16` or --bf16 asks, the
+field and rasterizer float32). Prints a table and writes JSON (device, date, config, figures) under
+benchmarks/, atomically.
 """
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ import platform
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import datasets  # noqa: E402
 import models  # noqa: E402
 import rasterizer  # noqa: E402
+import train  # noqa: E402
 from gaussian import GaussianField  # noqa: E402
 from training.config import ConfigError, apply_overrides, complete, load_yaml  # noqa: E402
+from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_USAGE, UsageError, atomic_path, resolve_device  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "train" / "edsr-baseline.yaml"
@@ -67,15 +72,20 @@ class PhaseTimer:
         return out
 
 
-def synthetic_batches(cfg: dict, batch: int, device: torch.device, seed: int):
-    """Endless batches of the recipe's shapes (one scale per batch), generated on the device."""
+def synthetic_batches(cfg: dict, batch: int, device: torch.device, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches of the recipe's shapes (one scale per batch), generated on the device; a config without
+    an HR crop size is refused here, before any step."""
     args = cfg["train_dataset"]["wrapper"].get("args") or {}
     inp_size = args.get("inp_size")
     if inp_size is None:
         raise ConfigError("synthetic batches need train_dataset.wrapper.args.inp_size (or pass --path)")
     scale_min = args.get("scale_min", 1)
     scale_max = args.get("scale_max") or scale_min
-    g = torch.Generator().manual_seed(seed)
+    return _synthetic(inp_size, scale_min, scale_max, batch, device, torch.Generator().manual_seed(seed))
+
+
+def _synthetic(inp_size: int, scale_min: float, scale_max: float, batch: int, device: torch.device,
+               g: torch.Generator) -> Iterator[dict[str, torch.Tensor]]:
     while True:
         s = scale_min + (scale_max - scale_min) * float(torch.rand(1, generator=g))
         lr = math.floor(inp_size / s + datasets.wrappers.FLOOR_TOLERANCE)
@@ -98,18 +108,17 @@ def loader_batches(cfg: dict, batch: int, seed: int):
         epoch += 1
 
 
-def step(model, optimizer, batches, device, timer: PhaseTimer, bf16: bool, backend: str) -> None:
+def step(runner: train.RenderAtTarget, optimizer, batches, device, timer: PhaseTimer) -> None:
+    """One training step of train.py's, timed phase by phase (the backward split at the field)."""
     timer.start()
     batch = next(batches)
     inp = batch["inp"].to(device, non_blocking=True)
     gt = batch["gt"].to(device, non_blocking=True)
     timer.mark("data")
-    with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext():
-        field = model.encode(inp)
-    field = field.to(torch.float32)
+    field = runner.encode(inp)
     timer.mark("encode")
     leaves = GaussianField(*(t.detach().requires_grad_(True) for t in (field.colour, field.cholesky, field.offset)))
-    out = model.render(leaves, size=tuple(gt.shape[-2:]), backend=backend)
+    out = runner.render(leaves, gt.shape[-2:])
     timer.mark("render")
     loss = F.l1_loss(out, gt)
     timer.mark("loss")
@@ -141,46 +150,48 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE")
     parser.add_argument("--path", help="time real batches from this HR folder (default: synthetic batches)")
     parser.add_argument("--batch", type=int, help="batch size (default: the config's train_dataset.batch_size)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--backend", default="auto", help="rasterizer backend")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast of the encoder (CUDA)")
+    parser.add_argument("--device", default=DEVICE_AUTO,
+                        help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU)")
+    parser.add_argument("--backend", help="rasterizer backend (default: the config's rasterizer_backend)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast of the encoder and head, as train.py (default: the config's bf16)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 50 on CUDA, 5 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 CUDA, 1 CPU)")
     parser.add_argument("--out", help="JSON path (default: benchmarks/train-<device>-<date>.json)")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("CUDA is not available")
     try:
+        device = resolve_device(args.device)
         overrides = list(args.overrides) + ([f"train_dataset.dataset.args.root_path={json.dumps(args.path)}"]
                                             if args.path else [])
         cfg = complete(apply_overrides(load_yaml(args.config), overrides))
         batch = args.batch or cfg["train_dataset"]["batch_size"]
-        torch.manual_seed(cfg["seed"])
-        model = models.make(cfg["model"]).to(device).train()
-        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
-                                     **(cfg["optimizer"].get("args") or {}))
+        bf16 = args.bf16 or cfg["bf16"]
+        backend = rasterizer.resolve_backend(args.backend or cfg["rasterizer_backend"], device)
+        train.seed_everything(cfg["seed"])
+        model = train.built("model", models.make, cfg["model"]).to(device).train()
+        optimizer = train.built("optimizer", train.make_optimizer, cfg,
+                                [p for p in model.parameters() if p.requires_grad])
         batches = loader_batches(cfg, batch, cfg["seed"]) if args.path else synthetic_batches(cfg, batch, device,
                                                                                              cfg["seed"])
-    except (ConfigError, datasets.DatasetError, datasets.UnknownDatasetError, models.UnknownModelError) as exc:
+    except (UsageError, ValueError, datasets.DatasetError, datasets.UnknownDatasetError,
+            models.UnknownModelError) as exc:
         print(f"benchmark_train.py: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
+    runner = train.RenderAtTarget(model, bf16, backend)
     steps = args.steps or (50 if device.type == "cuda" else 5)
     warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
     timer = PhaseTimer(device)
-    bf16 = args.bf16 and device.type == "cuda"
     for _ in range(warmup):
-        step(model, optimizer, batches, device, timer, bf16, args.backend)
+        step(runner, optimizer, batches, device, timer)
     per_step = []
     for index in range(steps):
-        step(model, optimizer, batches, device, timer, bf16, args.backend)
+        step(runner, optimizer, batches, device, timer)
         per_step.append(timer.durations_ms())
         print(f"step {index + 1}/{steps}: {sum(per_step[-1].values()):.1f} ms", file=sys.stderr, flush=True)
     totals = [sum(d.values()) for d in per_step]
     medians = {phase: statistics.median(d[phase] for d in per_step) for phase in PHASES}
     mean_step = statistics.fmean(totals)
     shares = {phase: statistics.fmean(d[phase] for d in per_step) / mean_step for phase in PHASES}
-    backend = rasterizer.resolve_backend(args.backend, device)
     wrapper_args = cfg["train_dataset"]["wrapper"].get("args") or {}
     result = {"device": device_name(device), "date": datetime.date.today().isoformat(), "torch": torch.__version__,
               "config": config_name(args.config), "model": cfg["model"], "batch": batch,
@@ -197,10 +208,8 @@ def main() -> None:
     print(f"{'step':12s} {result['step_ms_median']:10.1f}   {result['iterations_per_s']:.2f} it/s, "
           f"rasterizing {result['render_share']:.1%} of the step")
     out = Path(args.out) if args.out else Path("benchmarks") / f"train-{device.type}-{result['date']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.tmp")
-    partial.write_text(json.dumps(result, indent=2) + "\n")
-    partial.replace(out)  # never a half-written result
+    with atomic_path(out) as tmp:  # never a half-written result
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 
 

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 import demo
-from evaluation import metrics
 import models
+from evaluation import metrics
+from evaluation.imresize import imresize
 from evaluation.protocol import BicubicBaseline
 from inference.image_io import read_image, to_uint8
-from evaluation.imresize import imresize
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights" / "continuoussr-edsr-baseline.pth"
@@ -35,8 +35,12 @@ def test_the_weights_are_demo_defaults_in_the_official_format():
     assert checkpoint["model"]["args"]["encoder_spec"]["name"] == "edsr-baseline"
 
 
-def test_loaded_weights_are_float32(bundled):
-    assert all(p.dtype == torch.float32 for p in bundled.parameters())
+def test_the_fp16_file_loads_into_float32_parameters_holding_its_values(bundled):
+    """The file stores fp16 (half the size); the model computes in float32 with exactly the stored values."""
+    stored = models.load_checkpoint(WEIGHTS)["model"]["sd"]
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    for name, value in bundled.state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(value, stored[name].float()), name
 
 
 @pytest.mark.parametrize("scale", [2, 4])

@@ -25,6 +25,40 @@ def test_round_trip_gives_identical_outputs(tmp_path):
         assert torch.equal(model(inp, torch.tensor([[2.5, 3.0]])), loaded(inp, torch.tensor([[2.5, 3.0]])))
 
 
+# fp16 keeps 11 significant bits: rounding to it moves a normal value by at most half a unit in the last place,
+# 2^-11 of its magnitude; below fp16's smallest normal (2^-14) the step is the subnormal spacing 2^-24.
+FP16_RELATIVE_ROUNDING = 2.0 ** -11
+FP16_SUBNORMAL_STEP = 2.0 ** -24
+
+
+def test_fp16_round_trip_loads_float32_values_within_fp16_rounding(tmp_path):
+    """A checkpoint saved in fp16 (as the bundled weights are) loads into float32 parameters holding exactly the
+    stored fp16 values, each within fp16 rounding of the original, and the model's output stays close."""
+    torch.manual_seed(2)
+    model = models.make(SPEC).eval()
+    payload = models.model_payload(SPEC, model)
+    payload["sd"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["sd"].items()}
+    path = tmp_path / "fp16.pth"
+    models.save_checkpoint({"model": payload}, path)
+    assert all(v.dtype == torch.float16 for v in models.load_checkpoint(path)["model"]["sd"].values()
+               if v.is_floating_point())
+    loaded = models.model_from_checkpoint(path).eval()
+    original = model.state_dict()
+    for name, value in loaded.state_dict().items():
+        assert value.dtype == torch.float32, name
+        assert torch.equal(value, payload["sd"][name].float()), name
+        error = (value - original[name]).abs()
+        bound = torch.maximum(original[name].abs() * FP16_RELATIVE_ROUNDING,
+                              torch.full_like(error, FP16_SUBNORMAL_STEP / 2))
+        assert bool((error <= bound).all()), name
+    assert any(not torch.equal(loaded.state_dict()[k], v) for k, v in original.items())  # fp16 did round
+    inp = torch.rand(1, 3, 6, 7)
+    with torch.no_grad():
+        expected, got = model(inp, torch.tensor([[3.0, 2.5]])), loaded(inp, torch.tensor([[3.0, 2.5]]))
+    assert got.dtype == torch.float32
+    assert (got - expected).abs().max() <= 1e-2 * expected.abs().max()
+
+
 def test_official_layout_on_disk_loads(tmp_path):
     """What the official code writes: torch.save({'model': {'name', 'args', 'sd'}}) with extra entries."""
     model = models.make(SPEC)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -50,3 +51,42 @@ def test_synthetic_batches_follow_the_recipe_shapes():
         batch = next(batches)
         lr = batch["inp"].shape[-1]
         assert batch["gt"].shape == (3, 3, 64, 64) and batch["inp"].shape == (3, 3, lr, lr) and 8 <= lr <= 16
+
+
+def test_the_step_is_train_py_s(tmp_path, monkeypatch):
+    """The benchmark builds its optimizer from the config as train.py does (AdamW here, not a fixed Adam) and
+    runs the encode under the config's bf16 autocast on the CPU too (train.RenderAtTarget)."""
+    import torch
+
+    import gaussian
+    import train
+
+    script = load_script()
+    built, precisions = [], []
+    real_make_optimizer = train.make_optimizer
+    monkeypatch.setattr(train, "make_optimizer", lambda cfg, params: built.append(
+        real_make_optimizer(cfg, params)) or built[-1])
+    real_encode = gaussian.ContinuousGaussian.encode
+
+    def encode(self, inp, precision=None):
+        precisions.append(precision)
+        return real_encode(self, inp, precision)
+
+    monkeypatch.setattr(gaussian.ContinuousGaussian, "encode", encode)
+    monkeypatch.setattr(sys, "argv", ["benchmark_train.py", "--config", TINY, "--steps", "1", "--warmup", "0",
+                                      "--device", "cpu", "--set", "optimizer={name: adamw, args: {lr: 1e-4}}",
+                                      "--set", "bf16=true", "--out", str(tmp_path / "r.json")])
+    script.main()
+    assert len(built) == 1 and isinstance(built[0], torch.optim.AdamW) and built[0].defaults["lr"] == 1e-4
+    assert precisions == ["bf16"] and json.loads((tmp_path / "r.json").read_text())["bf16"] is True
+    assert [p for p in os.listdir(tmp_path)] == ["r.json"]
+
+
+def test_a_bad_config_is_one_line_before_any_step(tmp_path, monkeypatch, capsys):
+    script = load_script()
+    monkeypatch.setattr(sys, "argv", ["benchmark_train.py", "--config", TINY, "--device", "cpu",
+                                      "--set", "train_dataset.wrapper.args.inp_size=null"])
+    with pytest.raises(SystemExit) as stop:
+        script.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "inp_size" in err[0]
