@@ -34,13 +34,12 @@ import torch.nn as nn
 from tqdm import tqdm
 
 import models
-from inference import tiling
-from inference import zoom
 from gaussian import GaussianField, output_size
+from inference import tiling, zoom
 from inference.image_io import IMAGE_SUFFIXES, ImageError, is_image_file, read_image_with_alpha, write_image
+from inference.resize import resize_bicubic
 from models import CheckpointError
 from rasterizer import resolve_backend
-from inference.resize import resize_bicubic
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError,
                    resolve_device)
 

@@ -42,9 +42,9 @@ import models
 import rasterizer
 from datasets import DatasetError, UnknownDatasetError, UnreadableImageWarning
 from datasets.wrappers import hr_first, integer_ratio
-from inference.image_io import ImageError, MAX_8BIT, to_uint8, write_image
 from evaluation.imresize import imresize
 from evaluation.metrics import EvalProtocol
+from inference.image_io import ImageError, MAX_8BIT, to_uint8, write_image
 from utils import UsageError, load_yaml
 
 DEFAULT_DATA_ROOT = "load"

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 import demo
-from inference import tiling
 from conftest import smooth_image
+from inference import tiling
 from inference.image_io import read_image, to_uint8, write_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,6 +112,7 @@ def test_common_formats_in_and_out(capsys, tmp_path, tiny_checkpoint, suffix):
     assert Image.open(out).size == (2 * LR_W, 2 * LR_H)
 
 
+@pytest.mark.slow
 def test_grayscale_and_16bit_inputs(capsys, tmp_path, tiny_checkpoint, tiny_sr_model):
     gray = (smooth_image(LR_H, LR_W)[1].numpy() * 65535).round().astype(np.uint16)
     Image.fromarray(gray).save(tmp_path / "g16.png")
@@ -139,6 +140,7 @@ def test_alpha_is_resized_apart_bicubic(capsys, tmp_path, tiny_checkpoint, tiny_
     assert np.abs(result[..., :3] - expected_sr(tiny_sr_model, source, (30, 40))).max() <= 1
 
 
+@pytest.mark.slow
 def test_tiled_output_equals_untiled(capsys, tmp_path, lr_png, tiny_checkpoint):
     untiled, tiled = tmp_path / "untiled.png", tmp_path / "tiled.png"
     common = ["--input", lr_png, "--scale", "3", "--model", tiny_checkpoint]
@@ -354,6 +356,7 @@ def test_help_states_the_conventions(capsys):
     assert "--gpu N" in text and "Exit status" in text
 
 
+@pytest.mark.slow
 def test_as_a_program(tmp_path, lr_png, tiny_checkpoint):
     """The installed entry point: real process, exit codes, stderr."""
     out = tmp_path / "sr.png"

@@ -55,3 +55,13 @@ def test_design_references_cite_existing_sections_of_the_repository_page():
         bad += [f"{path.relative_to(ROOT)}: §{n}" for n in re.findall(r"docs/DESIGN\.md §(\d+)", text)
                 if n not in sections]
     assert not bad, bad
+
+
+def test_ci_runs_the_readme_test_command_then_the_slow_tests():
+    """The README's command is the fast default; CI runs it, then the tests that default leaves out."""
+    readme = ROOT.joinpath("README.md").read_text()
+    command = ".venv/bin/python -m pytest -q"
+    assert f"&& {command}\n" in readme
+    ci = [line.strip() for line in ROOT.joinpath(".ci", "run").read_text().splitlines()]
+    assert ci.index(command) < ci.index(f"{command} -m slow")
+    assert '-m "not slow"' in ROOT.joinpath("pytest.ini").read_text()

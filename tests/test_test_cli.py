@@ -32,6 +32,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           cwd=REPO, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_reports_per_image_and_mean_scores(benchmark_root, tiny_checkpoint, tmp_path):
     done = run_cli("--config", str(CONFIG), "--model", str(tiny_checkpoint), "--root", str(benchmark_root),
                    "--workers", "0", "--device", "cpu", "--save-dir", str(tmp_path / "sr"))

@@ -97,6 +97,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipi
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.slow
 def test_bf16_steps_are_finite_learn_and_keep_float32_weights(image_dir, tmp_path, device):
     trainer, batch = trainer_and_batch(image_dir, tmp_path / "run", "bf16=true", "optimizer.args.lr=1e-3",
                                        device=device)
@@ -170,6 +171,7 @@ def assert_same_training_state(a: dict, b: dict) -> None:
     assert a["lr_scheduler"] == b["lr_scheduler"]
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_where_it_stopped(straight_run, image_dir, tmp_path):
     out = tmp_path / "run"
     run(out, image_dir, "--val-path", str(image_dir), "--set", "val_dataset.scales=[2, 3]", "--set", "epoch_max=1")
@@ -181,6 +183,7 @@ def test_resume_continues_exactly_where_it_stopped(straight_run, image_dir, tmp_
 
 
 @pytest.mark.parametrize("where", ["mid-epoch", "after-last-batch"])
+@pytest.mark.slow
 def test_an_interrupted_run_keeps_what_it_saved_and_resumes_exactly(straight_run, image_dir, tmp_path,
                                                                     monkeypatch, where):
     out = tmp_path / "run"
@@ -213,6 +216,7 @@ def test_an_interrupted_run_keeps_what_it_saved_and_resumes_exactly(straight_run
                                models.load_checkpoint(straight_run / "last.pth"))
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_dir, tmp_path, monkeypatch, capsys):
     real_forward = train.RenderAtTarget.forward
     calls = []
@@ -277,6 +281,7 @@ def ddp_worker(rank: int, world_size: int, port: int, argv: list[str], out: str)
     torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_run_ends_with_identical_replicas(image_dir, tmp_path):
     out = tmp_path / "ddp"
     argv = ["--config", TINY, "--path", str(image_dir), "--out", str(out), "--device", "cpu",

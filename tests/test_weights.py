@@ -44,6 +44,7 @@ def test_the_fp16_file_loads_into_float32_parameters_holding_its_values(bundled)
 
 
 @pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.slow
 def test_the_bundled_model_beats_bicubic_on_a_held_out_photograph(bundled, scale):
     hr = read_image(EXAMPLE)
     hr = hr[:, : hr.shape[1] // scale * scale, : hr.shape[2] // scale * scale]
@@ -57,6 +58,7 @@ def test_the_bundled_model_beats_bicubic_on_a_held_out_photograph(bundled, scale
     assert model_db > bicubic_db
 
 
+@pytest.mark.slow
 def test_demo_upscales_the_example_with_the_bundled_model_by_default(tmp_path):
     out = tmp_path / "example_x2.png"
     assert demo.main(["-q", "--input", str(EXAMPLE), "--scale", "2", "--output", str(out)]) == 0

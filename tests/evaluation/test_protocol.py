@@ -202,6 +202,7 @@ def test_paired_folders_work_in_either_order(benchmark_root):
     ("test-set5-2.yaml", {"inp": {"sub": [0.5], "div": [0.5]}, "gt": {"sub": [0.5], "div": [0.5]}}),
     ("test-div2k-2.yaml", None),
 ])
+@pytest.mark.slow
 def test_on_the_fly_scores_match_an_independent_computation(model, benchmark_root, name, data_norm):
     config = shipped(name)
     if data_norm:

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import models
-from inference import tiling
-from gaussian import GaussianField
 from conftest import smooth_image
+from gaussian import GaussianField
+from inference import tiling
 
 TINY_SWINIR = {"name": "continuous-gaussian", "args": {"encoder_spec": {"name": "swinir", "args": {
     "upsampler": "pixelshuffle", "upscale": 4, "embed_dim": 12, "depths": [1], "num_heads": [1],

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from inference import zoom
 from gaussian import GaussianField, make_dgp_dictionary
+from inference import zoom
 
 
 def random_field(h: int, w: int, seed: int = 0, sharpness: float = 3.0) -> GaussianField:

@@ -18,6 +18,7 @@ def tiny(seed: int = 0, **overrides) -> HAT:
     return HAT(**{**TINY, **overrides}).eval()
 
 
+@pytest.mark.slow
 def test_official_layout_hat_srx4(reference_layout):
     entry = reference_layout["hat-srx4"]
     with torch.no_grad():

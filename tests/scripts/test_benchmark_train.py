@@ -23,6 +23,7 @@ def load_script():
 
 
 @pytest.mark.parametrize("real_data", [False, True])
+@pytest.mark.slow
 def test_one_step_benchmark_writes_consistent_figures(tmp_path, monkeypatch, capsys, real_data):
     script = load_script()
     argv = ["benchmark_train.py", "--config", TINY, "--steps", "2", "--warmup", "0", "--device", "cpu",
@@ -53,6 +54,7 @@ def test_synthetic_batches_follow_the_recipe_shapes():
         assert batch["gt"].shape == (3, 3, 64, 64) and batch["inp"].shape == (3, 3, lr, lr) and 8 <= lr <= 16
 
 
+@pytest.mark.slow
 def test_the_step_is_train_py_s(tmp_path, monkeypatch):
     """The benchmark builds its optimizer from the config as train.py does (AdamW here, not a fixed Adam) and
     runs the encode under the config's bf16 autocast on the CPU too (train.RenderAtTarget)."""

@@ -23,6 +23,7 @@ def heldout(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_bundles_weights_table_and_card(tiny_checkpoint, heldout, tmp_path, capsys):
     out = tmp_path / "weights" / "bundled.pth"
     assert main(["--checkpoint", str(tiny_checkpoint), "--heldout", str(heldout), "--out", str(out),

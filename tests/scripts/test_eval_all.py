@@ -20,6 +20,7 @@ def test_row_labels(name, scale, label):
     assert row_label(Path(name), scale) == label
 
 
+@pytest.mark.slow
 def test_tables_hold_the_evaluation_of_every_config(benchmark_root, tiny_checkpoint, tmp_path, capsys):
     names = ["test-set5-4.yaml", "test-set5-4-paired.yaml", "test-set5-2-paired.yaml"]
     out = tmp_path / "results" / "tiny"
