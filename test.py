@@ -3,9 +3,9 @@
     python test.py --config configs/test/test-set5-4.yaml --model ckpt.pth [--root DATA] [--scales 2,3,4] [--gpu N]
 
 Prints PSNR / SSIM per image and their means, and the model's time per image (one encode plus one render).
-The config keys are documented in evaluation.py. Exit code 2, with a one-line message, for a bad config, a
-missing or empty data folder, an unreadable checkpoint, data whose scale does not match the config, or a device
-that is not here (--gpu N without CUDA).
+The config keys are documented in evaluation/protocol.py. Exit code 2, with a one-line message, for a bad
+config, a missing or empty data folder, an unreadable checkpoint, data whose scale does not match the config, or
+a device that is not here (--gpu N without CUDA).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", help="data root that the config's relative dataset paths are joined to "
                                        "(default: the config's data_root, else ./load)")
     parser.add_argument("--scales", help="comma-separated scales ≤ the config's: encode each LR once and render "
-                                         "every scale from that field (see evaluation.py)")
+                                         "every scale from that field (see evaluation/protocol.py)")
     parser.add_argument("--save-dir", help="write the SR images to SAVE_DIR/x{scale}/{name}.png")
     parser.add_argument("--device", default=DEVICE_AUTO,
                         help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU)")

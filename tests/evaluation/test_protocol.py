@@ -1,4 +1,4 @@
-"""evaluation.py: config checks, data roots, paired folder order, and scores held against an independent
+"""evaluation/protocol.py: config checks, data roots, paired folder order, and scores held against an independent
 computation (PIL LR, the official forward, numpy/scikit-image metrics) on a generated 3-image benchmark."""
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def prepared(name: str, root: Path, **overrides) -> tuple[dict, EvalProtocol, ob
 
 
 def independent_scores(model, lr: np.ndarray, gt: np.ndarray, scale: float, kind: str, data_norm=None):
-    """PSNR and SSIM of one image computed without evaluation.py or metrics.py: the official forward signature,
-    EDSR's luma weights written out, scikit-image for the rest."""
+    """PSNR and SSIM of one image computed without evaluation/protocol.py or evaluation/metrics.py: the official
+    forward signature, EDSR's luma weights written out, scikit-image for the rest."""
     sub_in, div_in, sub_gt, div_gt = 0.0, 1.0, 0.0, 1.0
     if data_norm:
         (sub_in,), (div_in,) = data_norm["inp"]["sub"], data_norm["inp"]["div"]
