@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import models  # noqa: E402
 import rasterizer  # noqa: E402
 from gaussian import DGP_UNIT, make_dgp_dictionary  # noqa: E402
+from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_USAGE, UsageError, atomic_path, resolve_device  # noqa: E402
 
 # name → (LR height, LR width, output height, output width, batch)
 RASTER_CASES = {
@@ -156,7 +157,8 @@ def bench_model(args, device: torch.device) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("raster", "model"))
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=DEVICE_AUTO,
+                        help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU)")
     parser.add_argument("--backends", default="torch", help="raster: comma-separated rasterizer backends")
     parser.add_argument("--backward", action="store_true", help="raster: also time forward+backward")
     parser.add_argument("--cases", default=None, help=f"raster: comma-separated, from {', '.join(RASTER_CASES)}")
@@ -167,18 +169,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/<what>-<device>-<date>.json)")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("benchmark: --device cuda but CUDA is not available")
+    try:
+        device = resolve_device(args.device)
+    except UsageError as exc:
+        print(f"benchmark.py: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     args.repeats = args.repeats or (20 if device.type == "cuda" else 5)
     results = (bench_raster if args.what == "raster" else bench_model)(args, device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
     date = datetime.date.today().isoformat()
     out = Path(args.out) if args.out else Path("benchmarks") / f"{args.what}-{device.type}-{date}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device_name, "date": date, "torch": torch.__version__,
-                               "command": " ".join(sys.argv), "results": results}, indent=2) + "\n")
+    with atomic_path(out) as tmp:  # never a half-written result
+        tmp.write_text(json.dumps({"device": device_name, "date": date, "torch": torch.__version__,
+                                   "command": " ".join(sys.argv), "results": results}, indent=2) + "\n")
     print(f"wrote {out}")
 
 
