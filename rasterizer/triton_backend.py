@@ -74,8 +74,10 @@ def _forward_kernel(means, factors, colours, reach, out, H, W, Hg, Wg,
     x_hi = tl.load(reach + 1)
     y_lo = tl.load(reach + 2)
     y_hi = tl.load(reach + 3)
-    scale_x = Wg / W.to(tl.float32)
-    scale_y = Hg / H.to(tl.float32)
+    # True division turns int32 operands into fp32 and works whether the JIT passed a size as a tensor or, when
+    # it equals 1, as a constexpr (which has no `.to`): a 1-pixel-high or -wide render compiles.
+    scale_x = Wg / W
+    scale_y = Hg / H
     j0 = (tile_x * TW).to(tl.float32)
     i0 = (tile_y * TH).to(tl.float32)
     c_lo = tl.maximum(tl.ceil((j0 - x_hi) * scale_x).to(tl.int32), 0)
@@ -132,8 +134,8 @@ def _backward_kernel(means, factors, colours, reach, grad_out, grad_means, grad_
     x_hi = tl.load(reach + 1)
     y_lo = tl.load(reach + 2)
     y_hi = tl.load(reach + 3)
-    step_x = W.to(tl.float32) / Wg
-    step_y = H.to(tl.float32) / Hg
+    step_x = W / Wg  # fp32 for tensor and constexpr sizes alike (see _forward_kernel)
+    step_y = H / Hg
     c_first = (block_x * GW).to(tl.float32)
     r_first = (block_y * GH).to(tl.float32)
     j_lo = tl.maximum(tl.ceil(c_first * step_x + x_lo).to(tl.int32), 0)
@@ -211,29 +213,51 @@ def _reach(means: torch.Tensor, extents: torch.Tensor, height: int, width: int) 
     return (bounds + outward * WINDOW_SLACK).float().contiguous()
 
 
+Launch = tuple[tuple[int, int, int], tuple, dict[str, int]]
+
+
+def forward_launch(means: torch.Tensor, factors: torch.Tensor, colours: torch.Tensor, reach: torch.Tensor,
+                   out: torch.Tensor) -> Launch:
+    """(grid, arguments, constexprs) of `_forward_kernel` for these tensors; out: (B, C, H, W).
+
+    The one place the launch is spelled out: the wrapper runs it and `triton_aot` compiles it ahead of time.
+    """
+    batch, hg, wg, channels = colours.shape
+    height, width = out.shape[-2:]
+    grid = (triton.cdiv(width, TILE_W), triton.cdiv(height, TILE_H), batch)
+    return (grid, (means, factors, colours, reach, out, height, width, hg, wg),
+            {"C": channels, "TH": TILE_H, "TW": TILE_W, "CHUNK": CHUNK_COLS})
+
+
+def backward_launch(means: torch.Tensor, factors: torch.Tensor, colours: torch.Tensor, reach: torch.Tensor,
+                    grad_out: torch.Tensor, grad_means: torch.Tensor, grad_factors: torch.Tensor,
+                    grad_colours: torch.Tensor) -> Launch:
+    """(grid, arguments, constexprs) of `_backward_kernel`; grad_out: (B, C, H, W) fp32, contiguous."""
+    batch, hg, wg, channels = colours.shape
+    height, width = grad_out.shape[-2:]
+    grid = (triton.cdiv(wg, CELLS_W), triton.cdiv(hg, CELLS_H), batch)
+    return (grid, (means, factors, colours, reach, grad_out, grad_means, grad_factors, grad_colours, height, width,
+                   hg, wg), {"C": channels, "GH": CELLS_H, "GW": CELLS_W, "PH": PIXELS_H, "PW": PIXELS_W})
+
+
 class _RasterizeTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, factors, colours, reach, height, width):
-        batch, hg, wg, channels = colours.shape
+        batch, channels = colours.shape[0], colours.shape[-1]
         out = torch.empty(batch, channels, height, width, device=means.device, dtype=torch.float32)
-        grid = (triton.cdiv(width, TILE_W), triton.cdiv(height, TILE_H), batch)
-        _forward_kernel[grid](means, factors, colours, reach, out, height, width, hg, wg,
-                              C=channels, TH=TILE_H, TW=TILE_W, CHUNK=CHUNK_COLS)
+        grid, args, constexprs = forward_launch(means, factors, colours, reach, out)
+        _forward_kernel[grid](*args, **constexprs)
         ctx.save_for_backward(means, factors, colours, reach)
-        ctx.size = (height, width)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         means, factors, colours, reach = ctx.saved_tensors
-        height, width = ctx.size
-        batch, hg, wg, channels = colours.shape
         grad_means, grad_factors, grad_colours = (torch.empty_like(t) for t in (means, factors, colours))
-        grid = (triton.cdiv(wg, CELLS_W), triton.cdiv(hg, CELLS_H), batch)
-        _backward_kernel[grid](means, factors, colours, reach, grad_out.float().contiguous(), grad_means,
-                               grad_factors, grad_colours, height, width, hg, wg, C=channels, GH=CELLS_H,
-                               GW=CELLS_W, PH=PIXELS_H, PW=PIXELS_W)
+        grid, args, constexprs = backward_launch(means, factors, colours, reach, grad_out.float().contiguous(),
+                                                 grad_means, grad_factors, grad_colours)
+        _backward_kernel[grid](*args, **constexprs)
         return grad_means, grad_factors, grad_colours, None, None, None
 
 
