@@ -16,7 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .projection import ALPHA_MIN, ProjectedGaussians
+from .projection import ALPHA_MIN, ProjectedGaussians, project
+from .torch_backend import rasterize_torch
 
 # Forward: output tile (pixels) per program and lattice columns evaluated at once.
 TILE_H, TILE_W, CHUNK_COLS = 16, 16, 16
@@ -25,6 +26,9 @@ CELLS_H, CELLS_W, PIXELS_H, PIXELS_W = 4, 8, 8, 16
 # Slack (pixels) on the window bounds so that float rounding never drops a Gaussian at the window's edge.
 WINDOW_SLACK = 1e-3
 MAX_CHANNELS = 4
+# The probe's field: a small lattice (rows, columns) with three channels, rendered at an odd size; the largest
+# relative difference from the torch backend it accepts (both compute the same fp32 sum).
+PROBE_LATTICE, PROBE_SIZE, PROBE_TOLERANCE = (4, 6), (9, 13), 1e-4
 ALPHA_MIN_C = tl.constexpr(ALPHA_MIN)
 
 
@@ -272,3 +276,36 @@ def rasterize_triton(gaussians: ProjectedGaussians, height: int, width: int) -> 
     reach = _reach(gaussians.means.detach().float(), gaussians.extents.float(), height, width)
     out = _RasterizeTriton.apply(means, factors, colours, reach, height, width)
     return out.to(dtype)
+
+
+def probe(device: torch.device) -> None:
+    """Compile and run both kernels on `device` once, checking them against the torch backend; raises if not.
+
+    What `auto` asks before picking this backend: a Triton, driver or architecture mismatch shows up here
+    (as the compiler's or the driver's exception) instead of in a user's render.
+    """
+    with torch.inference_mode(False), torch.enable_grad():  # `auto` is often asked from inside no_grad
+        _probe(device)
+
+
+def _probe(device: torch.device) -> None:
+    g = torch.Generator().manual_seed(0)
+    rows, cols = PROBE_LATTICE
+    height, width = PROBE_SIZE
+    xy = torch.stack(torch.meshgrid(torch.linspace(-0.8, 0.8, cols), torch.linspace(-0.8, 0.8, rows),
+                                    indexing="xy"), -1).unsqueeze(0) + 0.05 * torch.rand(1, rows, cols, 2, generator=g)
+    cholesky = torch.tensor([1.5, 0.3, 1.2]) * (1 + torch.rand(1, rows, cols, 3, generator=g))
+    colour = torch.rand(1, rows, cols, 3, generator=g)
+    inputs = [t.to(device).requires_grad_(True) for t in (xy, cholesky, colour)]
+    out = rasterize_triton(project(*inputs, height, width), height, width)
+    out.square().sum().backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # a launch failure surfaces here, not in the caller's next operation
+    with torch.no_grad():
+        ref = rasterize_torch(project(*inputs, height, width), height, width)
+    error = float((out.detach() - ref).abs().max() / ref.abs().max())
+    if not error <= PROBE_TOLERANCE:
+        raise RuntimeError(f"the triton kernels' result differs from the torch backend's by {error:.2e} "
+                           f"(relative) on {device}")
+    if not all(bool(torch.isfinite(t.grad).all()) for t in inputs):
+        raise RuntimeError(f"the triton backward kernel gave non-finite gradients on {device}")
