@@ -15,7 +15,8 @@ from rasterizer import rasterize
 from rasterizer.brute_force import rasterize_brute_force
 from conftest import lattice_field
 
-pytestmark = pytest.mark.skipif("triton" not in rasterizer.BACKENDS, reason="triton is not installed")
+pytestmark = [pytest.mark.triton,
+              pytest.mark.skipif("triton" not in rasterizer.BACKENDS, reason="triton is not installed")]
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
