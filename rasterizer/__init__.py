@@ -18,8 +18,6 @@ from .projection import ALPHA_MIN, SIGMA_MAX, ProjectedGaussians, project  # noq
 from .torch_backend import rasterize_torch
 
 Backend = Callable[[ProjectedGaussians, int, int], torch.Tensor]
-
-
 Probe = Callable[[torch.device], None]
 
 
