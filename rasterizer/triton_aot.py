@@ -7,8 +7,9 @@ launches it (`triton_backend.forward_launch` / `backward_launch`: the same argum
 argument specialisations the JIT would pick (`CASES`): integers equal to 1 become constexprs, integers divisible
 by 16 and 16-byte-aligned pointers get a divisibility hint.
 
-Supported Triton versions: 3.6 to 3.9 (both ends checked; the API used here is the same across them: `ASTSource`
-with name-keyed signature and constexprs, attributes from the backend's own `parse_attr`).
+Supported Triton versions: 3.5 to 3.9 (every build checked with 3.5.1, 3.6.0, 3.7.1, 3.8.0 and 3.9.0): `ASTSource`
+with a name-keyed signature and constexprs, attributes from the backend's own `parse_attr`; the int hint rule is
+`get_arg_specialization` before 3.6. (3.4 compiles too, but prints no ptxas log, so registers go unreported.)
 Import this module with TRITON_INTERPRET unset: under the interpreter `@triton.jit` makes functions that the
 compiler cannot take (tests run it in a subprocess for that reason).
 """
@@ -33,7 +34,7 @@ INT32_RANGE = range(-2 ** 31, 2 ** 31)
 POINTER_TYPES = {torch.float32: "*fp32"}
 # The JIT hints divisibility by this many (ints) and bytes (pointers), as `BaseBackend.parse_attr("D")`.
 DIVISIBILITY_HINT = "D"
-OLDEST_TRITON = (3, 6)
+OLDEST_TRITON = (3, 5)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,13 @@ def check_triton() -> None:
         raise UnsupportedTriton("the kernels are interpreted (TRITON_INTERPRET=1): unset it to compile them")
 
 
+def _int_hint(backend, value: int) -> str:
+    """The JIT's divisibility hint for an int argument, by the backend's own rule (named differently before 3.6)."""
+    if hasattr(backend, "get_int_specialization"):
+        return backend.get_int_specialization(value, align=True)
+    return backend.get_arg_specialization(value, "int", align=True)
+
+
 def specialise(kernel, args: tuple, constexprs: dict[str, int], aligned: bool, backend) -> tuple[dict, dict, dict]:
     """(signature, constexprs, attrs) for `ASTSource`, specialised as the JIT specialises these arguments."""
     runtime_names = [name for name in kernel.arg_names if name not in constexprs]
@@ -114,7 +122,7 @@ def specialise(kernel, args: tuple, constexprs: dict[str, int], aligned: bool, b
             continue
         else:
             signature[name] = "i32" if value in INT32_RANGE else "i64"
-            hint = backend.get_int_specialization(value, align=True)
+            hint = _int_hint(backend, value)
         if hint:
             attrs[(index,)] = backend.parse_attr(hint)
     return signature, constants, attrs
