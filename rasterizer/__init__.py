@@ -2,9 +2,14 @@
 
 Semantics (docs/DESIGN.md §4): out(p) = Σ_g colour_g · α_g(p) with α = exp(−σ), drawn iff σ ≥ 0 and
 α ≥ 1/255 — a plain sum, no ordering, no background. Every backend computes exactly this sum at every scale.
+
+`auto` never breaks a render: a backend with a probe (Triton) is picked only once its probe has compiled and run
+it on the device; if it cannot (a Triton, driver or architecture mismatch), `auto` takes the next backend and
+says why in one warning, once per process and device. Asking for a backend by name never falls back.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -13,34 +18,60 @@ from .projection import ALPHA_MIN, SIGMA_MAX, ProjectedGaussians, project  # noq
 from .torch_backend import rasterize_torch
 
 Backend = Callable[[ProjectedGaussians, int, int], torch.Tensor]
+Probe = Callable[[torch.device], None]
 
 
 class BackendInfo:
-    """A registered backend: its function, the devices it can run on, and those `auto` may pick it for."""
+    """A registered backend: its function, the devices it can run on, those `auto` may pick it for, and the probe
+    (raises if the backend cannot run on a device) that `auto` runs once per device before picking it."""
 
-    def __init__(self, fn: Backend, supports: Callable[[torch.device], bool], auto_device_types: tuple[str, ...]):
-        self.fn, self.supports, self.auto_device_types = fn, supports, auto_device_types
+    def __init__(self, fn: Backend, supports: Callable[[torch.device], bool], auto_device_types: tuple[str, ...],
+                 probe: Probe | None = None):
+        self.fn, self.supports, self.auto_device_types, self.probe = fn, supports, auto_device_types, probe
 
 
 BACKENDS: dict[str, BackendInfo] = {}
 # `auto` tries these in order and takes the first registered for the tensors' device type.
 AUTO_ORDER = ("triton", "torch")
+# (backend, device) → why its probe failed there ("" when it passed): each probe runs once per process.
+PROBED: dict[tuple[str, str], str] = {}
 
 
 def register_backend(name: str, fn: Backend, supports: Callable[[torch.device], bool] = lambda device: True,
-                     auto_device_types: tuple[str, ...] = ("cpu", "cuda", "mps", "xpu")) -> None:
+                     auto_device_types: tuple[str, ...] = ("cpu", "cuda", "mps", "xpu"),
+                     probe: Probe | None = None) -> None:
     """Make a backend selectable by name, and by `auto` (if listed in AUTO_ORDER) on `auto_device_types`."""
-    BACKENDS[name] = BackendInfo(fn, supports, auto_device_types)
+    BACKENDS[name] = BackendInfo(fn, supports, auto_device_types, probe)
+
+
+def probe_failure(name: str, device: torch.device) -> str:
+    """Why backend `name` cannot run on `device` ("" if it can), from its probe, run once per process and device;
+    a failure is reported in one warning line the first time."""
+    info = BACKENDS[name]
+    key = (name, str(device))
+    if info.probe is None:
+        return ""
+    if key not in PROBED:
+        try:
+            info.probe(device)
+            PROBED[key] = ""
+        except Exception as exc:  # whatever stops the backend here (compiler, driver, ...) is the reason to report
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            PROBED[key] = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+            warnings.warn(f"rasterizer: the {name} backend cannot run on {device} ({PROBED[key]}); "
+                          f"'auto' uses the next backend instead", RuntimeWarning, stacklevel=2)
+    return PROBED[key]
 
 
 register_backend("torch", rasterize_torch)
 try:  # Triton is optional: present on CUDA machines, absent on plain CPU installs.
-    from .triton_backend import rasterize_triton, supports as _triton_supports
+    from .triton_backend import probe as _triton_probe, rasterize_triton, supports as _triton_supports
 except ImportError:
     pass
 else:
     # On the CPU it runs only under TRITON_INTERPRET=1 (for tests): never an `auto` choice there.
-    register_backend("triton", rasterize_triton, _triton_supports, auto_device_types=("cuda",))
+    register_backend("triton", rasterize_triton, _triton_supports, auto_device_types=("cuda",),
+                     probe=_triton_probe)
 try:  # The official rasterizer (the GaussianImage gsplat fork): only where it is installed, only by name.
     from .gsplat_backend import rasterize_gsplat, supports as _gsplat_supports
 except ImportError:
@@ -54,7 +85,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
         for name in AUTO_ORDER:
             info = BACKENDS.get(name)
-            if info is not None and device.type in info.auto_device_types and info.supports(device):
+            if (info is not None and device.type in info.auto_device_types and info.supports(device)
+                    and not probe_failure(name, device)):
                 return name
     if backend not in BACKENDS:
         raise ValueError(f"unknown rasterizer backend {backend!r} (available: auto, {', '.join(sorted(BACKENDS))})")

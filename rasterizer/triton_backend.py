@@ -16,7 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .projection import ALPHA_MIN, ProjectedGaussians
+from .projection import ALPHA_MIN, ProjectedGaussians, project
+from .torch_backend import rasterize_torch
 
 # Forward: output tile (pixels) per program and lattice columns evaluated at once.
 TILE_H, TILE_W, CHUNK_COLS = 16, 16, 16
@@ -25,6 +26,9 @@ CELLS_H, CELLS_W, PIXELS_H, PIXELS_W = 4, 8, 8, 16
 # Slack (pixels) on the window bounds so that float rounding never drops a Gaussian at the window's edge.
 WINDOW_SLACK = 1e-3
 MAX_CHANNELS = 4
+# The probe's field: a small lattice (rows, columns) with three channels, rendered at an odd size; the largest
+# relative difference from the torch backend it accepts (both compute the same fp32 sum).
+PROBE_LATTICE, PROBE_SIZE, PROBE_TOLERANCE = (4, 6), (9, 13), 1e-4
 ALPHA_MIN_C = tl.constexpr(ALPHA_MIN)
 
 
@@ -74,8 +78,10 @@ def _forward_kernel(means, factors, colours, reach, out, H, W, Hg, Wg,
     x_hi = tl.load(reach + 1)
     y_lo = tl.load(reach + 2)
     y_hi = tl.load(reach + 3)
-    scale_x = Wg / W.to(tl.float32)
-    scale_y = Hg / H.to(tl.float32)
+    # True division turns int32 operands into fp32 and works whether the JIT passed a size as a tensor or, when
+    # it equals 1, as a constexpr (which has no `.to`): a 1-pixel-high or -wide render compiles.
+    scale_x = Wg / W
+    scale_y = Hg / H
     j0 = (tile_x * TW).to(tl.float32)
     i0 = (tile_y * TH).to(tl.float32)
     c_lo = tl.maximum(tl.ceil((j0 - x_hi) * scale_x).to(tl.int32), 0)
@@ -132,8 +138,8 @@ def _backward_kernel(means, factors, colours, reach, grad_out, grad_means, grad_
     x_hi = tl.load(reach + 1)
     y_lo = tl.load(reach + 2)
     y_hi = tl.load(reach + 3)
-    step_x = W.to(tl.float32) / Wg
-    step_y = H.to(tl.float32) / Hg
+    step_x = W / Wg  # fp32 for tensor and constexpr sizes alike (see _forward_kernel)
+    step_y = H / Hg
     c_first = (block_x * GW).to(tl.float32)
     r_first = (block_y * GH).to(tl.float32)
     j_lo = tl.maximum(tl.ceil(c_first * step_x + x_lo).to(tl.int32), 0)
@@ -211,29 +217,51 @@ def _reach(means: torch.Tensor, extents: torch.Tensor, height: int, width: int) 
     return (bounds + outward * WINDOW_SLACK).float().contiguous()
 
 
+Launch = tuple[tuple[int, int, int], tuple, dict[str, int]]
+
+
+def forward_launch(means: torch.Tensor, factors: torch.Tensor, colours: torch.Tensor, reach: torch.Tensor,
+                   out: torch.Tensor) -> Launch:
+    """(grid, arguments, constexprs) of `_forward_kernel` for these tensors; out: (B, C, H, W).
+
+    The one place the launch is spelled out: the wrapper runs it and `triton_aot` compiles it ahead of time.
+    """
+    batch, hg, wg, channels = colours.shape
+    height, width = out.shape[-2:]
+    grid = (triton.cdiv(width, TILE_W), triton.cdiv(height, TILE_H), batch)
+    return (grid, (means, factors, colours, reach, out, height, width, hg, wg),
+            {"C": channels, "TH": TILE_H, "TW": TILE_W, "CHUNK": CHUNK_COLS})
+
+
+def backward_launch(means: torch.Tensor, factors: torch.Tensor, colours: torch.Tensor, reach: torch.Tensor,
+                    grad_out: torch.Tensor, grad_means: torch.Tensor, grad_factors: torch.Tensor,
+                    grad_colours: torch.Tensor) -> Launch:
+    """(grid, arguments, constexprs) of `_backward_kernel`; grad_out: (B, C, H, W) fp32, contiguous."""
+    batch, hg, wg, channels = colours.shape
+    height, width = grad_out.shape[-2:]
+    grid = (triton.cdiv(wg, CELLS_W), triton.cdiv(hg, CELLS_H), batch)
+    return (grid, (means, factors, colours, reach, grad_out, grad_means, grad_factors, grad_colours, height, width,
+                   hg, wg), {"C": channels, "GH": CELLS_H, "GW": CELLS_W, "PH": PIXELS_H, "PW": PIXELS_W})
+
+
 class _RasterizeTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, factors, colours, reach, height, width):
-        batch, hg, wg, channels = colours.shape
+        batch, channels = colours.shape[0], colours.shape[-1]
         out = torch.empty(batch, channels, height, width, device=means.device, dtype=torch.float32)
-        grid = (triton.cdiv(width, TILE_W), triton.cdiv(height, TILE_H), batch)
-        _forward_kernel[grid](means, factors, colours, reach, out, height, width, hg, wg,
-                              C=channels, TH=TILE_H, TW=TILE_W, CHUNK=CHUNK_COLS)
+        grid, args, constexprs = forward_launch(means, factors, colours, reach, out)
+        _forward_kernel[grid](*args, **constexprs)
         ctx.save_for_backward(means, factors, colours, reach)
-        ctx.size = (height, width)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         means, factors, colours, reach = ctx.saved_tensors
-        height, width = ctx.size
-        batch, hg, wg, channels = colours.shape
         grad_means, grad_factors, grad_colours = (torch.empty_like(t) for t in (means, factors, colours))
-        grid = (triton.cdiv(wg, CELLS_W), triton.cdiv(hg, CELLS_H), batch)
-        _backward_kernel[grid](means, factors, colours, reach, grad_out.float().contiguous(), grad_means,
-                               grad_factors, grad_colours, height, width, hg, wg, C=channels, GH=CELLS_H,
-                               GW=CELLS_W, PH=PIXELS_H, PW=PIXELS_W)
+        grid, args, constexprs = backward_launch(means, factors, colours, reach, grad_out.float().contiguous(),
+                                                 grad_means, grad_factors, grad_colours)
+        _backward_kernel[grid](*args, **constexprs)
         return grad_means, grad_factors, grad_colours, None, None, None
 
 
@@ -248,3 +276,36 @@ def rasterize_triton(gaussians: ProjectedGaussians, height: int, width: int) -> 
     reach = _reach(gaussians.means.detach().float(), gaussians.extents.float(), height, width)
     out = _RasterizeTriton.apply(means, factors, colours, reach, height, width)
     return out.to(dtype)
+
+
+def probe(device: torch.device) -> None:
+    """Compile and run both kernels on `device` once, checking them against the torch backend; raises if not.
+
+    What `auto` asks before picking this backend: a Triton, driver or architecture mismatch shows up here
+    (as the compiler's or the driver's exception) instead of in a user's render.
+    """
+    with torch.inference_mode(False), torch.enable_grad():  # `auto` is often asked from inside no_grad
+        _probe(device)
+
+
+def _probe(device: torch.device) -> None:
+    g = torch.Generator().manual_seed(0)
+    rows, cols = PROBE_LATTICE
+    height, width = PROBE_SIZE
+    xy = torch.stack(torch.meshgrid(torch.linspace(-0.8, 0.8, cols), torch.linspace(-0.8, 0.8, rows),
+                                    indexing="xy"), -1).unsqueeze(0) + 0.05 * torch.rand(1, rows, cols, 2, generator=g)
+    cholesky = torch.tensor([1.5, 0.3, 1.2]) * (1 + torch.rand(1, rows, cols, 3, generator=g))
+    colour = torch.rand(1, rows, cols, 3, generator=g)
+    inputs = [t.to(device).requires_grad_(True) for t in (xy, cholesky, colour)]
+    out = rasterize_triton(project(*inputs, height, width), height, width)
+    out.square().sum().backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # a launch failure surfaces here, not in the caller's next operation
+    with torch.no_grad():
+        ref = rasterize_torch(project(*inputs, height, width), height, width)
+    error = float((out.detach() - ref).abs().max() / ref.abs().max())
+    if not error <= PROBE_TOLERANCE:
+        raise RuntimeError(f"the triton kernels' result differs from the torch backend's by {error:.2e} "
+                           f"(relative) on {device}")
+    if not all(bool(torch.isfinite(t.grad).all()) for t in inputs):
+        raise RuntimeError(f"the triton backward kernel gave non-finite gradients on {device}")

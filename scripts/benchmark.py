@@ -34,14 +34,20 @@ RASTER_CASES = {
     "691560g-to-2040x1356": (339, 510, 1356, 2040, 1),
     "262144g-to-2048sq": (256, 256, 2048, 2048, 1),
     "train-b16-48sq-to-192sq": (48, 48, 192, 192, 16),
+    "196608g-to-1024x768": (192, 256, 768, 1024, 1),  # the x4 render of an LR 256x192 image
+    "smoke-6x8-to-12x16": (6, 8, 12, 16, 2),  # toy size: scripts/device_check.py --cpu-smoke
 }
-DEFAULT_RASTER_CASES = {"cpu": ["256sq-to-1024sq"], "cuda": list(RASTER_CASES)}
+DEFAULT_RASTER_CASES = {"cpu": ["256sq-to-1024sq"], "cuda": [c for c in RASTER_CASES if not c.startswith("smoke")]}
 ENCODERS = {
     "edsr-baseline": {"name": "edsr-baseline", "args": {"no_upsampling": False, "scale": 4}},
     "hat-srx4": {"name": "hat", "args": {
         "upscale": 4, "in_chans": 3, "img_size": 64, "window_size": 16, "compress_ratio": 3, "squeeze_factor": 30,
         "conv_scale": 0.01, "overlap_ratio": 0.5, "img_range": 1.0, "depths": [6] * 6, "embed_dim": 180,
         "num_heads": [6] * 6, "mlp_ratio": 2, "upsampler": "pixelshuffle", "resi_connection": "1conv"}},
+    # toy HAT (same code path, seconds on a CPU): scripts/device_check.py --cpu-smoke
+    "hat-smoke": {"name": "hat", "args": {
+        "upscale": 4, "img_size": 16, "window_size": 4, "compress_ratio": 3, "squeeze_factor": 4, "embed_dim": 12,
+        "depths": [1, 1], "num_heads": [2, 2], "mlp_ratio": 2, "upsampler": "pixelshuffle"}},
 }
 DEFAULT_MODEL_LR = {"cpu": (48, 64), "cuda": (192, 256)}
 SWEEP_SCALES = [4 + 8 * k / 39 for k in range(40)]  # 40 scales, x4 to x12

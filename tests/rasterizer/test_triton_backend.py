@@ -5,6 +5,8 @@ with smaller fields; skipped where triton is not installed.
 """
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -13,7 +15,8 @@ from rasterizer import rasterize
 from rasterizer.brute_force import rasterize_brute_force
 from conftest import lattice_field
 
-pytestmark = pytest.mark.skipif("triton" not in rasterizer.BACKENDS, reason="triton is not installed")
+pytestmark = [pytest.mark.triton,
+              pytest.mark.skipif("triton" not in rasterizer.BACKENDS, reason="triton is not installed")]
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
@@ -99,3 +102,73 @@ def test_auto_picks_triton_only_on_cuda():
     assert rasterizer.resolve_backend("auto", torch.device("cpu")) == "torch"
     if ON_GPU:
         assert rasterizer.resolve_backend("auto", torch.device("cuda")) == "triton"
+
+
+@pytest.mark.parametrize("height,width", [(1, 23), (17, 1), (1, 1)])
+def test_one_pixel_high_and_wide_renders_match_brute_force(height, width):
+    """Sizes equal to 1 are constexprs to the JIT: the kernels must not treat them as tensors."""
+    xy, chol, col, _, _ = lattice_field(2, 3, 4, height / 3, width / 4, seed=height + width)
+    weight = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(4))
+    inputs = [t.clone().requires_grad_(True) for t in to_device(xy, chol, col)]
+    out = rasterize(*inputs, height, width, backend="triton")
+    assert out.shape == (2, 3, height, width)
+    assert relative_error(out.detach(), rasterize_brute_force(xy, chol, col, height, width)) <= TOLERANCE
+    (out * weight.to(DEVICE)).sum().backward()
+    refs = [t.clone().requires_grad_(True) for t in to_device(xy, chol, col)]
+    (rasterize(*refs, height, width, backend="torch") * weight.to(DEVICE)).sum().backward()
+    for ours, ref in zip(inputs, refs):
+        assert ((ours.grad - ref.grad).abs().max() / ref.grad.abs().max()) < 1e-4
+
+
+# `auto`: the Triton backend only after its probe has run it on the device; else torch, with one warning.
+
+@pytest.fixture
+def fresh_probes(monkeypatch):
+    """No probe run yet in this process; on the CPU, `auto` may pick triton (run by the interpreter)."""
+    monkeypatch.setattr(rasterizer, "PROBED", {})
+    monkeypatch.setattr(rasterizer.BACKENDS["triton"], "auto_device_types", ("cuda", DEVICE))
+
+
+def test_auto_picks_triton_once_its_probe_passes(fresh_probes, recwarn):
+    with torch.inference_mode():  # the probe needs gradients; callers often render without them
+        assert rasterizer.resolve_backend("auto", torch.device(DEVICE)) == "triton"
+    assert rasterizer.PROBED == {("triton", DEVICE): ""}
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+class _FailingLaunch:
+    """Stands for a kernel whose compilation fails on this machine, as Triton reports it."""
+
+    def __getitem__(self, grid):
+        from triton.runtime.errors import PTXASError
+
+        def launch(*args, **kwargs):
+            raise PTXASError("ptxas fatal   : Value 'sm_999' is not defined for option 'gpu-name'")
+        return launch
+
+
+def test_auto_falls_back_to_torch_when_triton_cannot_compile(fresh_probes, monkeypatch):
+    from rasterizer import triton_backend
+    from triton.runtime.errors import PTXASError
+
+    monkeypatch.setattr(triton_backend, "_forward_kernel", _FailingLaunch())
+    xy, chol, col, height, width = lattice_field(1, 3, 3, 2, 2, seed=9)
+    xy, chol, col = to_device(xy, chol, col)
+    with pytest.warns(RuntimeWarning) as caught:
+        out = rasterize(xy, chol, col, height, width)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert "triton backend cannot run" in messages[0] and "PTXASError" in messages[0] and "sm_999" in messages[0]
+    assert torch.equal(out, rasterize(xy, chol, col, height, width, backend="torch"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process: no second warning, no second probe
+        assert torch.equal(rasterize(xy, chol, col, height, width), out)
+    with pytest.raises(PTXASError):  # asked for by name, it never falls back
+        rasterize(xy, chol, col, height, width, backend="triton")
+
+
+@pytest.mark.skipif(ON_GPU, reason="needs a machine without CUDA")
+def test_auto_on_a_cuda_device_that_cannot_run_triton_uses_torch(monkeypatch):
+    monkeypatch.setattr(rasterizer, "PROBED", {})
+    with pytest.warns(RuntimeWarning, match=r"triton backend cannot run on cuda .*CUDA"):
+        assert rasterizer.resolve_backend("auto", torch.device("cuda")) == "torch"
