@@ -57,6 +57,8 @@ def _reach(means, extents, height, width):
     slack; the anchor of lattice cell (r, c) is (c·W/Wg, r·H/Hg). lo > hi when no Gaussian is valid."""
     batch, hg, wg = means.shape[0], means.shape[1], means.shape[2]
     x_lo, x_hi, y_lo, y_hi = np.inf, -np.inf, np.inf, -np.inf
+    if hg == 0 or wg == 0:
+        return x_lo, x_hi, y_lo, y_hi
     step_x, step_y = width / wg, height / hg
     for b in range(batch):
         for r in range(hg):
@@ -179,7 +181,8 @@ def _forward(means, factors, colours, extents, grid_x, grid_y, consts, out):
     batch, hg, wg, channels = colours.shape
     height, width = out.shape[2], out.shape[3]
     x_lo, x_hi, y_lo, y_hi = _reach(means, extents, height, width)
-    if not (x_lo <= x_hi and y_lo <= y_hi):
+    if not (x_lo <= x_hi and y_lo <= y_hi):  # no valid Gaussian
+        out[:] = 0
         return
     tiles_y, tiles_x = (height + TILE_H - 1) // TILE_H, (width + TILE_W - 1) // TILE_W
     for task in numba.prange(batch * tiles_y * tiles_x):
