@@ -9,7 +9,10 @@ says why in one warning, once per process and device. Asking for a backend by na
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import warnings
+from types import ModuleType
 from typing import Callable
 
 import torch
@@ -32,7 +35,7 @@ class BackendInfo:
 
 BACKENDS: dict[str, BackendInfo] = {}
 # `auto` tries these in order and takes the first registered for the tensors' device type.
-AUTO_ORDER = ("triton", "torch")
+AUTO_ORDER = ("triton", "numba", "torch")
 # (backend, device) → why its probe failed there ("" when it passed): each probe runs once per process.
 PROBED: dict[tuple[str, str], str] = {}
 
@@ -72,6 +75,30 @@ else:
     # On the CPU it runs only under TRITON_INTERPRET=1 (for tests): never an `auto` choice there.
     register_backend("triton", rasterize_triton, _triton_supports, auto_device_types=("cuda",),
                      probe=_triton_probe)
+
+
+@functools.cache
+def _numba_module() -> ModuleType | None:
+    """The numba backend, imported on first use (numba's import takes a while); None where numba is absent or
+    cannot be imported (e.g. built for another NumPy), so that `auto` falls back to torch."""
+    try:
+        from . import numba_backend
+    except ImportError:
+        return None
+    return numba_backend
+
+
+def _numba_supports(device: torch.device) -> bool:
+    module = _numba_module()
+    return module is not None and module.supports(device)
+
+
+def _rasterize_numba(gaussians: ProjectedGaussians, height: int, width: int) -> torch.Tensor:
+    return _numba_module().rasterize_numba(gaussians, height, width)
+
+
+if importlib.util.find_spec("numba") is not None:  # the compiled CPU backend, `auto` there
+    register_backend("numba", _rasterize_numba, _numba_supports, auto_device_types=("cpu",))
 try:  # The official rasterizer (the GaussianImage gsplat fork): only where it is installed, only by name.
     from .gsplat_backend import rasterize_gsplat, supports as _gsplat_supports
 except ImportError:

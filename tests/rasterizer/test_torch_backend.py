@@ -129,5 +129,6 @@ def test_unknown_backend_and_bad_shapes_are_clear_errors():
         rasterize(xy, chol, col, 0, width)
 
 
-def test_auto_picks_torch_on_cpu():
+def test_auto_picks_torch_on_cpu_without_a_compiled_backend(monkeypatch):
+    monkeypatch.setattr(rasterizer, "_numba_module", lambda: None)
     assert rasterizer.resolve_backend("auto", torch.device("cpu")) == "torch"

@@ -1,0 +1,368 @@
+"""Numba CPU rasterizer: the docs/DESIGN.md §4 sum, compiled and multi-threaded, forward and backward.
+
+Forward: one parallel task per output tile. A tile owns its pixels (no races, no atomics) and visits only the
+lattice window whose Gaussians can reach it: the window's margins come from the actual field (every valid
+Gaussian's drift from its lattice anchor plus its α ≥ 1/255 half-width, `_reach`), so the sum is exact for
+any field. Each Gaussian is evaluated only on the pixels of its α ≥ 1/255 box inside the tile and, on each
+row, only on the span where σ can be ≤ ln 255 (solved from the quadratic, with slack), which skips the
+box's empty corners; the cut-off itself is then decided per pixel exactly as the torch reference does:
+σ = ½|L⁻¹d|² in the input's precision, drawn iff σ ≥ 0 and exp(−σ) ≥ 1/255.
+
+Backward: one parallel task per lattice row; each Gaussian gathers the output gradient over the same pixels
+and writes only its own gradients (no races). Gradient sums are accumulated in float64.
+
+Kernels are compiled for float32 and float64 on first use and cached on disk (`cache=True`), so later
+processes load them instead of compiling.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import numba
+from numba.extending import overload
+import numpy as np
+import torch
+
+from .projection import ALPHA_MIN, SIGMA_MAX, ProjectedGaussians
+
+# Output pixels per forward task (rows, columns): large enough to amortise the window set-up, small enough to
+# keep a tile's accumulators in cache and give every thread work on small images.
+TILE_H, TILE_W = 32, 128
+# Pixels of a row evaluated at once (a row span is covered by whole vectors, the overhang masked): 8 float32
+# lanes fill an AVX2 register.
+VECTOR = 8
+# Channels accumulated in one pass over a row span (RGB at once; other counts in groups, the rest masked).
+CHANNEL_GROUP = 3
+# Pixels (absolute) and fraction (relative) by which windows and row spans are widened so that rounding never
+# drops a drawn pixel; the per-pixel test, not these bounds, decides what is drawn.
+SLACK_PIXELS = 1e-3
+SLACK_RELATIVE = 1e-3
+# ... and by this fraction of the centre's coordinate: a float32 dx = X − j is off by up to 2⁻²⁴·|X|.
+SLACK_POSITION = 1e-6
+# Row spans cover σ ≤ SIGMA_SKIP; σ is clamped to SIGMA_CLAMP before the exp (exp(−6) < 1/255: no pixel
+# changes, and the float32 exp's range reduction stays within 2⁻¹⁵ ≤ 2⁻ⁿ ≤ 1).
+SIGMA_SKIP = SIGMA_MAX * (1 + SLACK_RELATIVE)
+SIGMA_CLAMP = 6.0
+# ln 2 split so that n·LN2_HI is exact for the n the float32 exp meets (Cody–Waite).
+LN2_HI, LN2_LO = 0.693359375, -2.12194440e-4
+DTYPES = (torch.float32, torch.float64)
+# Numba's default workqueue threading layer aborts on concurrent calls from several Python threads.
+_KERNEL_LOCK = threading.Lock()
+
+
+@numba.njit(cache=True)
+def _reach(means, extents, height, width):
+    """(x_lo, x_hi, y_lo, y_hi) of (centre − anchor) ∓ half-width over the valid Gaussians, widened by the
+    slack; the anchor of lattice cell (r, c) is (c·W/Wg, r·H/Hg). lo > hi when no Gaussian is valid."""
+    batch, hg, wg = means.shape[0], means.shape[1], means.shape[2]
+    x_lo, x_hi, y_lo, y_hi = np.inf, -np.inf, np.inf, -np.inf
+    if hg == 0 or wg == 0:
+        return x_lo, x_hi, y_lo, y_hi
+    step_x, step_y = width / wg, height / hg
+    for b in range(batch):
+        for r in range(hg):
+            for c in range(wg):
+                ex, ey = float(extents[b, r, c, 0]), float(extents[b, r, c, 1])
+                if not (ex > 0 and ey > 0 and math.isfinite(ex) and math.isfinite(ey)):
+                    continue
+                dx = float(means[b, r, c, 0]) - c * step_x
+                dy = float(means[b, r, c, 1]) - r * step_y
+                if not (math.isfinite(dx) and math.isfinite(dy)):
+                    continue
+                x_lo, x_hi = min(x_lo, dx - ex), max(x_hi, dx + ex)
+                y_lo, y_hi = min(y_lo, dy - ey), max(y_hi, dy + ey)
+    return x_lo - SLACK_PIXELS, x_hi + SLACK_PIXELS, y_lo - SLACK_PIXELS, y_hi + SLACK_PIXELS
+
+
+@numba.njit(cache=True, inline="always")
+def _span(lo, hi, first, last):
+    """The integers in [lo, hi] ∩ [first, last] as (start, stop) for range(); empty when lo > hi."""
+    lo, hi = max(lo, float(first)), min(hi, float(last))
+    if not lo <= hi:  # also catches NaN
+        return 0, 0
+    return math.ceil(lo), math.floor(hi) + 1
+
+
+@numba.njit(cache=True, inline="always")
+def _row_span(X, dy, p, q, r, a):
+    """Bounds on dx-solved pixel positions of one row where σ ≤ SIGMA_SKIP: σ(dx) is the quadratic
+    ½(a·dx² − 2r²q·dy·dx + r²dy²) with a = p² + r²q², so the span is X − r²q·dy/a ∓ √(2Sa − p²r²dy²)/a."""
+    disc = 2 * SIGMA_SKIP * a - (p * r * dy) ** 2
+    if disc < 0:
+        return 1.0, 0.0
+    centre = X - r * r * q * dy / a
+    half = math.sqrt(disc) / a
+    pad = half * SLACK_RELATIVE + SLACK_PIXELS + SLACK_POSITION * abs(X)
+    return centre - half - pad, centre + half + pad
+
+
+def _exp_neg(sigma):
+    """exp(−σ) for 0 ≤ σ ≤ SIGMA_CLAMP, in σ's dtype (compiled per dtype by the overload below)."""
+    return math.exp(-sigma)
+
+
+@overload(_exp_neg, inline="always")
+def _exp_neg_overload(sigma):
+    """float32: Cody–Waite reduction σ = n·ln 2 + r and a degree-7 Taylor polynomial in r (|r| ≤ ½ ln 2,
+    truncation error < 1e-8), scaled by 2⁻ⁿ through selects: no call and no table, so a row of pixels
+    vectorises; within 1.3 ulp of the exact exp (tested). float64: the library exp."""
+    if sigma != numba.float32:
+        return lambda sigma: np.exp(-sigma)
+    f = np.float32
+    c0, c1, c2, c3, c4, c5, c6, c7 = (f((-1) ** k / math.factorial(k)) for k in range(8))
+    ln2_hi, ln2_lo, log2e = f(LN2_HI), f(LN2_LO), f(1 / math.log(2))
+    half, one, p1, p2, p4, p8 = f(0.5), f(1), f(0.5), f(0.25), f(2.0 ** -4), f(2.0 ** -8)
+    n1, n2, n4, n8 = f(1), f(2), f(4), f(8)
+
+    def impl(sigma):
+        n = np.floor(sigma * log2e + half)
+        r = (sigma - n * ln2_hi) - n * ln2_lo
+        poly = ((((((c7 * r + c6) * r + c5) * r + c4) * r + c3) * r + c2) * r + c1) * r + c0
+        # 2⁻ⁿ for 0 ≤ n < 16, bit by bit (selects, not branches)
+        scale = p8 if n >= n8 else one
+        n = n - n8 if n >= n8 else n
+        scale = scale * p4 if n >= n4 else scale
+        n = n - n4 if n >= n4 else n
+        scale = scale * p2 if n >= n2 else scale
+        n = n - n2 if n >= n2 else n
+        scale = scale * p1 if n >= n1 else scale
+        return poly * scale
+    return impl
+
+
+@numba.njit(cache=True, inline="always")
+def _weights(X, Y, p, q, r, grid_x, start, stop, y, consts, weights):
+    """weights[k] = α·[drawn] at pixel (x = grid_x[start + k], y) for k < n, the span's length rounded up to
+    whole VECTORs (0 at and beyond stop); returns n. All in the input's dtype: σ = ½(u² + v²), u = p·dx,
+    v = r·(dy − q·dx), drawn iff σ ≥ 0 and exp(−σ) ≥ 1/255. Whole vectors keep short spans off the
+    compiled loop's scalar remainder."""
+    half, alpha_min, clamp = consts[0], consts[1], consts[2]
+    zero = half - half
+    dy = Y - y
+    length = stop - start
+    n = (length + VECTOR - 1) // VECTOR * VECTOR
+    for k in range(n):
+        dx = X - grid_x[start + k]
+        u = p * dx
+        v = r * (dy - q * dx)
+        sigma = half * (u * u + v * v)
+        alpha = _exp_neg(sigma if sigma < clamp else clamp)
+        weights[k] = alpha if (sigma >= zero and alpha >= alpha_min and k < length) else zero
+    return n
+
+
+@numba.njit(cache=True, inline="always")
+def _accumulate(X, Y, p, q, r, grid_x, start, stop, y, consts, c0, c1, c2, row0, row1, row2):
+    """row_c[k] += colour_c·α·[drawn] at pixel (x = grid_x[start + k], y), for three channels at once, over
+    the span rounded up to whole VECTORs as in `_weights` (same arithmetic, fused: one pass, no buffer)."""
+    half, alpha_min, clamp = consts[0], consts[1], consts[2]
+    zero = half - half
+    dy = Y - y
+    length = stop - start
+    n = (length + VECTOR - 1) // VECTOR * VECTOR
+    xs = grid_x[start:]
+    for k in range(n):
+        dx = X - xs[k]
+        u = p * dx
+        v = r * (dy - q * dx)
+        sigma = half * (u * u + v * v)
+        alpha = _exp_neg(sigma if sigma < clamp else clamp)
+        w = alpha if (sigma >= zero and alpha >= alpha_min and k < length) else zero
+        row0[k] += w * c0
+        row1[k] += w * c1
+        row2[k] += w * c2
+
+
+@numba.njit(cache=True, parallel=True)
+def _forward(means, factors, colours, extents, grid_x, grid_y, consts, out):
+    """out (B, C, H, W) = Σ_g colour_g·α_g. grid_x/grid_y: pixel coordinates 0..W−1+VECTOR / 0..H−1 in the
+    input's dtype; consts: (½, 1/255, SIGMA_CLAMP) in the input's dtype."""
+    batch, hg, wg, channels = colours.shape
+    height, width = out.shape[2], out.shape[3]
+    x_lo, x_hi, y_lo, y_hi = _reach(means, extents, height, width)
+    if not (x_lo <= x_hi and y_lo <= y_hi):  # no valid Gaussian
+        out[:] = 0
+        return
+    tiles_y, tiles_x = (height + TILE_H - 1) // TILE_H, (width + TILE_W - 1) // TILE_W
+    for task in numba.prange(batch * tiles_y * tiles_x):
+        b = task // (tiles_y * tiles_x)
+        i0 = (task // tiles_x) % tiles_y * TILE_H
+        j0 = task % tiles_x * TILE_W
+        i1, j1 = min(i0 + TILE_H, height) - 1, min(j0 + TILE_W, width) - 1
+        # The tile's sums, + a vector of overhang; channels in groups of CHANNEL_GROUP (planes past the last
+        # channel are scratch).
+        groups = (channels + CHANNEL_GROUP - 1) // CHANNEL_GROUP
+        acc = np.zeros((groups * CHANNEL_GROUP, TILE_H, TILE_W + VECTOR), grid_x.dtype)
+        zero = consts[0] - consts[0]
+        # Cell (r, c) draws within [anchor + lo, anchor + hi]; keep those that overlap the tile.
+        r_start, r_stop = _span((i0 - y_hi) * hg / height, (i1 - y_lo) * hg / height, 0, hg - 1)
+        c_start, c_stop = _span((j0 - x_hi) * wg / width, (j1 - x_lo) * wg / width, 0, wg - 1)
+        for gr in range(r_start, r_stop):
+            for gc in range(c_start, c_stop):
+                ex, ey = extents[b, gr, gc, 0], extents[b, gr, gc, 1]
+                if not (ex > 0 and ey > 0):
+                    continue
+                X, Y = means[b, gr, gc, 0], means[b, gr, gc, 1]
+                ya, yb = _span(float(Y) - ey, float(Y) + ey, i0, i1)
+                xa, xb = _span(float(X) - ex, float(X) + ex, j0, j1)
+                if ya >= yb or xa >= xb:
+                    continue
+                p, q, r = factors[b, gr, gc, 0], factors[b, gr, gc, 1], factors[b, gr, gc, 2]
+                p64, q64, r64 = float(p), float(q), float(r)
+                a = p64 * p64 + r64 * r64 * q64 * q64
+                for i in range(ya, yb):
+                    lo, hi = _row_span(float(X), float(Y) - i, p64, q64, r64, a)
+                    ja, jb = _span(lo, hi, xa, xb - 1)
+                    if ja >= jb:
+                        continue
+                    for ch in range(0, channels, CHANNEL_GROUP):
+                        c0 = colours[b, gr, gc, ch]
+                        c1 = colours[b, gr, gc, ch + 1] if ch + 1 < channels else zero
+                        c2 = colours[b, gr, gc, ch + 2] if ch + 2 < channels else zero
+                        at = ja - j0
+                        _accumulate(X, Y, p, q, r, grid_x, ja, jb, grid_y[i], consts, c0, c1, c2,
+                                    acc[ch, i - i0, at:], acc[ch + 1, i - i0, at:], acc[ch + 2, i - i0, at:])
+        for ch in range(channels):
+            for i in range(i0, i1 + 1):
+                for j in range(j0, j1 + 1):
+                    out[b, ch, i, j] = acc[ch, i - i0, j - j0]
+
+
+@numba.njit(cache=True, fastmath={"reassoc"})
+def _row_gradients(X, dy, p, q, r, xs, weights, n, zero, c0, c1, c2, g0, g1, g2):
+    """Sums over one row span of a Gaussian's gradients: (colours c0..c2, X, Y, p, q, r) for three channels
+    of the output gradient g0..g2, from the weights of `_weights`. In the input's dtype, in any order
+    (`reassoc` lets the sums vectorise; the weights themselves are computed without it, as in the forward)."""
+    s_c0 = s_c1 = s_c2 = s_x = s_y = s_p = s_q = s_r = zero
+    for k in range(n):
+        w = weights[k]
+        s_c0 += w * g0[k]
+        s_c1 += w * g1[k]
+        s_c2 += w * g2[k]
+        # d out / d σ = −α·colour; σ = ½(u² + v²), u = p·dx, v = r·(dy − q·dx)
+        d_sigma = -w * (g0[k] * c0 + g1[k] * c1 + g2[k] * c2)
+        dx = X - xs[k]
+        e = dy - q * dx
+        rv = r * r * e  # ∂σ/∂dy
+        s_x += d_sigma * (p * p * dx - q * rv)
+        s_y += d_sigma * rv
+        s_p += d_sigma * p * dx * dx
+        s_q -= d_sigma * rv * dx
+        s_r += d_sigma * r * e * e
+    return s_c0, s_c1, s_c2, s_x, s_y, s_p, s_q, s_r
+
+
+@numba.njit(cache=True, parallel=True)
+def _backward(means, factors, colours, extents, grid_x, grid_y, consts, grad_out, grad_means, grad_factors,
+              grad_colours):
+    """Gradients of Σ grad_out·out with respect to centres (X, Y), inverse factors (p, q, r) and colours, each
+    Gaussian gathering over its own pixels (row sums in the input's dtype, totals in float64); the grad_*
+    arrays are written whole. grad_out: (B, C, H, W + VECTOR), zero beyond W."""
+    batch, hg, wg, channels = colours.shape
+    height, width = grad_out.shape[2], grad_out.shape[3] - VECTOR
+    zero = consts[0] - consts[0]
+    groups = (channels + CHANNEL_GROUP - 1) // CHANNEL_GROUP
+    for task in numba.prange(batch * hg):
+        b, gr = task // hg, task % hg
+        g_colour = np.empty(groups * CHANNEL_GROUP)
+        weights = np.empty(width + VECTOR, grid_x.dtype)
+        zero_row = np.zeros(width + VECTOR, grid_x.dtype)  # the output gradient of channels past the last
+        for gc in range(wg):
+            g_colour[:] = 0.0
+            g_x = g_y = g_p = g_q = g_r = 0.0
+            ex, ey = extents[b, gr, gc, 0], extents[b, gr, gc, 1]
+            X, Y = means[b, gr, gc, 0], means[b, gr, gc, 1]
+            ya, yb = _span(float(Y) - ey, float(Y) + ey, 0, height - 1)
+            xa, xb = _span(float(X) - ex, float(X) + ex, 0, width - 1)
+            if not (ex > 0 and ey > 0) or ya >= yb or xa >= xb:
+                ya = yb  # draws nothing: zero gradients
+            p, q, r = factors[b, gr, gc, 0], factors[b, gr, gc, 1], factors[b, gr, gc, 2]
+            p64, q64, r64 = float(p), float(q), float(r)
+            a = p64 * p64 + r64 * r64 * q64 * q64
+            for i in range(ya, yb):
+                lo, hi = _row_span(float(X), float(Y) - i, p64, q64, r64, a)
+                ja, jb = _span(lo, hi, xa, xb - 1)
+                if ja >= jb:
+                    continue
+                n = _weights(X, Y, p, q, r, grid_x, ja, jb, grid_y[i], consts, weights)
+                dy = Y - grid_y[i]
+                for ch in range(0, channels, CHANNEL_GROUP):
+                    c0 = colours[b, gr, gc, ch]
+                    c1 = colours[b, gr, gc, ch + 1] if ch + 1 < channels else zero
+                    c2 = colours[b, gr, gc, ch + 2] if ch + 2 < channels else zero
+                    g0 = grad_out[b, ch, i, ja:]
+                    g1 = grad_out[b, ch + 1, i, ja:] if ch + 1 < channels else zero_row
+                    g2 = grad_out[b, ch + 2, i, ja:] if ch + 2 < channels else zero_row
+                    sums = _row_gradients(X, dy, p, q, r, grid_x[ja:], weights, n, zero, c0, c1, c2, g0, g1, g2)
+                    g_colour[ch] += sums[0]
+                    g_colour[ch + 1] += sums[1]
+                    g_colour[ch + 2] += sums[2]
+                    g_x += sums[3]
+                    g_y += sums[4]
+                    g_p += sums[5]
+                    g_q += sums[6]
+                    g_r += sums[7]
+            grad_means[b, gr, gc, 0], grad_means[b, gr, gc, 1] = g_x, g_y
+            grad_factors[b, gr, gc, 0], grad_factors[b, gr, gc, 1], grad_factors[b, gr, gc, 2] = g_p, g_q, g_r
+            for ch in range(channels):
+                grad_colours[b, gr, gc, ch] = g_colour[ch]
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+def _grids_and_consts(dtype: torch.dtype, height: int, width: int) -> tuple[np.ndarray, ...]:
+    """Pixel coordinates and the constants (½, 1/255, SIGMA_CLAMP) in the kernel's dtype, so that every operation on
+    per-pixel values stays in that dtype (as in the torch reference)."""
+    return (torch.arange(width + VECTOR, dtype=dtype).numpy(), torch.arange(height, dtype=dtype).numpy(),
+            torch.tensor([0.5, ALPHA_MIN, SIGMA_CLAMP], dtype=dtype).numpy())
+
+
+def _set_threads() -> None:
+    """Use as many threads as torch does (e.g. 1 in a process that torch.set_num_threads(1) limits)."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+class _RasterizeNumba(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means, factors, colours, extents, height, width):
+        batch, hg, wg, channels = colours.shape
+        out = torch.empty(batch, channels, height, width, dtype=colours.dtype)
+        arrays = [_numpy(t) for t in (means, factors, colours, extents)]
+        with _KERNEL_LOCK:
+            _set_threads()
+            _forward(*arrays, *_grids_and_consts(colours.dtype, height, width), out.numpy())
+        ctx.save_for_backward(means, factors, colours, extents)
+        ctx.size = (height, width)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        means, factors, colours, extents = ctx.saved_tensors
+        height, width = ctx.size
+        grads = [torch.empty_like(t) for t in (means, factors, colours)]
+        arrays = [_numpy(t) for t in (means, factors, colours, extents)]
+        grad_pix = torch.nn.functional.pad(grad_out.to(colours.dtype), (0, VECTOR)).numpy()
+        with _KERNEL_LOCK:
+            _set_threads()
+            _backward(*arrays, *_grids_and_consts(colours.dtype, height, width), grad_pix,
+                      *(g.numpy() for g in grads))
+        return (*grads, None, None, None)
+
+
+def supports(device: torch.device) -> bool:
+    return device.type == "cpu"
+
+
+def rasterize_numba(gaussians: ProjectedGaussians, height: int, width: int) -> torch.Tensor:
+    """The plain α-weighted colour sum, (B, C, height, width), in float32 or float64 as the input (other
+    dtypes are computed in float32 and returned in their own)."""
+    dtype = gaussians.means.dtype
+    kernel_dtype = dtype if dtype in DTYPES else torch.float32
+    means, factors, colours, extents = (t.to(kernel_dtype) for t in (
+        gaussians.means, gaussians.inv_factors, gaussians.colours, gaussians.extents))
+    out = _RasterizeNumba.apply(means, factors, colours, extents.detach(), height, width)
+    return out.to(dtype)

@@ -1,0 +1,240 @@
+"""The numba CPU backend against the float64 brute-force sum, the torch backend's gradients and finite
+differences; skipped where numba is not installed."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import rasterizer
+from rasterizer import rasterize
+from rasterizer.brute_force import rasterize_brute_force
+from conftest import lattice_field
+
+numba = pytest.importorskip("numba")
+from rasterizer import numba_backend  # noqa: E402
+
+TOLERANCE = 1e-5  # of max |output|, as for the other backends in float32
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.double() - ref).abs().max() / ref.abs().max()).item()
+
+
+def render(xy, chol, col, height, width):
+    return rasterize(xy, chol, col, height, width, backend="numba")
+
+
+@pytest.mark.parametrize("scale_h,scale_w", [(1.5, 1.5), (2, 2), (3.3, 3.3), (4, 4), (7.3, 7.3), (8, 8),
+                                             (16, 16), (2.5, 5.25), (7, 1.75)])
+def test_forward_matches_brute_force(scale_h, scale_w):
+    xy, chol, col, height, width = lattice_field(2, 5, 6, scale_h, scale_w, seed=int(10 * scale_h + scale_w))
+    out = render(xy, chol, col, height, width)
+    assert out.shape == (2, 3, height, width) and out.dtype == torch.float32
+    assert relative_error(out, rasterize_brute_force(xy, chol, col, height, width)) <= TOLERANCE
+
+
+@pytest.mark.parametrize("sharpness", [0.0, 10.0])
+def test_round_and_elongated_gaussians(sharpness):
+    xy, chol, col, height, width = lattice_field(1, 8, 8, 3.3, 3.3, seed=3, sharpness=sharpness)
+    out = render(xy, chol, col, height, width)
+    assert relative_error(out, rasterize_brute_force(xy, chol, col, height, width)) <= TOLERANCE
+
+
+def test_thin_rotated_gaussians():
+    """Needle-like Gaussians at every angle: the row spans solved from the quadratic must not cut them."""
+    xy, chol, col, height, width = lattice_field(1, 6, 6, 6, 6, seed=4)
+    angle = torch.rand(chol.shape[:-1], generator=torch.Generator().manual_seed(4)) * torch.pi
+    long_side, short_side = 9.0, 0.15  # pixels
+    # L = R·diag(long, short) made lower-triangular: Σ = L Lᵀ with l11 = |Σ col 1|, as a Cholesky factor.
+    c, s = torch.cos(angle), torch.sin(angle)
+    sxx = (long_side * c) ** 2 + (short_side * s) ** 2
+    sxy = (long_side ** 2 - short_side ** 2) * c * s
+    syy = (long_side * s) ** 2 + (short_side * c) ** 2
+    l11 = sxx.sqrt()
+    l21 = sxy / l11
+    l22 = (syy - l21 ** 2).clamp_min(1e-6).sqrt()
+    chol = torch.stack((l11, l21, l22), -1)
+    out = render(xy, chol, col, height, width)
+    ref = rasterize_brute_force(xy, chol, col, height, width)
+    assert relative_error(out, ref) <= TOLERANCE
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 1.0, 3.0), (5, 1, 3.0, 1.0), (3, 4, 2.9, 3.1), (6, 12, 6.1, 12.3)])
+def test_odd_sizes_one_row_one_column_and_several_tiles(shape):
+    h, w, scale_h, scale_w = shape
+    xy, chol, col, height, width = lattice_field(2, h, w, scale_h, scale_w, seed=h * 7 + w)
+    out = render(xy, chol, col, height, width)
+    assert out.shape == (2, 3, height, width)
+    assert relative_error(out, rasterize_brute_force(xy, chol, col, height, width)) <= TOLERANCE
+
+
+def test_several_tiles_in_both_directions():
+    xy, chol, col, height, width = lattice_field(1, 9, 18, 7.7, 15.1, seed=21)
+    assert height > numba_backend.TILE_H and width > numba_backend.TILE_W
+    out = render(xy, chol, col, height, width)
+    assert relative_error(out, rasterize_brute_force(xy, chol, col, height, width)) <= TOLERANCE
+
+
+def test_float64_is_exact():
+    xy, chol, col, height, width = lattice_field(2, 6, 5, 2.7, 4.1, seed=5, dtype=torch.float64)
+    out = render(xy, chol, col, height, width)
+    assert out.dtype == torch.float64
+    assert relative_error(out, rasterize_brute_force(xy, chol, col, height, width)) <= 1e-12
+
+
+def test_gaussians_at_and_beyond_the_border():
+    xy, chol, col, height, width = lattice_field(1, 4, 4, 4, 4, seed=7, dtype=torch.float64)
+    xy = xy.clone()
+    xy[0, 0, :, 1] = -1.0 - torch.linspace(0, 0.6, xy.shape[2], dtype=torch.float64)
+    xy[0, -1, :, 1] = 1.0 + torch.linspace(0, 0.6, xy.shape[2], dtype=torch.float64)
+    xy[0, :, 0, 0] = -1.05
+    xy[0, :, -1, 0] = 3.0  # far beyond: contributes nothing
+    chol = chol * 3  # wide Gaussians whose tails reach in from outside
+    out = render(xy, chol, col, height, width)
+    ref = rasterize_brute_force(xy, chol, col, height, width)
+    assert ref.abs().max() > 0
+    assert relative_error(out, ref) <= 1e-12
+
+
+def test_degenerate_and_oversized_gaussians():
+    xy, chol, col, height, width = lattice_field(1, 4, 4, 3, 3, seed=9)
+    chol = chol.clone()
+    chol[0, 0, :, 0] = 0  # l11 = 0
+    chol[0, 1, :, 2] = 0  # l22 = 0
+    chol[0, 3, 3] *= 12  # one far-reaching Gaussian widens every tile's window
+    out = render(xy, chol, col, height, width)
+    assert relative_error(out, rasterize_brute_force(xy, chol, col, height, width)) <= TOLERANCE
+
+
+def test_large_gaussians_are_not_cut():
+    xy, chol, col, height, width = lattice_field(1, 3, 4, 2, 2, seed=11, dtype=torch.float64)
+    chol = chol * 8
+    out = render(xy, chol, col, height, width)
+    assert relative_error(out, rasterize_brute_force(xy, chol, col, height, width)) <= 1e-12
+
+
+def test_nothing_valid_and_empty_lattices_render_zeros():
+    xy, chol, col, height, width = lattice_field(2, 3, 3, 2, 2, seed=7)
+    out = render(xy, torch.zeros_like(chol), col, height, width)
+    assert out.shape == (2, 3, height, width) and torch.count_nonzero(out) == 0
+    empty = render(xy[:, :0], chol[:, :0], col[:, :0], 5, 7)
+    assert empty.shape == (2, 3, 5, 7) and torch.count_nonzero(empty) == 0
+
+
+@pytest.mark.parametrize("channels", [1, 4, 7])
+def test_channel_counts_other_than_three(channels):
+    xy, chol, _, height, width = lattice_field(2, 4, 5, 3.5, 2.5, seed=12)
+    col = torch.rand(*xy.shape[:-1], channels, generator=torch.Generator().manual_seed(12))
+    out = render(xy, chol, col, height, width)
+    assert out.shape == (2, channels, height, width)
+    assert relative_error(out, rasterize_brute_force(xy, chol, col, height, width)) <= TOLERANCE
+
+
+def test_other_dtypes_are_computed_in_float32():
+    xy, chol, col, height, width = lattice_field(1, 4, 4, 3, 3, seed=14)
+    half = rasterizer.project(xy.bfloat16(), chol.bfloat16(), col.bfloat16(), height, width)
+    out = numba_backend.rasterize_numba(half, height, width)
+    assert out.dtype == torch.bfloat16
+    single = rasterizer.ProjectedGaussians(*(t.float() for t in (half.means, half.inv_factors, half.colours,
+                                                                half.extents)))
+    assert torch.equal(out, numba_backend.rasterize_numba(single, height, width).bfloat16())
+
+
+def test_float32_exp_is_within_two_ulp():
+    @numba.njit
+    def exp_neg(values, out):
+        for k in range(values.size):
+            out[k] = numba_backend._exp_neg(values[k])
+
+    sigma = torch.linspace(0, numba_backend.SIGMA_CLAMP, 1_000_001).numpy()
+    out = torch.empty(sigma.shape).numpy()
+    exp_neg(sigma, out)
+    exact = torch.exp(-torch.from_numpy(sigma).double())
+    ulp = torch.from_numpy(out).double().sub(exact).abs() / torch.finfo(torch.float32).eps / exact
+    assert ulp.max() <= 2  # in units of the float32 spacing at the value (relative to 2^-23)
+
+
+def test_threads_give_identical_results():
+    """Each tile owns its pixels and each Gaussian its gradients: no races, so 1 or 2 threads agree bitwise."""
+    xy, chol, col, height, width = lattice_field(3, 9, 10, 4.5, 7.25, seed=15)
+    weight = torch.randn(3, 3, height, width, generator=torch.Generator().manual_seed(15))
+    results = []
+    saved = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 2):
+            torch.set_num_threads(threads)
+            inputs = [t.clone().requires_grad_(True) for t in (xy, chol, col)]
+            out = render(*inputs, height, width)
+            (out * weight).sum().backward()
+            results.append([out.detach()] + [t.grad for t in inputs])
+    finally:
+        torch.set_num_threads(saved)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
+def test_concurrent_calls_from_python_threads():
+    xy, chol, col, height, width = lattice_field(1, 6, 6, 4, 4, seed=16)
+    expected = render(xy, chol, col, height, width)
+    outputs = [None] * 4
+
+    def work(k):
+        outputs[k] = render(xy, chol, col, height, width)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(outputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(torch.equal(out, expected) for out in outputs)
+
+
+@pytest.mark.parametrize("scale_h,scale_w,channels", [(1.5, 1.5, 3), (4, 4, 3), (2.5, 6, 3), (3, 3, 4)])
+def test_gradients_match_the_torch_backend(scale_h, scale_w, channels):
+    xy, chol, _, height, width = lattice_field(2, 5, 6, scale_h, scale_w, seed=11)
+    col = torch.rand(*xy.shape[:-1], channels, generator=torch.Generator().manual_seed(11))
+    weight = torch.randn(2, channels, height, width, generator=torch.Generator().manual_seed(1))
+    grads = {}
+    for backend in ("numba", "torch"):
+        inputs = [t.clone().requires_grad_(True) for t in (xy, chol, col)]
+        (rasterize(*inputs, height, width, backend=backend) * weight).sum().backward()
+        grads[backend] = [t.grad for t in inputs]
+    for ours, ref in zip(grads["numba"], grads["torch"]):
+        assert ((ours - ref).abs().max() / ref.abs().max()) < 1e-4
+
+
+def test_gradcheck_float64():
+    xy, chol, col, height, width = lattice_field(1, 2, 3, 2.5, 3, seed=17, dtype=torch.float64)
+    inputs = tuple(t.clone().requires_grad_(True) for t in (xy, chol, col))
+    assert torch.autograd.gradcheck(lambda a, b, c: render(a, b, c, height, width), inputs,
+                                    eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_float32_gradients_match_float64_finite_differences():
+    """Directional derivative of a weighted sum: analytic fp32 gradient vs central differences in float64."""
+    xy, chol, col, height, width = lattice_field(1, 3, 3, 2.5, 2.5, seed=13, dtype=torch.float64)
+    weight = torch.randn(1, 3, height, width, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    inputs = [t.float().requires_grad_(True) for t in (xy, chol, col)]
+    (render(*inputs, height, width) * weight.float()).sum().backward()
+    g = torch.Generator().manual_seed(3)
+    directions = [torch.randn(t.shape, dtype=torch.float64, generator=g) for t in (xy, chol, col)]
+    directions[0] *= 1e-2  # xy is normalised: a pixel is ~0.1 of it here
+
+    def loss(step):
+        shifted = [t + step * d for t, d in zip((xy, chol, col), directions)]
+        return (rasterize_brute_force(*shifted, height, width) * weight).sum()
+
+    eps = 1e-6
+    numeric = (loss(eps) - loss(-eps)) / (2 * eps)
+    analytic = sum((t.grad.double() * d).sum() for t, d in zip(inputs, directions))
+    assert abs(analytic - numeric) <= 1e-3 * abs(numeric)
+
+
+def test_auto_picks_numba_on_cpu_and_torch_without_it(monkeypatch):
+    assert rasterizer.resolve_backend("auto", torch.device("cpu")) == "numba"
+    monkeypatch.setattr(rasterizer, "_numba_module", lambda: None)  # numba absent or not importable
+    assert rasterizer.resolve_backend("auto", torch.device("cpu")) == "torch"
+    with pytest.raises(ValueError, match="cannot run on cpu"):
+        rasterizer.resolve_backend("numba", torch.device("cpu"))
