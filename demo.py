@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -34,7 +35,8 @@ import models
 import tiling
 import zoom
 from gaussian import GaussianField, output_size
-from image_io import IMAGE_SUFFIXES, ImageError, is_image_file, read_image_with_alpha, write_image
+from image_io import (IMAGE_SUFFIXES, MAX_OUTPUT_PIXELS, ImageError, is_image_file, read_image_with_alpha,
+                      write_image)
 from models import CheckpointError
 from rasterizer import resolve_backend
 from resize import resize_bicubic
@@ -42,8 +44,6 @@ from resize import resize_bicubic
 ROOT = Path(__file__).resolve().parent
 # The checkpoint used without --model, relative to this folder (weights/MODEL_CARD.md describes it).
 DEFAULT_MODEL: Path | None = Path("weights") / "continuoussr-edsr-baseline.pth"
-# Outputs above this many pixels are refused before anything is allocated (2^28: e.g. 16384 x 16384).
-DEFAULT_MAX_PIXELS = 1 << 28
 DEFAULT_FPS = 30.0
 AUTO = "auto"
 # --compare: width and value of the line between the two halves.
@@ -166,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tile-overlap", type=non_negative_int, metavar="N",
                         help="input pixels of context around each tile (default: the encoder's receptive field "
                              f"for convolutional encoders, {tiling.ATTENTION_TILE_OVERLAP} for attention ones)")
-    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                        help=f"refuse outputs (or frames) above N pixels (default {DEFAULT_MAX_PIXELS:,})")
+    parser.add_argument("--max-pixels", type=positive_int, default=MAX_OUTPUT_PIXELS, metavar="N",
+                        help=f"refuse outputs (or frames) above N pixels (default {MAX_OUTPUT_PIXELS:,})")
     parser.add_argument("--compare", action="store_true",
                         help="write bicubic (left) | ContinuousSR (right) side by side, at the output size")
     parser.add_argument("--zoom", type=zoom_arg, metavar="START:END:FRAMES",
@@ -210,6 +210,14 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UsageError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
     return device
+
+
+def check_backend(name: str, device: torch.device) -> str:
+    """--backend, checked against the device; 'auto' stays 'auto' (the rasterizer picks per call)."""
+    try:
+        return resolve_backend(name, device) if name != AUTO else AUTO
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def model_path(arg: str | None) -> Path:
@@ -264,8 +272,12 @@ def target_size(lr_size: tuple[int, int], scale: tuple[float, float] | None, siz
 
 
 # ---------------------------------------------------------------------------------------------- work
-def encode(model: nn.Module, lr: torch.Tensor, settings: Settings) -> GaussianField:
-    """The image's field: in tiles when --tile asks for it or the image does not fit in memory."""
+def encode(model: nn.Module, lr: torch.Tensor, settings: Settings,
+           on_tile: Callable[[int, int], None] | None = None) -> GaussianField:
+    """The image's field: in tiles when --tile asks for it or the image does not fit in memory.
+
+    `on_tile(done, total)` is called before the first tile and after each (total 1 when untiled).
+    """
     height, width = lr.shape[-2:]
     overlap = tiling.default_overlap(model) if settings.overlap is None else settings.overlap
     tile = settings.tile
@@ -274,8 +286,13 @@ def encode(model: nn.Module, lr: torch.Tensor, settings: Settings) -> GaussianFi
     if tile and tile < max(height, width):
         count = len(tiling.plan_tiles((height, width), tile, overlap))
         log.info("encoding in %d tiles of %d px (+%d px context)", count, tile, overlap)
-        return tiling.encode_tiled(model, lr, tile, overlap, tiling.tile_alignment(model), settings.progress)
-    return model.encode(lr)
+        return tiling.encode_tiled(model, lr, tile, overlap, tiling.tile_alignment(model), settings.progress,
+                                   on_tile)
+    report = on_tile or (lambda done, total: None)
+    report(0, 1)
+    field = model.encode(lr)
+    report(1, 1)
+    return field
 
 
 def upscale(model: nn.Module, rgb: torch.Tensor, size: tuple[int, int], settings: Settings) -> torch.Tensor:
@@ -402,10 +419,7 @@ def run(args: argparse.Namespace) -> int:
     if args.focus is not None and args.zoom is None:
         raise UsageError("--focus is the centre of a --zoom; it needs --zoom")
     device = resolve_device(args.device)
-    try:
-        backend = resolve_backend(args.backend, device) if args.backend != AUTO else AUTO
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    backend = check_backend(args.backend, device)
     settings = Settings(device, backend, args.tile, args.tile_overlap, args.max_pixels, not args.quiet)
     if args.zoom is not None:
         return run_zoom(args, settings)
