@@ -15,7 +15,8 @@ HTTP API (errors: a status and {"error": "one line"}):
     GET    /api/images/{id}              {"state": "encoding" | "ready" | "failed", "done", "total", "error", ...}
     GET    /api/images/{id}/lr.png       the image as read (8-bit RGB): the client's bicubic placeholder
     GET    /api/images/{id}/view         ?top=&left=&height=&width= (a window in input pixels, floats)
-                                         &out_width=&out_height= (its size in output pixels) → PNG
+                                         &out_width=&out_height= (its size in output pixels)
+                                         [&method=sr|bicubic] → PNG (bicubic: the comparison, from the input)
     GET    /api/images/{id}/full         ?scale=S|SX,SY or ?size=WxH [&format=png|jpg|webp|...] → the whole image
     DELETE /api/images/{id}
 
@@ -57,7 +58,7 @@ import zoom
 from gaussian import GaussianField
 from image_io import IMAGE_SUFFIXES, MAX_OUTPUT_PIXELS, ImageError, decode_image_with_alpha, encode_image
 from models import CheckpointError
-from resize import resize_bicubic
+from resize import resize_bicubic, resize_bicubic_window
 from tiling import FIELD_BYTES_PER_LR_PIXEL
 
 STATIC = Path(__file__).resolve().parent / "viewer_static"
@@ -81,6 +82,7 @@ NAME_CHARS = 80
 SAFE_STEM = re.compile(r"[^A-Za-z0-9._-]+")
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1"]
 ENCODING, READY, FAILED = "encoding", "ready", "failed"
+SR, BICUBIC = "sr", "bicubic"  # what a view shows: the field's render, or the input resized bicubic
 
 log = logging.getLogger("viewer")
 
@@ -393,12 +395,17 @@ def create_app(model: nn.Module, settings: demo.Settings, limits: Limits = Limit
 
     @app.get("/api/images/{entry_id}/view")
     def view(entry_id: str, top: float, left: float, height: float, width: float, out_width: int,
-             out_height: int) -> Response:
+             out_height: int, method: str = SR) -> Response:
         window, size = parse_window(top, left, height, width, out_width, out_height, limits.max_view_pixels)
-        entry = viewer.ready(entry_id)
+        if method not in (SR, BICUBIC):
+            raise ViewerError(400, f"unknown method {method!r} (use {SR} or {BICUBIC})")
         start = time.perf_counter()
-        data = encode_image(viewer.render_view(entry, window, size), None, ".png",
-                            compress_level=VIEW_PNG_COMPRESS_LEVEL)
+        if method == BICUBIC:  # from the input alone: available while the field is being encoded
+            with torch.inference_mode():
+                image = resize_bicubic_window(viewer.cache.get(entry_id).rgb, window, size)
+        else:
+            image = viewer.render_view(viewer.ready(entry_id), window, size)
+        data = encode_image(image, None, ".png", compress_level=VIEW_PNG_COMPRESS_LEVEL)
         return png_response(data, time.perf_counter() - start)
 
     @app.get("/api/images/{entry_id}/full")

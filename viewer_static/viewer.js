@@ -29,9 +29,9 @@ const state = {
   zoom: 1,        // CSS pixels per input pixel
   mode: "sr",     // sr | split | side | bicubic
   split: 0.5,     // the split line, as a fraction of the pane's width
-  render: null,   // the last render: the request it answers, with bitmap and blob
+  renders: {sr: null, bicubic: null},  // the last server render of each method: its request, bitmap and blob
   inflight: null,
-  failedKey: null,
+  failed: new Set(),                   // requests that failed (not retried for the same view)
   timer: 0,
   drag: null,
 };
@@ -70,9 +70,9 @@ function panes() {
   return [{x: 0, w: W, h: H, kind: state.mode}];
 }
 
-function viewRequest(pane) {
+function viewRequest(pane, method) {
   // The visible part of the image in `pane`: its pixel rectangle in the pane, the input window it shows, and
-  // the URL that renders it; null when the image is out of view.
+  // the URL that renders it with `method` (sr or bicubic); null when the image is out of view.
   const image = state.image;
   if (!image) return null;
   const s = state.zoom * dpr();
@@ -84,62 +84,86 @@ function viewRequest(pane) {
   const x = axis(state.cx, pane.w, image.width), y = axis(state.cy, pane.h, image.height);
   if (!x || !y) return null;
   const query = {top: y.start, left: x.start, height: y.n / s, width: x.n / s, out_width: x.n, out_height: y.n};
-  const url = `/api/images/${image.id}/view?` + new URLSearchParams(query);
-  return {...query, x: x.lo, y: y.lo, s, url, key: url};
+  const url = `/api/images/${image.id}/view?` + new URLSearchParams({...query, method});
+  return {...query, method, x: x.lo, y: y.lo, s, url, key: url};
+}
+
+// What each pane shows: [method, from, to] layers, from/to the fraction of the pane's width they cover.
+function layers(pane) {
+  if (pane.kind === "split") return [["bicubic", 0, state.split], ["sr", state.split, 1]];
+  return [[pane.kind, 0, 1]];
 }
 
 function srPane() { return panes().find((pane) => pane.kind !== "bicubic") || null; }
-function srRequest() { const pane = srPane(); return pane ? viewRequest(pane) : null; }
+
+function neededRequests() {
+  // The server renders the current view needs, ContinuousSR first; plain "sr" mode shows no bicubic but the
+  // canvas's own placeholder.
+  const requests = [];
+  for (const pane of panes()) {
+    for (const [method] of layers(pane)) {
+      const req = viewRequest(pane, method);
+      if (req && !requests.some((r) => r.key === req.key)) requests.push(req);
+    }
+  }
+  return requests.sort((a, b) => (a.method === "sr" ? 0 : 1) - (b.method === "sr" ? 0 : 1));
+}
 
 // ------------------------------------------------------------------------------------------ drawing
+function drawLayer(pane, req, from, to) {
+  // A server render for `req` clipped to [from, to) of the pane: exact when it answers this view, moved when it
+  // answers the same zoom elsewhere (a pan); otherwise the placeholder beneath stays. True if exact.
+  const render = state.renders[req.method];
+  if (!render) return false;
+  ctx.save();
+  ctx.beginPath();
+  const x0 = pane.x + Math.round(from * pane.w), x1 = pane.x + Math.round(to * pane.w);
+  ctx.rect(x0, 0, x1 - x0, pane.h);
+  ctx.clip();
+  let exact = false;
+  if (render.key === req.key) {
+    ctx.drawImage(render.bitmap, pane.x + req.x, req.y);
+    exact = true;
+  } else if (Math.abs(render.s - req.s) <= 1e-9 * req.s) {
+    ctx.drawImage(render.bitmap, Math.round(pane.x + pane.w / 2 + (render.left - state.cx) * req.s),
+                  Math.round(pane.h / 2 + (render.top - state.cy) * req.s));
+  }
+  ctx.restore();
+  return exact;
+}
+
 function draw() {
   ctx.fillStyle = BACKGROUND;
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   $("hint").hidden = !!state.image;
   if (!state.image) return;
-  let shown = "bicubic";
-  const render = state.render;
+  let exact = true;
   for (const pane of panes()) {
-    const req = viewRequest(pane);
+    const req = viewRequest(pane, "sr");
     if (!req) continue;
     ctx.save();
     ctx.beginPath();
     ctx.rect(pane.x, 0, pane.w, pane.h);
     ctx.clip();
+    // The placeholder: the input scaled by the canvas itself (bicubic-like), at once.
     ctx.imageSmoothingEnabled = true;
     ctx.imageSmoothingQuality = "high";
     ctx.drawImage(state.image.lr, req.left, req.top, req.width, req.height,
                   pane.x + req.x, req.y, req.out_width, req.out_height);
-    if (pane.kind !== "bicubic" && render) {
-      const divider = pane.x + Math.round(state.split * pane.w);
-      if (pane.kind === "split") {
-        ctx.beginPath();
-        ctx.rect(divider, 0, pane.x + pane.w - divider, pane.h);
-        ctx.clip();
-      }
-      if (render.key === req.key) {
-        ctx.drawImage(render.bitmap, pane.x + req.x, req.y);
-        shown = "rendered";
-      } else if (Math.abs(render.s - req.s) <= 1e-9 * req.s) {
-        // Same zoom, moved (a pan): the last render where it still covers the view, bicubic elsewhere.
-        const dx = Math.round(pane.x + pane.w / 2 + (render.left - state.cx) * req.s);
-        const dy = Math.round(pane.h / 2 + (render.top - state.cy) * req.s);
-        ctx.drawImage(render.bitmap, dx, dy);
-      }
-      if (pane.kind === "split") {
-        ctx.restore();
-        ctx.save();
-        ctx.fillStyle = DIVIDER_COLOUR;
-        ctx.fillRect(divider - Math.round(dpr()), 0, Math.max(1, Math.round(2 * dpr())), pane.h);
-      }
+    for (const [method, from, to] of layers(pane)) {
+      exact = drawLayer(pane, viewRequest(pane, method), from, to) && exact;
+    }
+    if (pane.kind === "split") {
+      ctx.fillStyle = DIVIDER_COLOUR;
+      ctx.fillRect(pane.x + Math.round(state.split * pane.w) - Math.round(dpr()), 0,
+                   Math.max(1, Math.round(2 * dpr())), pane.h);
     }
     ctx.restore();
   }
-  // For tests and tools: what the canvas shows, and where the current render sits.
-  const req = srRequest();
-  canvas.dataset.state = shown;
-  if (shown === "rendered") {
-    const pane = srPane();
+  // For tests and tools: what the canvas shows, and where the ContinuousSR render sits.
+  canvas.dataset.state = exact ? "rendered" : "placeholder";
+  const pane = srPane(), req = pane && viewRequest(pane, "sr");
+  if (exact && req) {
     Object.assign(canvas.dataset, {renderUrl: req.url, renderX: pane.x + req.x, renderY: req.y,
                                    renderWidth: req.out_width, renderHeight: req.out_height});
   }
@@ -151,13 +175,16 @@ function scheduleRender() {
   state.timer = setTimeout(requestRender, RENDER_DELAY_MS);
 }
 
-function needsRender(req) {
-  return req && !(state.render && state.render.key === req.key) && req.key !== state.failedKey;
+function nextRequest() {
+  return neededRequests().find((req) => {
+    const render = state.renders[req.method];
+    return !(render && render.key === req.key) && !state.failed.has(req.key);
+  }) || null;
 }
 
 async function requestRender() {
-  const req = srRequest();
-  if (!needsRender(req) || state.inflight) return;  // an answer in flight schedules the next request
+  const req = nextRequest();
+  if (!req || state.inflight) return;  // an answer in flight schedules the next request
   state.inflight = req;
   const start = performance.now();
   try {
@@ -165,18 +192,20 @@ async function requestRender() {
     const blob = await response.blob();
     const bitmap = await createImageBitmap(blob);
     const ms = performance.now() - start;
-    state.render = {...req, bitmap, blob, ms};
-    const server = 1000 * Number(response.headers.get("X-Render-Seconds"));
-    setStatus(`${zoomText(state.zoom)}: view ${req.out_width}x${req.out_height} rendered in ${ms.toFixed(0)} ms ` +
-              `(server ${server.toFixed(0)} ms)`);
+    state.renders[req.method] = {...req, bitmap, blob, ms};
+    if (req.method === "sr") {
+      const server = 1000 * Number(response.headers.get("X-Render-Seconds"));
+      setStatus(`${zoomText(state.zoom)}: view ${req.out_width}x${req.out_height} rendered in ` +
+                `${ms.toFixed(0)} ms (server ${server.toFixed(0)} ms)`);
+    }
     clearError();
     draw();
   } catch (error) {
-    state.failedKey = req.key;
+    state.failed.add(req.key);
     showError(error.message);
   } finally {
     state.inflight = null;
-    if (needsRender(srRequest())) scheduleRender();
+    if (nextRequest()) scheduleRender();
   }
 }
 
@@ -319,7 +348,7 @@ async function openFile(file) {
     if (previous) fetch(`/api/images/${previous.id}`, {method: "DELETE"});  // one image per page
     info = await waitEncoded(info);
     const lr = await createImageBitmap(await (await fetchOk(`/api/images/${info.id}/lr.png`)).blob());
-    Object.assign(state, {image: {...info, lr}, render: null, failedKey: null});
+    Object.assign(state, {image: {...info, lr}, renders: {sr: null, bicubic: null}, failed: new Set()});
     $("name").textContent = `${info.name} (${info.width}x${info.height}, encoded in ` +
                             `${info.encode_seconds.toFixed(1)} s)`;
     controls.forEach((control) => { control.disabled = false; });
@@ -327,7 +356,7 @@ async function openFile(file) {
   } catch (error) {
     showError(error.message);
     setStatus("");
-    canvas.dataset.state = previous ? "bicubic" : "empty";
+    canvas.dataset.state = previous ? "placeholder" : "empty";
     if (previous) viewChanged();
   }
 }
@@ -361,12 +390,13 @@ function save(blob, filename) {
 }
 
 $("download-view").addEventListener("click", async () => {
-  const req = srRequest() || viewRequest(panes()[0]);
+  const pane = srPane() || panes()[0];
+  const req = viewRequest(pane, pane.kind === "bicubic" ? "bicubic" : "sr");
   if (!req) return showError("the image is out of view: nothing to download");
   try {
-    const blob = state.render && state.render.key === req.key ? state.render.blob
-                                                             : await (await fetchOk(req.url)).blob();
-    save(blob, `${stem(state.image.name)}_view_${zoomText(state.zoom)}.png`);
+    const render = state.renders[req.method];
+    const blob = render && render.key === req.key ? render.blob : await (await fetchOk(req.url)).blob();
+    save(blob, `${stem(state.image.name)}_view_${zoomText(state.zoom)}_${req.method}.png`);
     clearError();
   } catch (error) {
     showError(error.message);
