@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             info = client.get(f"/api/images/{info['id']}").json()
         if info["state"] != viewer.READY:
             raise SystemExit(f"benchmark_viewer.py: error: {info['error']}")
-        print(f"{args.image.name} {info['width']}x{info['height']}: upload + encode {time.perf_counter() - start:.2f} s")
+        seconds = time.perf_counter() - start
+        print(f"{args.image.name} {info['width']}x{info['height']}: upload + encode {seconds:.2f} s")
         for zoom in (float(z) for z in args.zooms.split(",")):
             window = {"top": info["height"] / 2 - height / zoom / 2, "left": info["width"] / 2 - width / zoom / 2,
                       "height": height / zoom, "width": width / zoom, "out_width": width, "out_height": height}

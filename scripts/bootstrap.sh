@@ -24,9 +24,11 @@ echo "bootstrap: checking $requirements"
 if [[ "${1:-}" == "--dev" ]] && ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     echo "bootstrap: installing chromium + chromium-driver (apt-get)"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
-      || echo "bootstrap: warning: could not install chromium; the browser test will skip"
+    { apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } ||
+      echo "bootstrap: warning: could not install chromium; the browser test will skip"
   else
-    echo "bootstrap: note: no chromium/chromedriver (apt-get install chromium chromium-driver as root); the browser test will skip"
+    echo "bootstrap: note: no chromium/chromedriver (apt-get install chromium chromium-driver, as root);" \
+         "the browser test will skip"
   fi
 fi

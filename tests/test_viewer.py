@@ -24,6 +24,7 @@ import zoom
 from conftest import smooth_image
 from gaussian import GaussianField
 from image_io import decode_image_with_alpha, encode_image, to_uint8
+from resize import resize_bicubic_window
 
 ROOT = Path(__file__).resolve().parents[1]
 LR_H, LR_W = 12, 16
@@ -147,6 +148,18 @@ def test_a_view_is_the_window_of_the_cached_field_at_the_requested_size(make_cli
     assert float(response.headers["x-render-seconds"]) > 0
 
 
+def test_bicubic_view_is_the_window_resized_bicubic(make_client):
+    client = make_client()
+    data = lr_bytes(seed=3)
+    info = uploaded(client, data)
+    window, size = (2.5, 1.0, 6.0, 9.0), (30, 45)
+    response = client.get(f"/api/images/{info['id']}/view", params=dict(
+        top=window[0], left=window[1], height=window[2], width=window[3], out_height=size[0], out_width=size[1],
+        method="bicubic"))
+    expected = to_uint8(resize_bicubic_window(decode_image_with_alpha(data, "x")[0], window, size))
+    assert np.abs(pixels(response.content) - expected).max() <= 1
+
+
 def test_low_resolution_image_is_the_input_as_read(make_client):
     client = make_client()
     gray = (smooth_image(LR_H, LR_W)[1].numpy() * 65535).round().astype(np.uint16)
@@ -222,6 +235,9 @@ def test_tiled_encode_reports_progress_and_blocks_views_until_done(make_client, 
     assert (info["state"], info["done"], info["total"]) == (viewer.ENCODING, 0, 4)  # 12x16 in 8x8 tiles
     blocked = view(client, entry_id, (0, 0, LR_H, LR_W), (12, 16))
     assert blocked.status_code == 409 and "still being encoded (0 of 4)" in blocked.json()["error"]
+    bicubic = client.get(f"/api/images/{entry_id}/view", params=dict(top=0, left=0, height=LR_H, width=LR_W,
+                                                                      out_width=32, out_height=24, method="bicubic"))
+    assert bicubic.status_code == 200 and pixels(bicubic.content).shape == (24, 32, 3)  # needs no field
     gate.set()
     info = wait_ready(client, entry_id)
     assert (info["state"], info["done"], info["total"]) == (viewer.READY, 4, 4)
@@ -311,6 +327,8 @@ def test_upload_names_are_only_labels(make_client):
     (dict(top="a", left=0, height=4, width=4, out_width=5, out_height=5), 400, "bad request: top: "),
     (dict(top=0, left=0, height=4, width=4, out_width=5), 400, "bad request: out_height: Field required"),
     (dict(top=0, left=0, height=4, width=4, out_width=101, out_height=100), 413, "a 101x100 view has 10,100 pixels"),
+    (dict(top=0, left=0, height=4, width=4, out_width=5, out_height=5, method="lanczos"), 400,
+     "unknown method 'lanczos' (use sr or bicubic)"),
 ])
 def test_bad_view_requests(make_client, params, status, message):
     client = make_client(limits=viewer.Limits(max_view_pixels=100 * 100))
