@@ -28,6 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -36,7 +37,8 @@ from tqdm import tqdm
 import models
 from gaussian import GaussianField, output_size
 from inference import tiling, zoom
-from inference.image_io import IMAGE_SUFFIXES, ImageError, is_image_file, read_image_with_alpha, write_image
+from inference.image_io import (IMAGE_SUFFIXES, MAX_OUTPUT_PIXELS, ImageError, is_image_file, read_image_with_alpha,
+                                write_image)
 from inference.resize import resize_bicubic
 from models import CheckpointError
 from rasterizer import resolve_backend
@@ -46,8 +48,6 @@ from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, 
 ROOT = Path(__file__).resolve().parent
 # The checkpoint used without --model, relative to this folder (weights/MODEL_CARD.md describes it).
 DEFAULT_MODEL: Path | None = Path("weights") / "continuoussr-edsr-baseline.pth"
-# Outputs above this many pixels are refused before anything is allocated (2^28: e.g. 16384 x 16384).
-DEFAULT_MAX_PIXELS = 1 << 28
 DEFAULT_FPS = 30.0
 AUTO = "auto"  # --backend and --tile
 # --compare: width and value of the line between the two halves.
@@ -171,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tile-overlap", type=non_negative_int, metavar="N",
                         help="input pixels of context around each tile (default: the encoder's receptive field "
                              f"for convolutional encoders, {tiling.ATTENTION_TILE_OVERLAP} for attention ones)")
-    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                        help=f"refuse outputs (or frames) above N pixels (default {DEFAULT_MAX_PIXELS:,})")
+    parser.add_argument("--max-pixels", type=positive_int, default=MAX_OUTPUT_PIXELS, metavar="N",
+                        help=f"refuse outputs (or frames) above N pixels (default {MAX_OUTPUT_PIXELS:,})")
     parser.add_argument("--compare", action="store_true",
                         help="write bicubic (left) | ContinuousSR (right) side by side, at the output size")
     parser.add_argument("--zoom", type=zoom_arg, metavar="START:END:FRAMES",
@@ -198,6 +198,14 @@ class Settings:
     overlap: int | None  # None: the model's default
     max_pixels: int
     progress: bool
+
+
+def check_backend(name: str, device: torch.device) -> str:
+    """--backend, checked against the device; 'auto' stays 'auto' (the rasterizer picks per call)."""
+    try:
+        return resolve_backend(name, device) if name != AUTO else AUTO
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def model_path(arg: str | None) -> Path:
@@ -252,8 +260,12 @@ def target_size(lr_size: tuple[int, int], scale: tuple[float, float] | None, siz
 
 
 # ---------------------------------------------------------------------------------------------- work
-def encode(model: nn.Module, lr: torch.Tensor, settings: Settings) -> GaussianField:
-    """The image's field: in tiles when --tile asks for it or the image does not fit in memory."""
+def encode(model: nn.Module, lr: torch.Tensor, settings: Settings,
+           on_tile: Callable[[int, int], None] | None = None) -> GaussianField:
+    """The image's field: in tiles when --tile asks for it or the image does not fit in memory.
+
+    `on_tile(done, total)` is called before the first tile and after each (total 1 when untiled).
+    """
     height, width = lr.shape[-2:]
     overlap = tiling.default_overlap(model) if settings.overlap is None else settings.overlap
     tile = settings.tile
@@ -262,8 +274,13 @@ def encode(model: nn.Module, lr: torch.Tensor, settings: Settings) -> GaussianFi
     if tile and tile < max(height, width):
         count = len(tiling.plan_tiles((height, width), tile, overlap))
         log.info("encoding in %d tiles of %d px (+%d px context)", count, tile, overlap)
-        return tiling.encode_tiled(model, lr, tile, overlap, tiling.tile_alignment(model), settings.progress)
-    return model.encode(lr)
+        return tiling.encode_tiled(model, lr, tile, overlap, tiling.tile_alignment(model), settings.progress,
+                                   on_tile)
+    report = on_tile or (lambda done, total: None)
+    report(0, 1)
+    field = model.encode(lr)
+    report(1, 1)
+    return field
 
 
 def upscale(model: nn.Module, rgb: torch.Tensor, size: tuple[int, int], settings: Settings) -> torch.Tensor:
@@ -390,10 +407,7 @@ def run(args: argparse.Namespace) -> int:
     if args.focus is not None and args.zoom is None:
         raise UsageError("--focus is the centre of a --zoom; it needs --zoom")
     device = resolve_device(args.device, args.gpu)
-    try:
-        backend = resolve_backend(args.backend, device) if args.backend != AUTO else AUTO
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    backend = check_backend(args.backend, device)
     settings = Settings(device, backend, args.tile, args.tile_overlap, args.max_pixels, not args.quiet)
     if args.zoom is not None:
         return run_zoom(args, settings)

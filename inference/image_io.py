@@ -5,8 +5,10 @@ their full range, and an alpha channel is returned separately when asked for (RG
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -20,6 +22,9 @@ MAX_16BIT = 65535.0
 # PIL refuses images above this many pixels as a "decompression bomb"; super-resolution inputs can be large.
 MAX_INPUT_PIXELS = 1 << 30
 Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS
+# Outputs above this many pixels are refused before anything is allocated (2^28: e.g. 16384 x 16384); the
+# default of demo.py's --max-pixels and of the viewer's.
+MAX_OUTPUT_PIXELS = 1 << 28
 
 
 class ImageError(Exception):
@@ -39,13 +44,14 @@ def _integer_plane(image: Image.Image) -> np.ndarray:
     return np.clip(array.astype(np.float64) / scale, 0.0, 1.0).astype(np.float32)
 
 
-def read_image_with_alpha(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(rgb (3, H, W), alpha (1, H, W) or None), float32 in [0, 1]."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"no such file: {path}")
+def _decode(source: str | os.PathLike | BinaryIO, label: str, max_pixels: int
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Decode an opened-or-openable image; `label` names it in errors. The size is checked before decoding."""
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
+            if image.width * image.height > max_pixels:
+                raise ImageError(f"{label} is {image.width}x{image.height} ({image.width * image.height:,} pixels), "
+                                 f"above the limit of {max_pixels:,}")
             image.load()
             if image.mode == "P" and "transparency" in image.info:
                 image = image.convert("RGBA")
@@ -55,13 +61,30 @@ def read_image_with_alpha(path: str | os.PathLike) -> tuple[torch.Tensor, torch.
             has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La")
             array = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / MAX_8BIT
     except UnidentifiedImageError:
-        raise ImageError(f"not an image (or an unsupported format): {path}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"cannot read {path}: {exc}") from None
+        raise ImageError(f"not an image (or an unsupported format): {label}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"cannot read {label}: {exc}") from None
     tensor = torch.from_numpy(array.transpose(2, 0, 1).copy())
     if has_alpha:
         return tensor[:3], tensor[3:]
     return tensor, None
+
+
+def read_image_with_alpha(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(rgb (3, H, W), alpha (1, H, W) or None), float32 in [0, 1]."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"no such file: {path}")
+    return _decode(path, str(path), MAX_INPUT_PIXELS)
+
+
+def decode_image_with_alpha(data: bytes, name: str, max_pixels: int = MAX_INPUT_PIXELS
+                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`read_image_with_alpha` of an image file's bytes held in memory (an upload); `name` labels errors.
+
+    Images above `max_pixels` are refused from their header, before anything is decoded.
+    """
+    return _decode(io.BytesIO(data), name, max_pixels)
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
@@ -75,17 +98,31 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return array.transpose(1, 2, 0)
 
 
+def _pil_image(rgb: torch.Tensor, alpha: torch.Tensor | None, suffix: str) -> Image.Image:
+    """The 8-bit PIL image `write_image` saves for a file with `suffix` (alpha dropped where the format has none)."""
+    if suffix.lower() not in IMAGE_SUFFIXES:
+        raise ImageError(f"unsupported output format {suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})")
+    channels = torch.cat((rgb, alpha)) if alpha is not None else rgb
+    image = Image.fromarray(to_uint8(channels), "RGBA" if alpha is not None else "RGB")
+    if alpha is not None and suffix.lower() in (".jpg", ".jpeg", ".bmp"):
+        image = image.convert("RGB")  # formats without alpha: keep the colour
+    return image
+
+
 def write_image(path: str | os.PathLike, rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> None:
     """Write (3, H, W) [+ (1, H, W) alpha] as 8-bit, format from the suffix, via a temporary file and rename."""
     path = Path(path)
-    if not is_image_file(path):
-        raise ImageError(f"unsupported output format {path.suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})")
-    channels = torch.cat((rgb, alpha)) if alpha is not None else rgb
-    image = Image.fromarray(to_uint8(channels), "RGBA" if alpha is not None else "RGB")
-    if alpha is not None and path.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
-        image = image.convert("RGB")  # formats without alpha: keep the colour
+    image = _pil_image(rgb, alpha, path.suffix)
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             image.save(f, format=Image.registered_extensions()[path.suffix.lower()])
     except OSError as exc:
         raise ImageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def encode_image(rgb: torch.Tensor, alpha: torch.Tensor | None = None, suffix: str = ".png", **options) -> bytes:
+    """The bytes `write_image` would write to a file with `suffix` (for sending, not saving); `options` go to
+    PIL's save (e.g. compress_level)."""
+    buffer = io.BytesIO()
+    _pil_image(rgb, alpha, suffix).save(buffer, format=Image.registered_extensions()[suffix.lower()], **options)
+    return buffer.getvalue()

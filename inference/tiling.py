@@ -19,6 +19,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -142,16 +143,23 @@ def auto_tile(model: nn.Module, lr_size: tuple[int, int], free_bytes: int | None
 
 
 def encode_tiled(model: nn.Module, lr: torch.Tensor, tile: int, overlap: int, align: int = 1,
-                 progress: bool = True) -> GaussianField:
-    """The field of `lr` (B, 3, h, w) encoded core by core and stitched; `model.encode(lr)` when one tile."""
+                 progress: bool = True, on_tile: Callable[[int, int], None] | None = None) -> GaussianField:
+    """The field of `lr` (B, 3, h, w) encoded core by core and stitched; `model.encode(lr)` when one tile.
+
+    `on_tile(done, total)` is called before the first tile and after each (for progress shown elsewhere).
+    """
     height, width = lr.shape[-2:]
     tiles = plan_tiles((height, width), tile, overlap, align)
+    report = on_tile or (lambda done, total: None)
+    report(0, len(tiles))
     if len(tiles) == 1:
-        return model.encode(lr)
+        field = model.encode(lr)
+        report(1, 1)
+        return field
     f = LATTICE_FACTOR
     names = [field.name for field in dataclasses.fields(GaussianField)]
     stitched: dict[str, torch.Tensor] = {}
-    for t in tqdm(tiles, desc="encode tiles", unit="tile", leave=False, disable=not progress):
+    for done, t in enumerate(tqdm(tiles, desc="encode tiles", unit="tile", leave=False, disable=not progress), 1):
         (top, left, bottom, right), (ctop, cleft, cbottom, cright) = t.core, t.context
         part = model.encode(lr[..., ctop:cbottom, cleft:cright])
         rows = slice(f * (top - ctop), f * (bottom - ctop))
@@ -161,4 +169,5 @@ def encode_tiled(model: nn.Module, lr: torch.Tensor, tile: int, overlap: int, al
             if name not in stitched:
                 stitched[name] = piece.new_empty(piece.shape[0], f * height, f * width, piece.shape[-1])
             stitched[name][:, f * top:f * bottom, f * left:f * right] = piece[:, rows, cols]
+        report(done, len(tiles))
     return GaussianField(**stitched)

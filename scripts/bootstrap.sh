@@ -18,3 +18,17 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 echo "bootstrap: checking $requirements"
 .venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
+
+# --dev: the browser test of the viewer (tests/test_viewer_browser.py) drives Debian's chromium; install it when
+# missing and we may (root, apt-get present). Non-fatal: without it that test skips.
+if [[ "${1:-}" == "--dev" ]] && ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing chromium + chromium-driver (apt-get)"
+    { apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } ||
+      echo "bootstrap: warning: could not install chromium; the browser test will skip"
+  else
+    echo "bootstrap: note: no chromium/chromedriver (apt-get install chromium chromium-driver, as root);" \
+         "the browser test will skip"
+  fi
+fi

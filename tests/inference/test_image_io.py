@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from inference.image_io import ImageError, read_image, read_image_with_alpha, write_image
+from inference.image_io import (ImageError, decode_image_with_alpha, encode_image, read_image, read_image_with_alpha,
+                                write_image)
 
 
 def test_rgb_round_trip_is_exact_for_8bit_values(tmp_path):
@@ -86,3 +87,28 @@ def test_write_failures_leave_no_file(tmp_path, monkeypatch):
     with pytest.raises(ImageError, match="No space left"):
         write_image(tmp_path / "out.png", torch.rand(3, 2, 2))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix,alpha", [(".png", True), (".webp", True), (".jpg", False), (".tif", False)])
+def test_bytes_in_and_out_are_the_files(tmp_path, suffix, alpha):
+    """decode_image_with_alpha(bytes) reads as read_image_with_alpha(file); encode_image gives write_image's bytes."""
+    g = torch.Generator().manual_seed(3)
+    rgb, a = torch.rand(3, 9, 13, generator=g), torch.rand(1, 9, 13, generator=g) if alpha else None
+    path = tmp_path / f"im{suffix}"
+    write_image(path, rgb, a)
+    data = path.read_bytes()
+    assert encode_image(rgb, a, suffix) == data
+    from_file, from_bytes = read_image_with_alpha(path), decode_image_with_alpha(data, "upload")
+    assert torch.equal(from_file[0], from_bytes[0])
+    assert (from_file[1] is None) == (from_bytes[1] is None) == (not alpha)
+    if alpha:
+        assert torch.equal(from_file[1], from_bytes[1])
+
+
+def test_decoding_bytes_checks_the_size_first_and_names_the_upload():
+    data = encode_image(torch.zeros(3, 10, 20))
+    assert decode_image_with_alpha(data, "x", max_pixels=200)[0].shape == (3, 10, 20)
+    with pytest.raises(ImageError, match=r"^big.png is 20x10 \(200 pixels\), above the limit of 199$"):
+        decode_image_with_alpha(data, "big.png", max_pixels=199)
+    with pytest.raises(ImageError, match="^not an image .*: junk.bin$"):
+        decode_image_with_alpha(b"junk", "junk.bin")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from inference.resize import resize_bicubic
+from inference.resize import resize_bicubic, resize_bicubic_window
 
 KEYS_A = -0.75  # the cubic-convolution parameter of the usual bicubic upsampling (OpenCV, PyTorch)
 
@@ -51,3 +51,24 @@ def test_output_is_clamped():
     step[:, :, 3:] = 1
     out = resize_bicubic(step, (6, 24))  # cubic convolution overshoots at a step
     assert out.min() == 0 and out.max() == 1
+
+
+@pytest.mark.parametrize("size", [(36, 48), (30, 41), (12, 16), (13, 50)])
+def test_whole_window_is_resize_bicubic_when_enlarging(size):
+    image = torch.rand(3, 12, 16, generator=torch.Generator().manual_seed(0))
+    window = resize_bicubic_window(image, (0, 0, 12, 16), size)
+    assert window.shape == (3, *size)
+    assert (window - resize_bicubic(image, size)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("window", [(2.5, 3.25, 5, 6), (0, 0, 4, 4), (7, 10, 5, 6), (-1, -2, 6, 8)])
+def test_window_at_a_scale_is_the_crop_of_the_whole_image_at_that_scale(window):
+    """At x4 the window (top, left, h, w) is rows 4·top … of the x4 image (beyond the image: borders replicated)."""
+    image = torch.rand(2, 3, 12, 16, generator=torch.Generator().manual_seed(1))
+    top, left, height, width = window
+    pad = 2  # LR pixels of replicated border around the image, so that windows reaching outside have a reference
+    padded = torch.nn.functional.pad(image, (pad,) * 4, mode="replicate")
+    full = resize_bicubic(padded, (4 * (12 + 2 * pad), 4 * (16 + 2 * pad)))
+    rows, cols = round(4 * (top + pad)), round(4 * (left + pad))
+    expected = full[..., rows:rows + 4 * height, cols:cols + 4 * width]
+    assert (resize_bicubic_window(image, window, (4 * height, 4 * width)) - expected).abs().max() < 1e-5

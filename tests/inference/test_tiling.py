@@ -98,6 +98,15 @@ def test_one_tile_is_a_plain_encode(tiny_sr_model, image_and_field):
         assert field_difference(tiling.encode_tiled(tiny_sr_model, image, 64, 3, progress=False), untiled) == 0
 
 
+@pytest.mark.parametrize("tile,count", [(8, 6), (64, 1)])  # 16x24 in 8x8 tiles: 2 rows of 3
+def test_progress_is_reported_before_the_first_tile_and_after_each(tiny_sr_model, image_and_field, tile, count):
+    image, _ = image_and_field
+    calls = []
+    with torch.no_grad():
+        tiling.encode_tiled(tiny_sr_model, image, tile, 2, progress=False, on_tile=lambda *c: calls.append(c))
+    assert calls == [(done, count) for done in range(count + 1)]
+
+
 def test_auto_tile_fits_the_budget(tiny_sr_model):
     per_pixel = tiling.encode_bytes_per_lr_pixel(tiny_sr_model)
     overlap = 7
