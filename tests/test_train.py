@@ -295,3 +295,21 @@ def test_two_process_gloo_ddp_run_ends_with_identical_replicas(image_dir, tmp_pa
         changed += not torch.equal(value, initial[key])
     assert changed > len(initial) // 2
     assert saved["best_psnr"] is not None and math.isfinite(saved["best_psnr"])
+
+
+def test_init_from_starts_a_new_run_from_a_checkpoints_weights(image_dir, straight_run, tmp_path):
+    source = models.load_checkpoint(straight_run / "last.pth")
+    trainer, _ = trainer_and_batch(image_dir, tmp_path / "run", f"init_from={straight_run / 'last.pth'}")
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, source["model"]["sd"][key]), key
+    assert (trainer.epoch, trainer.step, trainer.best_psnr) == (0, 0, None)  # a new run, not a resume
+    fresh, _ = trainer_and_batch(image_dir, tmp_path / "fresh")
+    assert not all(torch.equal(v, fresh.model.state_dict()[k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_init_from_a_missing_checkpoint_is_refused_before_any_work(image_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        run(out, image_dir, "--set", f"init_from={tmp_path / 'missing.pth'}")
+    assert stop.value.code == 2
+    assert "init_from" in capsys.readouterr().err and not out.exists()
