@@ -32,6 +32,9 @@ val_dataset):
                             rasterizer stays float32); about 3x faster steps on a CPU with AVX512-BF16
   grad_clip                 max gradient norm, or null (default)
   rasterizer_backend        auto | torch | triton | ... (default auto)
+  init_from                 null (default) or an official checkpoint whose model weights start a NEW run
+                            (fine-tuning: fresh optimizer, scheduler and counters; the model specs must match);
+                            ignored when resuming, where the resumed checkpoint's weights are used
 
 The output folder (--out, default save/<config name>) holds config.yaml (the config used), last.pth (every
 epoch), best.pth (best mean validation PSNR), epoch-<n>.pth, tensorboard/ (train/loss, train/lr,
@@ -135,6 +138,8 @@ def prepare_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
         out = Path(args.resume).resolve().parent
     else:
         out = Path("save") / name
+    if ckpt is None and cfg["init_from"] and not Path(cfg["init_from"]).is_file():
+        raise ConfigError(f"init_from: checkpoint not found: {cfg['init_from']}")
     if ckpt is None and (out / "last.pth").exists():
         raise ConfigError(f"{out} already holds a run: pass --resume {out / 'last.pth'} or choose another --out")
     return cfg, ckpt, out
@@ -303,6 +308,8 @@ class Trainer:
         self.best_epoch: int | None = None
         if ckpt is not None:
             self.restore(ckpt)
+        elif cfg["init_from"]:
+            self.initialise(cfg["init_from"])
         runner = RenderAtTarget(self.model, cfg["bf16"], cfg["rasterizer_backend"])
         # static_graph: the encoders keep weights that the head never uses (e.g. EDSR's final RGB conv).
         self.net = (DistributedDataParallel(runner, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
@@ -328,6 +335,15 @@ class Trainer:
         if "rng" in ckpt:
             set_rng_state(ckpt["rng"])
         self.log(f"resumed after epoch {self.epoch}, batch {self.batch_in_epoch}, step {self.step}")
+
+    def initialise(self, path: str) -> None:
+        """Start from the model weights of the official checkpoint at `path` (strict keys and shapes)."""
+        source = models.load_checkpoint(path)
+        if source["model"]["name"] != self.cfg["model"]["name"]:
+            raise models.CheckpointError(f"init_from {path} holds a {source['model']['name']!r} model, the config "
+                                         f"trains {self.cfg['model']['name']!r}")
+        models.checkpoint.load_state_dict_strict(self.model, source["model"]["sd"])
+        self.log(f"initialised the model from {path}")
 
     def checkpoint(self) -> dict[str, Any]:
         return {"model": models.model_payload(self.cfg["model"], self.model), "optimizer": self.optimizer.state_dict(),

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import socket
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from PIL import Image
 
 import models
 import train
+from training.events import read_scalars
 from conftest import random_rgb, write_rgb
 
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "train" / "tiny.yaml")
@@ -42,24 +42,6 @@ def straight_run(image_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("straight") / "run"
     run(out, image_dir, "--val-path", str(image_dir), "--set", "val_dataset.scales=[2, 3]")
     return out
-
-
-def read_scalars(event_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Scalars from TensorBoard event files (TFRecord framing: length, crc, Event proto, crc)."""
-    from tensorboardX.proto import event_pb2
-
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(event_dir.glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset:offset + 8])
-            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
-            offset += 12 + length + 4
-            for value in event.summary.value:
-                if value.HasField("simple_value"):
-                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return scalars
 
 
 def trainer_and_batch(image_dir: Path, out: Path, *overrides: str, device: str = "cpu"):
@@ -300,3 +282,21 @@ def test_two_process_gloo_ddp_run_ends_with_identical_replicas(image_dir, tmp_pa
         changed += not torch.equal(value, initial[key])
     assert changed > len(initial) // 2
     assert saved["best_psnr"] is not None and math.isfinite(saved["best_psnr"])
+
+
+def test_init_from_starts_a_new_run_from_a_checkpoints_weights(image_dir, straight_run, tmp_path):
+    source = models.load_checkpoint(straight_run / "last.pth")
+    trainer, _ = trainer_and_batch(image_dir, tmp_path / "run", f"init_from={straight_run / 'last.pth'}")
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, source["model"]["sd"][key]), key
+    assert (trainer.epoch, trainer.step, trainer.best_psnr) == (0, 0, None)  # a new run, not a resume
+    fresh, _ = trainer_and_batch(image_dir, tmp_path / "fresh")
+    assert not all(torch.equal(v, fresh.model.state_dict()[k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_init_from_a_missing_checkpoint_is_refused_before_any_work(image_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        run(out, image_dir, "--set", f"init_from={tmp_path / 'missing.pth'}")
+    assert stop.value.code == 2
+    assert "init_from" in capsys.readouterr().err and not out.exists()

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "bf16": False,
     "grad_clip": None,
     "rasterizer_backend": "auto",
+    "init_from": None,
 }
 VAL_DEFAULTS: dict[str, Any] = {"dataset": None, "scales": [4]}
 REQUIRED = ("train_dataset.dataset", "train_dataset.wrapper", "model")
