@@ -342,7 +342,7 @@ class Trainer:
         if source["model"]["name"] != self.cfg["model"]["name"]:
             raise models.CheckpointError(f"init_from {path} holds a {source['model']['name']!r} model, the config "
                                          f"trains {self.cfg['model']['name']!r}")
-        models.checkpoint.load_state_dict_strict(self.model, source["model"]["sd"])
+        models.load_state_dict_strict(self.model, source["model"]["sd"])
         self.log(f"initialised the model from {path}")
 
     def checkpoint(self) -> dict[str, Any]:
