@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import glob
 import os
 import re
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -62,6 +64,33 @@ def resolve_device(name: str = DEVICE_AUTO, gpu: int | None = None) -> torch.dev
     return device
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, like SIGINT's KeyboardInterrupt: every `finally` and atomic write
+    cleans up on the way out, and the entry point reports it as an interruption."""
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated(f"terminated by signal {signum}")
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """Make SIGTERM unwind the program as SIGINT does (an exception, not an abrupt exit), so that SIGINT and SIGTERM
+    leave nothing half-written behind. Call once at the start of an entry point's main (main thread only)."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+class NonFiniteError(ArithmeticError):
+    """A result holding NaN or infinity: an error to report, never an image to write."""
+
+
+def check_finite(tensor: torch.Tensor, what: str) -> torch.Tensor:
+    """`tensor`, or NonFiniteError naming `what` if any value is NaN or infinite."""
+    if not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise NonFiniteError(f"{what} holds {bad:,} non-finite values (NaN or infinity)")
+    return tensor
+
+
 class YamlLoader(yaml.SafeLoader):
     """SafeLoader that also reads `1e-4` (no dot) as a float, as YAML 1.2 does; plain PyYAML reads a string."""
 
@@ -87,6 +116,21 @@ def load_yaml(path: str | os.PathLike) -> Any:
         raise UsageError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
 
 
+# atomic_path's temporary files are named .<stem>.<TEMPORARY_MARK><random><suffix>, beside their target.
+TEMPORARY_MARK = "partial-"
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that atomic_path writes of `path` and that a killed process (kill -9, a power
+    cut) left behind; only for a path that no other live process is writing. Returns what was removed."""
+    path = Path(path)
+    pattern = f".{glob.escape(path.stem)}.{TEMPORARY_MARK}*{glob.escape(path.suffix)}"
+    stale = [p for p in path.parent.glob(pattern) if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def _new_file_mode() -> int:
     """The mode a plain open() gives a new file: 0o666 less the process's umask."""
     umask = os.umask(0)
@@ -101,7 +145,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Raises OSError where the folder cannot be made or written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{TEMPORARY_MARK}", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
