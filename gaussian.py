@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from models.mlp import MLP
 from models.registry import make, register
+from utils import check_finite
 from rasterizer import rasterize
 
 # Gaussians per LR pixel along each axis (PixelUnshuffle(2) of the x4 features).
@@ -77,6 +78,13 @@ class GaussianField:
     @property
     def lr_size(self) -> tuple[int, int]:
         return self.colour.shape[1] // LATTICE_FACTOR, self.colour.shape[2] // LATTICE_FACTOR
+
+    def check_finite(self) -> "GaussianField":
+        """The field itself, or utils.NonFiniteError if any colour, covariance or drift is NaN or infinite (a NaN
+        Gaussian would otherwise vanish from the render without a trace)."""
+        for name in ("colour", "cholesky", "offset"):
+            check_finite(getattr(self, name), f"the Gaussian field's {name}")
+        return self
 
     def to(self, *args, **kwargs) -> "GaussianField":
         return GaussianField(self.colour.to(*args, **kwargs), self.cholesky.to(*args, **kwargs),
