@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -49,7 +50,9 @@ def _open(source: str | os.PathLike | BinaryIO, label: str, max_pixels: int) -> 
     """The image opened lazily (only its header read), refused with one ImageError line if it is not an image or
     holds more than `max_pixels` pixels: the one place every image is opened through."""
     try:
-        image = Image.open(source)
+        with warnings.catch_warnings():  # PIL's warning band below its own limit: the size is checked below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source)
     except UnidentifiedImageError:
         raise ImageError(f"not an image (or an unsupported format): {label}") from None
     except Image.DecompressionBombError:

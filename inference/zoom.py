@@ -170,8 +170,8 @@ def _write_gif(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
 
 
 def _write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
-    """Frames streamed to ffmpeg (H.264); returns the number of frames. On a failure the writer is closed once and
-    marked closed, so that its finaliser does not fail a second time. ffmpeg runs quietly and does not report its
+    """Frames streamed to ffmpeg (H.264); returns the number of frames. On a failure the writer is closed (once:
+    imageio's legacy writers mark themselves closed first). ffmpeg runs quietly and does not report its
     own failures to the writer (a full disk leaves a truncated file and no error), so the finished file is read
     back: OSError unless it holds every frame."""
     import imageio.v2 as imageio
@@ -188,7 +188,6 @@ def _write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
     except BaseException:
         with contextlib.suppress(Exception):
             writer.close()
-        writer.closed = True
         raise
     try:
         written, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
@@ -209,5 +208,8 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     try:
         with atomic_path(path) as tmp:
             return write(tmp, frames, fps)
+    except BrokenPipeError:
+        raise ZoomError(f"cannot write {path}: ffmpeg stopped before the last frame (is the disk full?)") from None
     except OSError as exc:
-        raise ZoomError(f"cannot write {path}: {exc.strerror or exc}") from None
+        detail = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ZoomError(f"cannot write {path}: {detail}") from None
