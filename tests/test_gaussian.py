@@ -159,6 +159,7 @@ def test_encoder_without_x4_features_is_rejected():
         models.make({"name": "continuous-gaussian", "args": {"encoder_spec": {"name": "edsr-baseline"}}})
 
 
+@pytest.mark.slow
 def test_official_hat_srx4_layout(reference_layout):
     entry = reference_layout["continuous-gaussian_hat-srx4"]
     model = models.make(entry["spec"])

@@ -106,9 +106,10 @@ def test_cli_errors_exit_2_with_one_line(case, message, benchmark_root, tiny_che
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cli_gpu_flag_without_cuda_exits_2_with_one_line(benchmark_root, tiny_checkpoint):
-    done = run_cli("--config", str(CONFIG), "--model", str(tiny_checkpoint), "--root", str(benchmark_root),
-                   "--gpu", "0")
-    assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.strip().splitlines() == ["test.py: error: --gpu 0: CUDA is not available here "
-                                                f"(torch {torch.__version__}); use --device cpu"]
+def test_cli_gpu_flag_without_cuda_exits_2_with_one_line(benchmark_root, tiny_checkpoint, capsys):
+    code = load_cli().main(["--config", str(CONFIG), "--model", str(tiny_checkpoint), "--root", str(benchmark_root),
+                            "--gpu", "0"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.strip().splitlines() == ["test.py: error: --gpu 0: CUDA is not available here "
+                                                 f"(torch {torch.__version__}); use --device cpu"]

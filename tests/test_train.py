@@ -53,6 +53,7 @@ def trainer_and_batch(image_dir: Path, out: Path, *overrides: str, device: str =
     return trainer, next(iter(trainer.loader))
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(image_dir, tmp_path):
     trainer, batch = trainer_and_batch(image_dir, tmp_path / "run", "optimizer.args.lr=1e-3")
 
@@ -95,6 +96,7 @@ def test_bf16_steps_are_finite_learn_and_keep_float32_weights(image_dir, tmp_pat
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
 
 
+@pytest.mark.slow
 def test_a_run_writes_config_checkpoints_scalars_and_samples(straight_run, image_dir):
     names = {p.name for p in straight_run.iterdir()}
     assert {"config.yaml", "last.pth", "best.pth", "log.txt", "tensorboard", "samples"} <= names
@@ -130,6 +132,7 @@ def independent_psnr(model, image_dir: Path, scale: float) -> float:
     return float(np.mean(values))
 
 
+@pytest.mark.slow
 def test_validation_psnr_matches_an_independent_computation(straight_run, image_dir):
     best = models.load_checkpoint(straight_run / "best.pth")
     model = models.model_from_checkpoint(best).eval()
@@ -238,6 +241,7 @@ def test_bad_input_exits_2_with_one_line(argv, message, tmp_path, image_dir, cap
     assert __import__("re").search(message, err)
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_not_overwritten(straight_run, image_dir, capsys):
     before = (straight_run / "last.pth").read_bytes()
     with pytest.raises(SystemExit) as stop:
