@@ -102,9 +102,14 @@ class OutputWriteError(RuntimeError):
     """A file of the run (checkpoint, config, sample) could not be written, e.g. on a full disk; one line."""
 
 
+# The C++ source location that torch puts before the reason of a failed write.
+TORCH_ENFORCE_PREFIX = re.compile(r"^\[enforce fail at [^\]]*\]\s*\.?\s*")
+
+
 def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (torch's write errors span several)."""
-    return " ".join(str(getattr(exc, "strerror", None) or exc).split()) or type(exc).__name__
+    """An exception's message on one line, without torch's C++ source location (its write errors span lines)."""
+    text = " ".join(str(getattr(exc, "strerror", None) or exc).split())
+    return TORCH_ENFORCE_PREFIX.sub("", text) or type(exc).__name__
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

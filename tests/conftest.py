@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,12 @@ def screen_lines(stream: str) -> list[str]:
     so only the text after a line's last '\\r' remains on screen."""
     shown = (line.rsplit("\r", 1)[-1].strip() for line in stream.split("\n"))
     return [line for line in shown if line]
+
+
+# A tqdm progress bar's time field: "[00:03<00:04, ..." or "[00:00, ?img/s]".
+PROGRESS_BAR = re.compile(r"\[\d+:\d\d(?:<|,|\])")
+
+
+def reported_lines(stream: str) -> list[str]:
+    """`screen_lines` less progress bars: what a program reports (errors, warnings), which must be one line."""
+    return [line for line in screen_lines(stream) if not PROGRESS_BAR.search(line)]
