@@ -173,7 +173,8 @@ def unscorable(exc: BaseException) -> UsageError:
     reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, UnreadableImageWarning):
         reason = reason.split(SKIPPED_PREFIX, 1)[-1]
-        return UsageError(f"cannot score {reason} (a test score must cover every image)")
+        reason = reason if reason.startswith("cannot ") else f"cannot score {reason}"
+        return UsageError(f"{reason} (a test score must cover every image)")
     return UsageError(reason)
 
 
