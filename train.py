@@ -559,6 +559,15 @@ USAGE_ERRORS = (UsageError, datasets.DatasetError, datasets.UnknownDatasetError,
                 models.CheckpointError, ImageError)
 
 
+def show_skipped_image(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """warnings.showwarning that prints a skipped training image as one line (`train.py: warning: skipping ...`)
+    instead of Python's two (with a source line); other warnings as Python does."""
+    if issubclass(category, datasets.UnreadableImageWarning):
+        print(f"train.py: warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def interrupted_message(out: Path) -> str:
     last = out / "last.pth"
     if last.is_file():
@@ -569,6 +578,7 @@ def interrupted_message(out: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> nn.Module:
     """Run training; returns the trained model (this process's replica) for callers such as tests."""
     stop_cleanly_on_sigterm()
+    warnings.showwarning = show_skipped_image
     args = parse_args(argv)
     ctx = log = trainer = out = None
     try:
