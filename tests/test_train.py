@@ -298,11 +298,27 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, imag
     before = sorted(tmp_path.rglob("*"))
     with pytest.raises(SystemExit) as stop:
         train.main(argv)
-    err = screen_lines(capsys.readouterr().err)
+    err = [line for line in screen_lines(capsys.readouterr().err)
+           if not line.startswith("train.py: warning: skipping ")]  # each skipped image is named on a line
     assert stop.value.code == train.EXIT_USAGE, err
     assert len(err) == 1 and err[0].startswith("train.py: error:"), err
     assert re.search(message, err[0]), err
     assert sorted(tmp_path.rglob("*")) == before  # no run folder, log.txt, TensorBoard file or config.yaml
+
+
+def test_a_backend_that_cannot_run_on_the_device_is_refused_before_any_work(image_dir, tmp_path, monkeypatch,
+                                                                           capsys):
+    import rasterizer
+
+    torch_backend = rasterizer.BACKENDS["torch"]
+    monkeypatch.setitem(rasterizer.BACKENDS, "cuda-only", rasterizer.BackendInfo(
+        torch_backend.fn, lambda device: device.type == "cuda", ("cuda",), None))
+    with pytest.raises(SystemExit) as stop:
+        train.main([*tiny("rasterizer_backend=cuda-only"), "--path", str(image_dir), "--out", str(tmp_path / "run"),
+                    "--device", "cpu"])
+    assert stop.value.code == train.EXIT_USAGE and not (tmp_path / "run").exists()
+    assert screen_lines(capsys.readouterr().err) == [
+        "train.py: error: rasterizer_backend: rasterizer backend 'cuda-only' cannot run on cpu"]
 
 
 def run_train(*argv: str, **kwargs) -> subprocess.CompletedProcess:
