@@ -97,6 +97,8 @@ HR_DIR = Path("benchmark") / "Set5" / "HR"
                                           "SSIM's 11x11 window; it cannot be scored"),
     ("HR too small for SSIM", "tiny: at x4 the 16x16 image less the 4-pixel shave is smaller than SSIM's 11x11 "
                               "window; it cannot be scored"),
+    ("paired HR too small for SSIM", "tiny: at x4 the 16x16 image less the 4-pixel shave is smaller than SSIM's "
+                                     "11x11 window; it cannot be scored"),
     ("HR smaller than one LR pixel", "cannot score {hr}/speck.png: 3x3 is smaller than one LR pixel at x4 (a test "
                                      "score must cover every image)"),
     ("not an image", "cannot score unreadable image {hr}/text.png"),
@@ -142,6 +144,10 @@ def test_cli_errors_exit_2_with_one_line(case, message, benchmark_root, tiny_che
         args["--scales"] = "1,4"
     elif case == "HR too small for SSIM":
         write_rgb(hr / "tiny.png", smooth_rgb(16, 16))
+    elif case == "paired HR too small for SSIM":
+        write_rgb(hr / "tiny.png", smooth_rgb(16, 17))
+        write_rgb(hr.parent / "LR_bicubic" / "X4" / "tinyx4.png", smooth_rgb(4, 4))
+        args["--config"] = str(PAIRED)
     elif case == "HR smaller than one LR pixel":
         write_rgb(hr / "speck.png", smooth_rgb(3, 3))
     elif case == "not an image":

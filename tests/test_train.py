@@ -110,7 +110,7 @@ def test_bf16_steps_are_finite_learn_and_keep_float32_weights(image_dir, tmp_pat
 def test_a_run_writes_config_checkpoints_scalars_and_samples(straight_run, image_dir):
     names = {p.name for p in straight_run.iterdir()}
     assert {"config.yaml", "last.pth", "best.pth", "log.txt", "tensorboard", "samples"} <= names
-    assert not [n for n in names if n.endswith(".tmp")]
+    assert not [n for n in names if utils.TEMPORARY_MARK in n]
     last = models.load_checkpoint(straight_run / "last.pth")
     assert (last["epoch"], last["step"], last["batch_in_epoch"]) == (2, 4, 0)
     assert last["config"]["train_dataset"]["dataset"]["args"]["root_path"] == str(image_dir)
