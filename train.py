@@ -42,8 +42,8 @@ train/grad_norm, val/psnr_x<s>, val/psnr, sample images), samples/ (the latest s
 Checkpoints use the official format {'model': {'name', 'args', 'sd'}, 'optimizer', 'epoch', 'config'} plus what
 resuming needs ('step', 'batch_in_epoch', 'lr_scheduler', 'rng', 'best_psnr', 'best_epoch'), written atomically;
 `--resume <ckpt>` continues at the same epoch, batch and step, with the same optimizer, scheduler and RNG state.
-A non-finite loss or gradient stops the run (exit 1) before the step is applied; the checkpoints on disk are the
-last good ones.
+A non-finite loss or gradient stops the run (exit 1) before the step is applied, a non-finite validation render
+before the epoch is saved; the checkpoints on disk are the last good ones.
 
 Every option is checked before any work starts, and a refused run writes nothing (no folder, log or TensorBoard
 file): the config's keys and numbers, the rasterizer backend on the device, the optimizer and the whole lr schedule
@@ -83,8 +83,8 @@ from gaussian import GaussianField
 from inference.image_io import ImageError, write_image
 from training import distributed
 from training.config import ConfigError, apply_overrides, complete, load_yaml, save_config
-from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, UsageError,
-                   remove_stale_temporaries, resolve_device, stop_cleanly_on_sigterm)
+from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, NonFiniteError,
+                   UsageError, check_finite, remove_stale_temporaries, resolve_device, stop_cleanly_on_sigterm)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train" / "edsr-baseline.yaml"
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -354,6 +354,7 @@ def validate(model: nn.Module, val_sets: dict[float, Any], cfg: dict[str, Any], 
                 sample = dataset[position]
                 inp, gt = sample["inp"][None].to(ctx.device), sample["gt"][None].to(ctx.device)
                 sr = runner(inp, gt.shape[-2:])
+                check_finite(sr, f"the validation render of {sample_name(dataset, position)} at x{scale:g}")
                 total += torch.tensor([psnr_rgb(sr, gt), 1.0], dtype=torch.float64)
                 if ctx.is_main and position < cfg["val_samples"]:
                     name = f"{sample_name(dataset, position)}_x{scale:g}"
@@ -600,6 +601,9 @@ def main(argv: Sequence[str] | None = None) -> nn.Module:
         log(f"stopped: {exc} at epoch {trainer.epoch + 1}, step {trainer.step + 1}; nothing was saved after the "
             f"last good step. Lower optimizer.args.lr or set grad_clip, then --resume {out / 'last.pth'}")
         fail(f"non-finite training ({exc}); last good checkpoint: {out / 'last.pth'}", EXIT_FAILURE)
+    except NonFiniteError as exc:  # a validation render: the epoch's checkpoint is not written
+        log(f"stopped: {exc} after epoch {trainer.epoch}")
+        fail(f"non-finite validation ({exc}); last good checkpoint: {out / 'last.pth'}", EXIT_FAILURE)
     except OutputWriteError as exc:
         fail(f"{exc}; the previous checkpoints are intact", EXIT_FAILURE)
     except USAGE_ERRORS as exc:

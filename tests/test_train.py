@@ -232,6 +232,26 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_dir, 
     assert all(torch.isfinite(v).all() for v in saved["model"]["sd"].values())
 
 
+@pytest.mark.slow
+def test_a_non_finite_validation_render_stops_the_run_before_the_epoch_is_saved(image_dir, tmp_path, monkeypatch,
+                                                                                capsys):
+    real_forward = train.RenderAtTarget.forward
+
+    def nan_when_validating(self, inp, size):  # validation runs the model in eval mode
+        out = real_forward(self, inp, size)
+        return out if self.model.training else out * float("nan")
+
+    monkeypatch.setattr(train.RenderAtTarget, "forward", nan_when_validating)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        run(out, image_dir, "--val-path", str(image_dir))
+    assert stop.value.code == train.EXIT_FAILURE
+    err = reported_lines(capsys.readouterr().err)
+    assert len(err) == 1 and re.match(r"train.py: error: non-finite validation \(the validation render of img0 at x4 "
+                                      r"holds [\d,]+ non-finite values", err[0]), err
+    assert not (out / "last.pth").exists() and not (out / "best.pth").exists()  # epoch 1 was never saved
+
+
 def tiny(*overrides: str) -> list[str]:
     return ["--config", TINY, *(a for o in overrides for a in ("--set", o))]
 
