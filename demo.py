@@ -37,13 +37,13 @@ from tqdm import tqdm
 import models
 from gaussian import GaussianField, output_size
 from inference import tiling, zoom
-from inference.image_io import (IMAGE_SUFFIXES, MAX_OUTPUT_PIXELS, ImageError, is_image_file, read_image_with_alpha,
-                                write_image)
+from inference.image_io import (IMAGE_SUFFIXES, MAX_OUTPUT_PIXELS, ImageError, image_size, is_image_file,
+                                read_image_with_alpha, write_image)
 from inference.resize import resize_bicubic
 from models import CheckpointError
 from rasterizer import resolve_backend
-from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError,
-                   resolve_device)
+from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, NonFiniteError,
+                   UsageError, check_finite, resolve_device, stop_cleanly_on_sigterm)
 
 ROOT = Path(__file__).resolve().parent
 # The checkpoint used without --model, relative to this folder (weights/MODEL_CARD.md describes it).
@@ -287,11 +287,11 @@ def upscale(model: nn.Module, rgb: torch.Tensor, size: tuple[int, int], settings
     """(3, h, w) → (3, H, W) in [0, 1] on the CPU."""
     start = time.perf_counter()
     with torch.inference_mode():
-        field = encode(model, rgb[None].to(settings.device), settings)
+        field = encode(model, rgb[None].to(settings.device), settings).check_finite()
         if settings.device.type == "cuda":
             torch.cuda.synchronize(settings.device)  # CUDA runs asynchronously: time the encode, not its launch
         encoded = time.perf_counter()
-        sr = model.render(field, size=size, backend=settings.backend)[0].clamp(0, 1).cpu()
+        sr = check_finite(model.render(field, size=size, backend=settings.backend)[0], "the render").clamp(0, 1).cpu()
     log.info("encode %.2f s, render %.2f s", encoded - start, time.perf_counter() - encoded)
     return sr
 
@@ -323,10 +323,10 @@ def run_file(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--output {target}: unsupported image format (use one of {', '.join(IMAGE_SUFFIXES)})")
     if target.resolve() == source.resolve():
         raise UsageError(f"--output is the input file {source}; write the result elsewhere")
-    rgb, alpha = read_image_with_alpha(source)
-    size = target_size(tuple(rgb.shape[1:]), args.scale, args.size, settings.max_pixels)
+    size = target_size(image_size(source), args.scale, args.size, settings.max_pixels)  # from the header
     check_writable(target)
     model = load_model(model_path(args.model), settings.device)
+    rgb, alpha = read_image_with_alpha(source)
     process_image(model, source, target, rgb, alpha, size, args.compare, settings)
     return EXIT_OK
 
@@ -351,8 +351,8 @@ def run_folder(args: argparse.Namespace, settings: Settings) -> int:
     written = 0
     for path in tqdm(images, desc="images", unit="image", disable=not settings.progress):
         try:
+            size = target_size(image_size(path), args.scale, args.size, settings.max_pixels)  # before decoding
             rgb, alpha = read_image_with_alpha(path)
-            size = target_size(tuple(rgb.shape[1:]), args.scale, args.size, settings.max_pixels)
         except (ImageError, UsageError) as exc:
             log.warning("skipping %s: %s", path, exc)
             continue
@@ -377,8 +377,7 @@ def run_zoom(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--output {target}: a zoom is written as {' or '.join(zoom.VIDEO_SUFFIXES)}")
     zoom.check_video_support(suffix)
     spec = args.zoom
-    rgb, _ = read_image_with_alpha(source)  # a video has no alpha: the colour is taken as stored
-    lr_size = tuple(rgb.shape[1:])
+    lr_size = image_size(source)
     size = args.size or zoom.frame_size(lr_size, spec.start, suffix)
     zoom.check_frame_size(size, suffix)
     target_size(lr_size, None, size, settings.max_pixels)
@@ -387,10 +386,11 @@ def run_zoom(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--focus {focus[1]:g},{focus[0]:g} lies outside the {lr_size[1]}x{lr_size[0]} image")
     check_writable(target)
     model = load_model(model_path(args.model), settings.device)
+    rgb, _ = read_image_with_alpha(source)  # a video has no alpha: the colour is taken as stored
     log.info("%s: zoom x%g → x%g in %d frames of %dx%d, focus %g,%g", source, spec.start, spec.end, spec.frames,
              size[1], size[0], focus[1], focus[0])
     with torch.inference_mode():
-        field = encode(model, rgb[None].to(settings.device), settings)
+        field = encode(model, rgb[None].to(settings.device), settings).check_finite()
         frames = zoom.render_zoom(field, spec, focus, size, settings.backend)
         count = zoom.write_video(target, tqdm(frames, desc="frames", unit="frame", total=spec.frames,
                                               disable=not settings.progress), args.fps)
@@ -399,6 +399,9 @@ def run_zoom(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    for option, value in (("--input", args.input), ("--output", args.output)):
+        if not value.strip():
+            raise UsageError(f"{option} is empty: give a file or folder")
     source = Path(args.input)
     if not source.exists():
         raise UsageError(f"no such file or folder: {source}")
@@ -439,13 +442,17 @@ def main(argv: list[str] | None = None) -> int:
     log.handlers = [_TqdmHandler()]
     log.propagate = False
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    stop_cleanly_on_sigterm()
     try:
         return run(args)
     except (UsageError, ImageError, CheckpointError, zoom.ZoomError) as exc:
         print(f"demo.py: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("demo.py: interrupted", file=sys.stderr)
+    except NonFiniteError as exc:
+        print(f"demo.py: error: {exc}; nothing was written", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM (utils.Terminated): partial outputs are already removed
+        print("demo.py: interrupted; nothing partial was left", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001  only memory exhaustion is expected here; anything else re-raises
         if not _is_out_of_memory(exc):

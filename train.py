@@ -29,9 +29,10 @@ val_dataset):
   val_samples               images per scale whose renders are kept as samples (default 2)
   seed                      seeds model initialisation, shuffling, scales, crops and flips (default 0)
   bf16                      bf16 autocast of the encoder and head, on CUDA or the CPU (default false; the
-                            rasterizer stays float32); about 3x faster steps on a CPU with AVX512-BF16
+                            rasterizer stays float32); about 3x faster steps on a CPU with AVX512-BF16;
+                            on a CPU without native bf16 it warns once and runs fp32 (bf16 would be far slower)
   grad_clip                 max gradient norm, or null (default)
-  rasterizer_backend        auto | torch | triton | ... (default auto)
+  rasterizer_backend        auto | torch | numba | triton | ... (default auto)
   init_from                 null (default) or an official checkpoint whose model weights start a NEW run
                             (fine-tuning: fresh optimizer, scheduler and counters; the model specs must match);
                             ignored when resuming, where the resumed checkpoint's weights are used

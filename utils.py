@@ -187,6 +187,8 @@ class Registry:
     def build(self, spec: Mapping[str, Any], args: Mapping[str, Any] | None = None) -> Any:
         """Construct the entry `spec` names with the spec's args, updated by `args` (neither is changed)."""
         name = spec.get("name") if isinstance(spec, Mapping) else None
+        if not isinstance(name, str):
+            raise self.unknown_error(f"a {self.kind} spec needs a 'name' (one of {', '.join(sorted(self.entries))})")
         if name not in self.entries:
             raise self.unknown_error(f"unknown {self.kind} {name!r} (known: {', '.join(sorted(self.entries))})")
         spec_args = copy.deepcopy(dict(spec.get("args") or {}))

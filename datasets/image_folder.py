@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from inference.image_io import IMAGE_SUFFIXES, MAX_8BIT, ImageError, is_image_file, read_image
+from inference.image_io import IMAGE_SUFFIXES, MAX_8BIT, ImageError, image_size, is_image_file, read_image
 
 from .registry import register
 
@@ -60,12 +59,10 @@ def list_image_files(root_path: str | Path) -> list[Path]:
 def probe_size(path: Path) -> tuple[int, int] | None:
     """(height, width) from the file's header, or None (with a warning) when it is not a readable image."""
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        warn_skipped(f"unreadable image {path} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+        return image_size(path)
+    except ImageError as exc:
+        warn_skipped(f"unreadable image {path} ({exc})")
         return None
-    return height, width
 
 
 def names(paths: Sequence[object]) -> str:

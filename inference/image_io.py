@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,8 +20,9 @@ from utils import atomic_path
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MAX_8BIT = 255.0
 MAX_16BIT = 65535.0
-# PIL refuses images above this many pixels as a "decompression bomb"; super-resolution inputs can be large.
-MAX_INPUT_PIXELS = 1 << 30
+# Inputs above this many pixels are refused from their header, before anything is decoded (2^27, e.g. 11585 x
+# 11585: 1.6 GB as float RGB); PIL's own "decompression bomb" limit is set to the same number.
+MAX_INPUT_PIXELS = 1 << 27
 Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS
 # Outputs above this many pixels are refused before anything is allocated (2^28: e.g. 16384 x 16384); the
 # default of demo.py's --max-pixels and of the viewer's.
@@ -44,14 +46,41 @@ def _integer_plane(image: Image.Image) -> np.ndarray:
     return np.clip(array.astype(np.float64) / scale, 0.0, 1.0).astype(np.float32)
 
 
+def _open(source: str | os.PathLike | BinaryIO, label: str, max_pixels: int) -> Image.Image:
+    """The image opened lazily (only its header read), refused with one ImageError line if it is not an image or
+    holds more than `max_pixels` pixels: the one place every image is opened through."""
+    try:
+        with warnings.catch_warnings():  # PIL's warning band below its own limit: the size is checked below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source)
+    except UnidentifiedImageError:
+        raise ImageError(f"not an image (or an unsupported format): {label}") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{label} is too large to decode (its header claims more than {2 * MAX_INPUT_PIXELS:,} "
+                         "pixels)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot read {label}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+    if image.width * image.height > max_pixels:
+        image.close()
+        raise ImageError(f"{label} is {image.width}x{image.height} ({image.width * image.height:,} pixels), above "
+                         f"the limit of {max_pixels:,}")
+    return image
+
+
+def image_size(path: str | os.PathLike, max_pixels: int = MAX_INPUT_PIXELS) -> tuple[int, int]:
+    """(height, width) from the file's header alone: a size can be checked before anything is decoded."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"no such file: {path}")
+    with _open(path, str(path), max_pixels) as image:
+        return image.height, image.width
+
+
 def _decode(source: str | os.PathLike | BinaryIO, label: str, max_pixels: int
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Decode an opened-or-openable image; `label` names it in errors. The size is checked before decoding."""
     try:
-        with Image.open(source) as image:
-            if image.width * image.height > max_pixels:
-                raise ImageError(f"{label} is {image.width}x{image.height} ({image.width * image.height:,} pixels), "
-                                 f"above the limit of {max_pixels:,}")
+        with _open(source, label, max_pixels) as image:
             image.load()
             if image.mode == "P" and "transparency" in image.info:
                 image = image.convert("RGBA")
@@ -60,10 +89,8 @@ def _decode(source: str | os.PathLike | BinaryIO, label: str, max_pixels: int
                 return torch.from_numpy(np.repeat(plane[None], 3, 0).copy()), None
             has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La")
             array = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / MAX_8BIT
-    except UnidentifiedImageError:
-        raise ImageError(f"not an image (or an unsupported format): {label}") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"cannot read {label}: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot read {label}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
     tensor = torch.from_numpy(array.transpose(2, 0, 1).copy())
     if has_alpha:
         return tensor[:3], tensor[3:]

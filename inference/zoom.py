@@ -12,6 +12,7 @@ the formulas `ContinuousGaussian.render` uses for the whole image.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -20,11 +21,12 @@ from typing import Iterable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from gaussian import DGP_UNIT, GaussianField, output_gaussians
 from inference.image_io import to_uint8
 from rasterizer import SIGMA_MAX, rasterize
-from utils import atomic_path
+from utils import atomic_path, check_finite
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 # H.264 in 4:2:0 (what players expect of an .mp4) needs even frame sides.
@@ -34,6 +36,12 @@ MP4_PIXEL_FORMAT = "yuv420p"
 MP4_QUALITY = 8  # imageio-ffmpeg's 0–10 scale
 MS_PER_SECOND = 1000
 GIF_LOOP_FOREVER = 0
+# Zoom levels (output pixels per input pixel) a frame may have. Above MAX, an LR pixel spans more output pixels
+# than float32 positions resolve across an image (~1e-7 relative), and below MIN a frame holds thousands of
+# images' worth of sub-pixel Gaussians: neither is a picture, so both are refused.
+MIN_ZOOM_LEVEL = 1e-3
+MAX_ZOOM_LEVEL = 1e4
+MAX_ZOOM_FRAMES = 100_000  # an hour of video at 30 fps
 
 
 class ZoomError(ValueError):
@@ -59,8 +67,11 @@ def parse_zoom(text: str) -> ZoomSpec:
                         ) from None
     if not all(math.isfinite(v) and v > 0 for v in (start, end)):
         raise ZoomError(f"zoom levels must be positive and finite, got {text!r}")
-    if frames < 1:
-        raise ZoomError(f"a zoom needs at least one frame, got {frames}")
+    if not all(MIN_ZOOM_LEVEL <= v <= MAX_ZOOM_LEVEL for v in (start, end)):
+        raise ZoomError(f"zoom levels must lie between {MIN_ZOOM_LEVEL:g} and {MAX_ZOOM_LEVEL:g} (output pixels "
+                        f"per input pixel), got {text!r}")
+    if not 1 <= frames <= MAX_ZOOM_FRAMES:
+        raise ZoomError(f"a zoom has 1 to {MAX_ZOOM_FRAMES:,} frames, got {frames}")
     return ZoomSpec(start, end, frames)
 
 
@@ -133,7 +144,7 @@ def render_zoom(field: GaussianField, spec: ZoomSpec, focus: tuple[float, float]
     reach = field_reach(field)
     for level in zoom_levels(spec):
         window = zoom_window(field.lr_size, focus, spec.start, level)
-        yield to_uint8(render_window(field, window, size, backend, reach)[0])
+        yield to_uint8(check_finite(render_window(field, window, size, backend, reach)[0], f"the frame at x{level:g}"))
 
 
 def check_video_support(suffix: str) -> None:
@@ -148,14 +159,44 @@ def check_video_support(suffix: str) -> None:
                             ".gif works without it") from None
 
 
-def _video_writer(path: Path, fps: float):
-    import imageio.v2 as imageio
+def _write_gif(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
+    """All frames into one looping GIF with PIL (which, like every GIF writer, holds them until the file is
+    written); returns the number of frames. A failed write raises OSError and leaves nothing pending."""
+    images = [Image.fromarray(frame) for frame in frames]
+    if images:
+        images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=MS_PER_SECOND / fps,
+                       loop=GIF_LOOP_FOREVER)
+    return len(images)
 
-    if path.suffix.lower() == ".gif":
-        return imageio.get_writer(path, format="GIF", mode="I", duration=MS_PER_SECOND / fps,
-                                  loop=GIF_LOOP_FOREVER)
-    return imageio.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec=MP4_CODEC, quality=MP4_QUALITY,
-                              pixelformat=MP4_PIXEL_FORMAT, macro_block_size=1)
+
+def _write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
+    """Frames streamed to ffmpeg (H.264); returns the number of frames. On a failure the writer is closed (once:
+    imageio's legacy writers mark themselves closed first). ffmpeg runs quietly and does not report its
+    own failures to the writer (a full disk leaves a truncated file and no error), so the finished file is read
+    back: OSError unless it holds every frame."""
+    import imageio.v2 as imageio
+    import imageio_ffmpeg
+
+    writer = imageio.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec=MP4_CODEC, quality=MP4_QUALITY,
+                                pixelformat=MP4_PIXEL_FORMAT, macro_block_size=1, ffmpeg_log_level="quiet")
+    count = 0
+    try:
+        for frame in frames:
+            writer.append_data(frame)
+            count += 1
+        writer.close()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            writer.close()
+        raise
+    try:
+        written, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    except (RuntimeError, OSError):
+        written = None
+    if written != count:
+        raise OSError(f"ffmpeg could not finish the video (is the disk full?): {count} frames sent, "
+                      f"{'an unreadable file' if written is None else f'{written} in the file'}")
+    return count
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float) -> int:
@@ -163,12 +204,12 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     path = Path(path)
     suffix = path.suffix.lower()
     check_video_support(suffix)
-    count = 0
+    write = _write_gif if suffix == ".gif" else _write_mp4
     try:
-        with atomic_path(path) as tmp, _video_writer(tmp, fps) as writer:
-            for frame in frames:
-                writer.append_data(frame)
-                count += 1
+        with atomic_path(path) as tmp:
+            return write(tmp, frames, fps)
+    except BrokenPipeError:
+        raise ZoomError(f"cannot write {path}: ffmpeg stopped before the last frame (is the disk full?)") from None
     except OSError as exc:
-        raise ZoomError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return count
+        detail = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ZoomError(f"cannot write {path}: {detail}") from None

@@ -1,7 +1,8 @@
 """Reference rasterizer in plain torch: exact on any device, differentiable, memory bounded by chunking.
 
 Each Gaussian is evaluated on the pixels of its own α ≥ 1/255 bounding box, taken from the actual field, so
-no field (large covariances, far drifts) is ever cut. Gaussians are sorted by box size and processed in
+no field (large covariances, far drifts) is ever cut; the box is clipped to the image, so that a Gaussian far
+larger than the image (a deep zoom) costs no more than the image. Gaussians are sorted by box size and processed in
 chunks whose box is the largest in the chunk; a chunk never holds more than `CHUNK_ELEMENTS` evaluations.
 The forward scatters into the image; the backward gathers the output gradient back (no atomics needed).
 """
@@ -16,9 +17,11 @@ CHUNK_ELEMENTS = 1 << 22
 
 def _chunks(extents: torch.Tensor, means: torch.Tensor, height: int, width: int):
     """Yield (indices, box_h, box_w) over the Gaussians that can touch the image, sorted by box size."""
-    box = (torch.floor(2 * extents) + 1).to(torch.long)  # integer pixel positions a box can hold, per axis
     lo = torch.ceil(means - extents)
     hi = torch.floor(means + extents)
+    last = torch.tensor([width - 1, height - 1], dtype=means.dtype, device=means.device)
+    # the integer pixel positions of each box inside the image, per axis (≤ 0 for boxes that miss it)
+    box = (torch.minimum(hi, last) - lo.clamp(min=0) + 1).clamp(min=0).to(torch.long)
     touches = ((extents > 0).all(-1) & (hi[:, 0] >= 0) & (lo[:, 0] <= width - 1)
                & (hi[:, 1] >= 0) & (lo[:, 1] <= height - 1))
     idx = torch.nonzero(touches).squeeze(1)
@@ -41,8 +44,8 @@ def _chunks(extents: torch.Tensor, means: torch.Tensor, height: int, width: int)
 def _evaluate(means, inv_factors, extents, height, width, box_h, box_w):
     """Weights α·[drawn] on each Gaussian's box, the flat pixel index of each box cell, and dx, dy."""
     device = means.device
-    x0 = torch.ceil(means[:, 0] - extents[:, 0]).to(torch.long)
-    y0 = torch.ceil(means[:, 1] - extents[:, 1]).to(torch.long)
+    x0 = torch.ceil(means[:, 0] - extents[:, 0]).clamp(min=0).to(torch.long)  # the box's first pixel in the image
+    y0 = torch.ceil(means[:, 1] - extents[:, 1]).clamp(min=0).to(torch.long)
     xs = x0[:, None] + torch.arange(box_w, device=device)  # (G, box_w)
     ys = y0[:, None] + torch.arange(box_h, device=device)  # (G, box_h)
     dx = (means[:, 0:1] - xs.to(means.dtype))[:, None, :]  # (G, 1, box_w)

@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py raster [--backends torch,triton] [--backward] [--cases ...]
     python scripts/benchmark.py model  [--encoders edsr-baseline,hat-srx4] [--lr 192x256]
+    python scripts/benchmark.py cpu    [--backends torch,numba] [--model weights/...pth]
 
 Each figure is the median of repeated runs after warm-up: CUDA events on a GPU, wall clock on the CPU, with
 peak memory (allocated on CUDA, resident-set increase on the CPU). Prints a table and writes JSON (device,
@@ -160,12 +161,128 @@ def bench_model(args, device: torch.device) -> list[dict]:
     return results
 
 
+# ---- CPU rendering (issue 16): the same runs for each backend, on the bundled model ----------------------
+BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "weights" / "continuoussr-edsr-baseline.pth"
+CPU_LR_SIZES = "64x48,256x192"  # WxH; the view is cut from the last one's field
+# A viewer's frame: a 1280x720 window of the last LR size's field, zoomed x8 (or more) about the centre.
+VIEW_SIZE, VIEW_LEVEL = (720, 1280), 8.0
+# Training batches (batch, LR side, scale): the bundled recipe's (96x96 HR crops, batch 8) and the default's.
+TRAIN_BATCHES = ((8, 24, 4.0), (16, 48, 4.0))
+# Work per drawn (pixel, Gaussian) pair as the issue counts it (σ, exp, the colour sum), and the peak it
+# compares with: 2 Zen 3 cores, 8-lane fp32 FMA (the issue's ~150 GFLOP/s).
+FLOPS_PER_PAIR = 15
+CPU_PEAK_GFLOPS = 150.0
+
+
+def drawn_pairs(g: rasterizer.ProjectedGaussians, height: int, width: int) -> int:
+    """(pixel, Gaussian) pairs with α ≥ 1/255 inside the image, counted with the torch reference's boxes."""
+    from rasterizer import torch_backend
+
+    batch = g.means.shape[0]
+    flat = torch_backend._flatten(g.means.reshape(batch, -1, 2), g.inv_factors.reshape(batch, -1, 3),
+                                  g.colours.reshape(batch, -1, g.colours.shape[-1]),
+                                  g.extents.reshape(batch, -1, 2), height, width)
+    total = 0
+    for idx, box_h, box_w in torch_backend._chunks(flat["extents"], flat["means"], height, width):
+        weight = torch_backend._evaluate(flat["means"][idx], flat["inv_factors"][idx], flat["extents"][idx],
+                                         height, width, box_h, box_w)[0]
+        total += int((weight > 0).sum())
+    return total
+
+
+def count_pairs(render: Callable[[str], object]) -> int:
+    """The drawn pairs of `render(backend)`, through a counting backend registered for the call."""
+    counted = []
+
+    def counting(g: rasterizer.ProjectedGaussians, height: int, width: int) -> torch.Tensor:
+        counted.append(drawn_pairs(g, height, width))
+        return g.colours.new_zeros(g.colours.shape[0], g.colours.shape[-1], height, width)
+
+    rasterizer.register_backend("count-pairs", counting, auto_device_types=())
+    try:
+        render("count-pairs")
+    finally:
+        del rasterizer.BACKENDS["count-pairs"]
+    return sum(counted)
+
+
+def _floor(pairs: float, median_ms: float) -> dict[str, float]:
+    gflop = pairs * FLOPS_PER_PAIR / 1e9
+    floor_ms = gflop / CPU_PEAK_GFLOPS * 1e3
+    return {"pairs": pairs, "gflop": gflop, "floor_ms": floor_ms, "x_floor": median_ms / floor_ms}
+
+
+def bench_cpu(args, device: torch.device) -> list[dict]:
+    """One x4 render, the 40-scale sweep (encode included), a 1280x720 zoomed view and a training batch's
+    rasterizer forward+backward, for each backend in --backends, with the pairs drawn and the distance from
+    the flops floor."""
+    from inference.zoom import field_reach, render_window
+
+    model = models.sr_model_from_checkpoint(args.model, device)
+    backends = args.backends.split(",")
+    results = []
+
+    def record(name: str, backend: str, fn: Callable[[], object], repeats: int, pairs: float | None) -> None:
+        r = {"case": name, "backend": backend, **measure(fn, device, args.warmup, repeats)}
+        if pairs is not None:
+            r.update(_floor(pairs, r["median_ms"]))
+        results.append(r)
+        floor = f"  {r['x_floor']:7.1f}x the floor ({r['pairs'] / 1e6:.1f} M pairs)" if pairs is not None else ""
+        print(f"{name:52s} {backend:6s} median {r['median_ms']:10.2f} ms (min {r['min_ms']:.2f}, "
+              f"{repeats} runs){floor}", flush=True)
+
+    torch.manual_seed(0)
+    lr_sizes = [tuple(int(v) for v in size.split("x"))[::-1] for size in args.lr_sizes.split(",")]
+    for lr_h, lr_w in lr_sizes:
+        inp = torch.rand(1, 3, lr_h, lr_w, device=device)
+        with torch.no_grad():
+            field = model.encode(inp)
+            record(f"encode LR {lr_w}x{lr_h}", "-", lambda: model.encode(inp), args.repeats, None)
+            size4 = (4 * lr_h, 4 * lr_w)
+            x4_pairs = count_pairs(lambda backend: model.render(field, scale=4, backend=backend))
+            per_pixel = x4_pairs / (size4[0] * size4[1])  # pairs per output pixel hardly vary with the scale
+            sweep_pixels = sum(round(lr_h * s) * round(lr_w * s) for s in SWEEP_SCALES)
+            for backend in backends:
+                record(f"render x4 LR {lr_w}x{lr_h}", backend,
+                       lambda: model.render(field, scale=4, backend=backend), args.repeats, x4_pairs)
+                record(f"40-scale sweep x4..x12 LR {lr_w}x{lr_h} (encode included)", backend, lambda: [
+                    model.render(model.encode(inp) if k == 0 else field, scale=s, backend=backend)
+                    for k, s in enumerate(SWEEP_SCALES)], max(1, args.repeats // 4), per_pixel * sweep_pixels)
+    # The viewer's frame, from the last (largest) field.
+    reach = field_reach(field)
+    # Zoomed x8, or further where the field is too small for the frame: the window lies inside the image.
+    level = max(VIEW_LEVEL, VIEW_SIZE[0] / field.lr_size[0], VIEW_SIZE[1] / field.lr_size[1])
+    win_h, win_w = VIEW_SIZE[0] / level, VIEW_SIZE[1] / level  # LR pixels, about the centre
+    window = ((field.lr_size[0] - win_h) / 2, (field.lr_size[1] - win_w) / 2, win_h, win_w)
+    with torch.no_grad():
+        view_pairs = count_pairs(lambda backend: render_window(field, window, VIEW_SIZE, backend, reach))
+        for backend in backends:
+            record(f"view {VIEW_SIZE[1]}x{VIEW_SIZE[0]} of LR {lr_w}x{lr_h} zoomed x{level:g}", backend,
+                   lambda: render_window(field, window, VIEW_SIZE, backend, reach), args.repeats, view_pairs)
+    for batch, side, scale in TRAIN_BATCHES:
+        out = round(side * scale)
+        xy, chol, colour = make_field(side, side, out, out, batch, device)
+        pairs = drawn_pairs(rasterizer.project(xy, chol, colour, out, out), out, out)
+        for backend in backends:
+            def step():
+                inputs = [t.clone().requires_grad_(True) for t in (xy, chol, colour)]
+                rasterizer.rasterize(*inputs, out, out, backend).sum().backward()
+
+            record(f"train batch {batch}x{side}sq -> {out}sq, raster forward+backward", backend, step,
+                   args.repeats, None)
+            results[-1]["pairs"] = pairs
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("raster", "model"))
+    parser.add_argument("what", choices=("raster", "model", "cpu"))
     parser.add_argument("--device", default=DEVICE_AUTO,
                         help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU)")
-    parser.add_argument("--backends", default="torch", help="raster: comma-separated rasterizer backends")
+    parser.add_argument("--backends", default=None,
+                        help="raster, cpu: comma-separated rasterizer backends (default torch; cpu: torch,numba)")
+    parser.add_argument("--lr-sizes", default=CPU_LR_SIZES, help=f"cpu: LR sizes WxH (default {CPU_LR_SIZES})")
+    parser.add_argument("--model", default=str(BUNDLED_MODEL), help="cpu: the checkpoint (default: the bundled one)")
     parser.add_argument("--backward", action="store_true", help="raster: also time forward+backward")
     parser.add_argument("--cases", default=None, help=f"raster: comma-separated, from {', '.join(RASTER_CASES)}")
     parser.add_argument("--encoders", default="edsr-baseline", help=f"model: from {', '.join(ENCODERS)}")
@@ -181,7 +298,8 @@ def main() -> None:
         print(f"benchmark.py: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     args.repeats = args.repeats or (20 if device.type == "cuda" else 5)
-    results = (bench_raster if args.what == "raster" else bench_model)(args, device)
+    args.backends = args.backends or ("torch,numba" if args.what == "cpu" else "torch")
+    results = {"raster": bench_raster, "model": bench_model, "cpu": bench_cpu}[args.what](args, device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
     date = datetime.date.today().isoformat()

@@ -1,15 +1,15 @@
-"""Package a trained checkpoint as the bundled model: weights (fp16 where that is lossless), a held-out table
-of bicubic vs the model, and a model card.
+"""Package a trained checkpoint as the bundled model: weights (fp16 where that is lossless), a table of bicubic
+vs the model on the test split, and a model card.
 
-    python scripts/bundle_model.py --checkpoint save/bundled/best.pth --heldout data/photos/heldout \\
+    python scripts/bundle_model.py --checkpoint save/bundled/best.pth --test data/photos/test \\
         --out weights/continuoussr-edsr-baseline.pth --note "trained on one H100, 2026-..., 25 min"
 
-Steps: (1) the checkpoint's model and its fp16 round trip are both scored on the held-out photographs at every
-scale; the weights are stored in fp16 only if no scale's mean PSNR moves by MAX_FP16_PSNR_CHANGE dB or more,
-else in fp32. (2) Bicubic (MATLAB-compatible, 8-bit) and the model are scored with the benchmark protocol: LR made
+Steps: (1) the checkpoint's model and its fp16 round trip are both scored on the validation split (--val) at
+every scale; the weights are stored in fp16 only if no scale's mean PSNR moves by MAX_FP16_PSNR_CHANGE dB or
+more, else in fp32 (a choice, so never made on the test split). (2) Bicubic (MATLAB-compatible, 8-bit) and the model are scored with the benchmark protocol: LR made
 on the fly (PIL bicubic of the uint8 HR, HR cropped to the LR grid), PSNR on the luma, shave = ceil(scale). (3)
 The weights file (the official format, model only), MODEL_CARD.md and a JSON of the numbers are written beside
-each other, atomically. The held-out folder's MANIFEST.json (scripts/prepare_photos.py) names the data.
+each other, atomically. The splits' MANIFEST.json (scripts/prepare_photos.py) names the data.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ MAX_FP16_PSNR_CHANGE = 0.01
 HEADLINE_SCALE = 4
 
 
-def heldout_config(folder: Path, scale: float) -> dict:
+def split_config(folder: Path, scale: float) -> dict:
     """A test config scoring `folder` at `scale` with the benchmark protocol, LR made on the fly."""
     return {"test_dataset": {"dataset": {"name": "image-folder", "args": {"root_path": str(folder)}},
                              "wrapper": {"name": "sr-implicit-downsampled", "args": {"scale_min": scale}},
@@ -45,7 +45,7 @@ def score(model: torch.nn.Module, folder: Path, scales, device: torch.device) ->
     """Mean PSNR (dB) per scale over the folder."""
     means = {}
     for scale in scales:
-        config = heldout_config(folder, scale)
+        config = split_config(folder, scale)
         protocol = validate_config(config)
         result = evaluate(model, build_dataset(config), protocol, device=device, progress=False)
         means[scale] = result.mean("psnr", protocol.scale)
@@ -66,7 +66,7 @@ def model_card(payload: dict, ckpt: dict, table: dict, dtype: str, fp16_change: 
     lines = [f"# {weights.name}", "",
              f"ContinuousSR `{payload['name']}` with the `{payload['args']['encoder_spec']['name']}` encoder "
              f"({sum(v.numel() for v in payload['sd'].values() if v.is_floating_point()):,} weights, stored in "
-             f"{dtype}; fp16 moves the held-out mean PSNR by at most {fp16_change:.4f} dB).", "",
+             f"{dtype}; fp16 moves the validation split's mean PSNR by at most {fp16_change:.4f} dB).", "",
              "## Training", "",
              f"- epochs {ckpt.get('epoch', '?')}, steps {ckpt.get('step', '?')}; crops {wrapper.get('inp_size', '?')}, "
              f"s ~ U({wrapper.get('scale_min', '?')}, {wrapper.get('scale_max', '?')}), batch "
@@ -80,8 +80,9 @@ def model_card(payload: dict, ckpt: dict, table: dict, dtype: str, fp16_change: 
         lines += ["", "## Data", "", "| file | split | source | licence |", "| --- | --- | --- | --- |"]
         lines += [f"| {m['file']} | {m['split']} | {m['package']}: {m['id']} | {m['licence']} |" for m in manifest]
     scales = sorted(table["model"])
-    lines += ["", "## Held-out photographs (never trained on)", "",
-              "PSNR (dB) on the luma, shave = ceil(scale); LR = PIL bicubic of the HR (made on the fly).", "",
+    lines += ["", "## The test split (never trained on, used for no choice)", "",
+              "PSNR (dB) on the luma, shave = ceil(scale); LR = PIL bicubic of the HR (made on the fly). The "
+              "validation split chose the checkpoint and fp16; the test photographs only make this table.", "",
               "| | " + " | ".join(f"x{s:g}" for s in scales) + " |", "| --- |" + " --- |" * len(scales)]
     for row in ("bicubic", "model"):
         lines.append(f"| {row} | " + " | ".join(f"{table[row][s]:.2f}" for s in scales) + " |")
@@ -92,7 +93,10 @@ def model_card(payload: dict, ckpt: dict, table: dict, dtype: str, fp16_change: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="the training checkpoint (e.g. save/<run>/best.pth)")
-    parser.add_argument("--heldout", required=True, help="folder of held-out HR photographs")
+    parser.add_argument("--test", required=True, help="the test split's HR photographs (the card's table; used for "
+                                                      "nothing else)")
+    parser.add_argument("--val", help="the validation split's HR photographs, which decide fp16 vs fp32 "
+                                      "(default: the folder val/ beside --test)")
     parser.add_argument("--out", required=True, help="the weights file to write (.pth); the card goes beside it")
     parser.add_argument("--scales", default=",".join(map(str, DEFAULT_SCALES)), help="comma-separated scales")
     parser.add_argument("--note", default="", help="a line for the card: device, wall time, date of the training")
@@ -105,21 +109,23 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = models.load_checkpoint(args.checkpoint)
         payload = {key: ckpt["model"][key] for key in ("name", "args", "sd")}
         model = models.model_from_checkpoint(ckpt).to(device).eval()
-        table = {"model": score(model, Path(args.heldout), scales, device),
-                 "bicubic": score(load_model(BICUBIC_MODEL, device), Path(args.heldout), scales, device)}
+        test = Path(args.test)
+        val = Path(args.val) if args.val else test.parent / "val"
+        table = {"model": score(model, test, scales, device),
+                 "bicubic": score(load_model(BICUBIC_MODEL, device), test, scales, device)}
         halved = half_payload(payload)
-        fp16 = score(models.model_from_checkpoint({"model": halved}).to(device).eval(), Path(args.heldout),
-                     scales, device)
+        fp32_val = score(model, val, scales, device)
+        fp16_val = score(models.model_from_checkpoint({"model": halved}).to(device).eval(), val, scales, device)
     except (models.CheckpointError, UsageError, ValueError) as exc:
         print(f"bundle_model.py: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    fp16_change = max(abs(fp16[s] - table["model"][s]) for s in scales)
+    fp16_change = max(abs(fp16_val[s] - fp32_val[s]) for s in scales)
     keep_fp16 = fp16_change < MAX_FP16_PSNR_CHANGE
     stored = halved if keep_fp16 else payload
     out = Path(args.out)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         torch.save({"model": stored}, f)
-    manifest_path = Path(args.heldout).parent / "MANIFEST.json"
+    manifest_path = test.parent / "MANIFEST.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
     card = model_card(payload, ckpt, table, "fp16" if keep_fp16 else "fp32", fp16_change, manifest, args.note, out)
     with atomic_path(out.parent / "MODEL_CARD.md") as tmp:

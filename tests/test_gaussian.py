@@ -1,9 +1,12 @@
 """The Gaussian head (docs/DESIGN.md §3, §5): dictionary, formulas, scales, batches, encode/render split."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
+import gaussian
 import models
 from gaussian import (GaussianField, LATTICE_FACTOR, make_dgp_dictionary, output_size, parse_scale)
 from rasterizer.brute_force import rasterize_brute_force
@@ -159,6 +162,7 @@ def test_encoder_without_x4_features_is_rejected():
         models.make({"name": "continuous-gaussian", "args": {"encoder_spec": {"name": "edsr-baseline"}}})
 
 
+@pytest.mark.slow
 def test_official_hat_srx4_layout(reference_layout):
     entry = reference_layout["continuous-gaussian_hat-srx4"]
     model = models.make(entry["spec"])
@@ -177,7 +181,11 @@ def test_cuda_matches_cpu(tiny_model):
     assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)
 
 
-@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+NATIVE_CPU_BF16 = pytest.mark.skipif(not gaussian.cpu_bf16_native(),
+                                     reason="this CPU has no native bf16 (it runs fp32 instead)")
+
+
+@pytest.mark.parametrize("precision", ["tf32", pytest.param("bf16", marks=NATIVE_CPU_BF16)])
 def test_reduced_precision_encode_stays_close_and_returns_fp32(tiny_model, precision):
     inp = torch.rand(1, 3, 6, 5)
     with torch.no_grad():
@@ -189,6 +197,25 @@ def test_reduced_precision_encode_stays_close_and_returns_fp32(tiny_model, preci
         assert (a - b).abs().max() <= tolerance * max(1.0, a.abs().max().item())
     if precision == "bf16":
         assert not torch.equal(exact.colour, reduced.colour)
+
+
+def test_cpu_bf16_without_native_support_warns_once_and_runs_fp32(tiny_model, monkeypatch):
+    monkeypatch.setattr(gaussian, "cpu_bf16_native", lambda: False)
+    monkeypatch.setattr(gaussian, "_warned_cpu_bf16", False)
+    inp = torch.rand(1, 3, 6, 5)
+    with torch.no_grad():
+        exact = tiny_model.encode(inp)
+        with pytest.warns(RuntimeWarning, match="no native bf16"):
+            first = tiny_model.encode(inp, precision="bf16")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a second warning would raise
+            second = tiny_model.encode(inp, precision="bf16")
+    for field in (first, second):
+        assert torch.equal(field.colour, exact.colour) and torch.equal(field.cholesky, exact.cholesky)
+
+
+def test_cpu_bf16_native_is_a_bool():
+    assert isinstance(gaussian.cpu_bf16_native(), bool)
 
 
 def test_precision_flags_are_restored_and_unknown_precision_rejected(tiny_model):

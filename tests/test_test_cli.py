@@ -178,7 +178,7 @@ def test_cli_refuses_an_image_too_small_to_score_before_loading_the_model(benchm
 
 @pytest.fixture(scope="module")
 def overflowing_checkpoint(tmp_path_factory) -> Path:
-    """A checkpoint with finite weights whose colour layer is so large that the output overflows to NaN."""
+    """A checkpoint whose colour layer overflowed to infinity (a diverged run)."""
     model = make_tiny_model()
     with torch.no_grad():
         model.mlp.layers[-1].weight.mul_(1e38)
@@ -187,9 +187,26 @@ def overflowing_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-def test_a_non_finite_output_is_an_error_never_a_nan_score(benchmark_root, overflowing_checkpoint, tmp_path, capsys):
-    code = load_cli().main(["--config", str(CONFIG), "--model", str(overflowing_checkpoint), "--root",
-                            str(benchmark_root), "--workers", "0", "--device", "cpu", "--save-dir", str(tmp_path / "sr")])
+class NaNOnRealImages(torch.nn.Module):
+    """A model that runs (its load-time dry run on a blank image passes) but renders NaN on the test images."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def encode(self, inp: torch.Tensor):
+        return self.model.encode(inp)
+
+    def render(self, field, **kwargs) -> torch.Tensor:
+        return self.model.render(field, **kwargs) * float("nan")
+
+
+def test_a_non_finite_output_is_an_error_never_a_nan_score(benchmark_root, tiny_sr_model, tmp_path, monkeypatch,
+                                                           capsys):
+    cli = load_cli()
+    monkeypatch.setattr(cli, "load_model", lambda path, device: NaNOnRealImages(tiny_sr_model))
+    code = cli.main(["--config", str(CONFIG), "--model", "any.pth", "--root", str(benchmark_root), "--workers", "0",
+                     "--device", "cpu", "--save-dir", str(tmp_path / "sr")])
     captured = capsys.readouterr()
     assert code == utils.EXIT_FAILURE and captured.out == ""
     assert re.fullmatch(r"test.py: error: img0: the model's output at x4 holds [\d,]+ non-finite values \(NaN or "
@@ -198,10 +215,10 @@ def test_a_non_finite_output_is_an_error_never_a_nan_score(benchmark_root, overf
 
 
 @pytest.mark.slow
-def test_cli_non_finite_output_exits_1_with_one_line(benchmark_root, overflowing_checkpoint):
+def test_cli_a_checkpoint_with_non_finite_weights_is_one_line_exit_2(benchmark_root, overflowing_checkpoint):
     done = run_cli("--config", str(CONFIG), "--model", str(overflowing_checkpoint), "--root", str(benchmark_root),
                    "--device", "cpu")
-    assert done.returncode == utils.EXIT_FAILURE and done.stdout == ""
+    assert done.returncode == utils.EXIT_USAGE and done.stdout == ""
     assert "Traceback" not in done.stderr
     assert len(reported_lines(done.stderr)) == 1 and "non-finite" in done.stderr
 
@@ -257,9 +274,10 @@ def test_cli_signal_mid_run_exits_130_with_one_line_and_no_partial_file(signum, 
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cli_gpu_flag_without_cuda_exits_2_with_one_line(benchmark_root, tiny_checkpoint):
-    done = run_cli("--config", str(CONFIG), "--model", str(tiny_checkpoint), "--root", str(benchmark_root),
-                   "--gpu", "0")
-    assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.strip().splitlines() == ["test.py: error: --gpu 0: CUDA is not available here "
-                                                f"(torch {torch.__version__}); use --device cpu"]
+def test_cli_gpu_flag_without_cuda_exits_2_with_one_line(benchmark_root, tiny_checkpoint, capsys):
+    code = load_cli().main(["--config", str(CONFIG), "--model", str(tiny_checkpoint), "--root", str(benchmark_root),
+                            "--gpu", "0"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.strip().splitlines() == ["test.py: error: --gpu 0: CUDA is not available here "
+                                                 f"(torch {torch.__version__}); use --device cpu"]

@@ -22,6 +22,7 @@ import models
 import train
 from training.events import read_scalars
 import utils
+from gaussian import cpu_bf16_native
 from conftest import random_rgb, reported_lines, screen_lines, write_rgb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +66,7 @@ def trainer_and_batch(image_dir: Path, out: Path, *overrides: str, device: str =
     return trainer, next(iter(trainer.loader))
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(image_dir, tmp_path):
     trainer, batch = trainer_and_batch(image_dir, tmp_path / "run", "optimizer.args.lr=1e-3")
 
@@ -90,7 +92,9 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipi
                                                                                  reason="needs CUDA")])]
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", [
+    pytest.param("cpu", marks=pytest.mark.skipif(not cpu_bf16_native(), reason="this CPU has no native bf16")),
+    DEVICES[1]])
 @pytest.mark.slow
 def test_bf16_steps_are_finite_learn_and_keep_float32_weights(image_dir, tmp_path, device):
     trainer, batch = trainer_and_batch(image_dir, tmp_path / "run", "bf16=true", "optimizer.args.lr=1e-3",
@@ -107,6 +111,7 @@ def test_bf16_steps_are_finite_learn_and_keep_float32_weights(image_dir, tmp_pat
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
 
 
+@pytest.mark.slow
 def test_a_run_writes_config_checkpoints_scalars_and_samples(straight_run, image_dir):
     names = {p.name for p in straight_run.iterdir()}
     assert {"config.yaml", "last.pth", "best.pth", "log.txt", "tensorboard", "samples"} <= names
@@ -142,6 +147,7 @@ def independent_psnr(model, image_dir: Path, scale: float) -> float:
     return float(np.mean(values))
 
 
+@pytest.mark.slow
 def test_validation_psnr_matches_an_independent_computation(straight_run, image_dir):
     best = models.load_checkpoint(straight_run / "best.pth")
     model = models.model_from_checkpoint(best).eval()
@@ -468,6 +474,7 @@ def test_a_resumed_run_removes_what_a_killed_save_left(image_dir, tmp_path, caps
     assert "removed " in (out / "log.txt").read_text()
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_not_overwritten(straight_run, image_dir, capsys):
     before = (straight_run / "last.pth").read_bytes()
     with pytest.raises(SystemExit) as stop:

@@ -260,6 +260,7 @@ class CountingModel(torch.nn.Module):
         return self.model.render(field, **kwargs)
 
 
+@pytest.mark.slow
 def test_scales_encode_once_and_render_every_scale(model, benchmark_root, tmp_path):
     _, protocol, dataset = prepared("test-set5-4.yaml", benchmark_root)
     counting = CountingModel(model)

@@ -112,3 +112,17 @@ def test_decoding_bytes_checks_the_size_first_and_names_the_upload():
         decode_image_with_alpha(data, "big.png", max_pixels=199)
     with pytest.raises(ImageError, match="^not an image .*: junk.bin$"):
         decode_image_with_alpha(b"junk", "junk.bin")
+
+
+def test_sizes_come_from_the_header_and_oversized_images_are_refused_before_decoding(tmp_path):
+    import hostile
+    from inference.image_io import MAX_INPUT_PIXELS, image_size
+
+    assert image_size(hostile.png_header_only(tmp_path / "h.png", 30, 20)) == (20, 30)
+    for path in (hostile.png_header_only(tmp_path / "bomb.png", 100_000, 100_000),
+                 hostile.png_truncated(tmp_path / "trunc.png", 40_000, 40_000),
+                 hostile.png_valid_bilevel(tmp_path / "huge.png", 20_000, 20_000)):
+        for read in (image_size, read_image_with_alpha):
+            with pytest.raises(ImageError, match="pixels"):
+                read(path)
+    assert 20_000 * 20_000 > MAX_INPUT_PIXELS

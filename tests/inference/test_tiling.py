@@ -73,6 +73,7 @@ def image_and_field(tiny_sr_model):
         return image, tiny_sr_model.encode(image)
 
 
+@pytest.mark.slow
 def test_tiled_field_and_render_equal_untiled(tiny_sr_model, image_and_field):
     image, untiled = image_and_field
     overlap = tiling.default_overlap(tiny_sr_model)

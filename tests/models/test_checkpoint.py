@@ -127,3 +127,25 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert models.load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
+
+
+def test_a_dry_run_refuses_a_model_whose_parts_do_not_fit(tmp_path, tiny_checkpoint, monkeypatch):
+    """sr_model_from_checkpoint encodes and renders a blank image: a model that cannot is a CheckpointError."""
+    import gaussian
+
+    def broken_encode(self, inp, precision=None):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (64x32 and 64x64)")
+    monkeypatch.setattr(gaussian.ContinuousGaussian, "encode", broken_encode)
+    with pytest.raises(models.CheckpointError, match="does not run .*shapes cannot be multiplied"):
+        models.sr_model_from_checkpoint(tiny_checkpoint)
+
+
+def test_non_finite_weights_are_refused_at_load(tmp_path, tiny_checkpoint):
+    ckpt = models.load_checkpoint(tiny_checkpoint)
+    key = next(k for k, v in ckpt["model"]["sd"].items() if v.is_floating_point())
+    ckpt["model"]["sd"][key] = ckpt["model"]["sd"][key].clone()
+    ckpt["model"]["sd"][key].view(-1)[0] = float("inf")
+    bad = tmp_path / "inf.pth"
+    models.save_checkpoint(ckpt, bad)
+    with pytest.raises(models.CheckpointError, match=f"1 NaN or infinite values in {key}"):
+        models.load_checkpoint(bad)

@@ -76,6 +76,24 @@ def test_large_gaussians_are_not_cut():
     assert relative_error(out, rasterize_brute_force(xy, chol, col, height, width)) <= 1e-12
 
 
+def test_gaussians_far_larger_than_the_image_cost_only_the_image(monkeypatch):
+    """A deep zoom: each Gaussian's box spans ~10^5 pixels a side, the image 12x10. Boxes are clipped to the image,
+    so every chunk stays within the image's pixels (unclipped, one box alone would be 10^10) and the sum is exact."""
+    xy, chol, col, height, width = lattice_field(1, 2, 2, 3, 2.5, seed=12, dtype=torch.float64)
+    chol = chol * 1e5
+    boxes = []
+    original = torch_backend._chunks
+
+    def recording(*args):
+        for chunk in original(*args):
+            boxes.append(chunk[1] * chunk[2])
+            yield chunk
+    monkeypatch.setattr(torch_backend, "_chunks", recording)
+    out = rasterize(xy, chol, col, height, width, backend="torch")
+    assert boxes and max(boxes) <= height * width
+    assert relative_error(out, rasterize_brute_force(xy, chol, col, height, width)) <= 1e-12
+
+
 def test_chunking_does_not_change_the_result(monkeypatch):
     xy, chol, col, height, width = lattice_field(2, 6, 6, 4, 4, seed=13, dtype=torch.float64)
     whole = rasterize(xy, chol, col, height, width, backend="torch")

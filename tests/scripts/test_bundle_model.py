@@ -1,4 +1,5 @@
-"""scripts/bundle_model.py: fp16 weights when lossless, the held-out table, the card, clear errors."""
+"""scripts/bundle_model.py: fp16 weights when lossless on the val split, the test split's table, the card,
+clear errors."""
 from __future__ import annotations
 
 import json
@@ -10,30 +11,32 @@ import torch
 import models
 from conftest import smooth_rgb, write_rgb
 from evaluation.protocol import BICUBIC_MODEL, build_dataset, evaluate, load_model, validate_config
-from scripts.bundle_model import heldout_config, main
+from scripts.bundle_model import split_config, main
 
 
 @pytest.fixture
 def heldout(tmp_path):
-    folder = tmp_path / "photos" / "heldout"
+    """photos/test (two images) and photos/val (one), as scripts/prepare_photos.py lays them out."""
+    folder = tmp_path / "photos" / "test"
     for i, size in enumerate(((48, 40), (36, 52))):
         write_rgb(folder / f"p{i}.png", smooth_rgb(*size, seed=i))
+    write_rgb(folder.parent / "val" / "v0.png", smooth_rgb(40, 44, seed=5))
     (folder.parent / "MANIFEST.json").write_text(json.dumps([
-        {"file": "heldout/p0.png", "split": "heldout", "package": "test", "id": "p0", "licence": "CC0"}]))
+        {"file": "test/p0.png", "split": "test", "package": "test", "id": "p0", "licence": "CC0"}]))
     return folder
 
 
 @pytest.mark.slow
 def test_bundles_weights_table_and_card(tiny_checkpoint, heldout, tmp_path, capsys):
     out = tmp_path / "weights" / "bundled.pth"
-    assert main(["--checkpoint", str(tiny_checkpoint), "--heldout", str(heldout), "--out", str(out),
+    assert main(["--checkpoint", str(tiny_checkpoint), "--test", str(heldout), "--out", str(out),
                  "--scales", "2,4", "--note", "trained in a test", "--device", "cpu"]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     stored = torch.load(out, weights_only=True)["model"]
     assert record["dtype"] == "fp16" and record["fp16_psnr_change"] < 0.01
     assert all(v.dtype == torch.float16 for v in stored["sd"].values() if v.is_floating_point())
     for scale in (2, 4):
-        config = heldout_config(heldout, scale)
+        config = split_config(heldout, scale)
         protocol = validate_config(config)
         for row, model in (("model", models.model_from_checkpoint(tiny_checkpoint).eval()),
                            ("bicubic", load_model(BICUBIC_MODEL, torch.device("cpu")))):
@@ -53,7 +56,7 @@ def test_bundles_weights_table_and_card(tiny_checkpoint, heldout, tmp_path, caps
 def test_bad_checkpoint_exits_2(heldout, tmp_path, capsys):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"nope")
-    assert main(["--checkpoint", str(bad), "--heldout", str(heldout), "--out", str(tmp_path / "w.pth")]) == 2
+    assert main(["--checkpoint", str(bad), "--test", str(heldout), "--out", str(tmp_path / "w.pth")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a readable checkpoint" in err[0]
     assert not (tmp_path / "w.pth").exists()
