@@ -3,9 +3,12 @@
     python test.py --config configs/test/test-set5-4.yaml --model ckpt.pth [--root DATA] [--scales 2,3,4] [--gpu N]
 
 Prints PSNR / SSIM per image and their means, and the model's time per image (one encode plus one render).
-The config keys are documented in evaluation/protocol.py. Exit code 2, with a one-line message, for a bad
-config, a missing or empty data folder, an unreadable checkpoint, data whose scale does not match the config, or
-a device that is not here (--gpu N without CUDA).
+The config keys are documented in evaluation/protocol.py. Everything is checked before the model is loaded.
+Exit code 2, with a one-line message, for a bad option (--workers < 0, --scales), a bad config, a missing or empty
+data folder, an image that cannot be read or is too small to score at a requested scale (the shave and SSIM's 11x11
+window, from the image headers), an unreadable checkpoint, data whose scale does not match the config, or a device
+that is not here (--gpu N without CUDA). Exit code 1 when the model's output is not finite (never a NaN score);
+130 for SIGINT or SIGTERM, leaving no partial image in --save-dir.
 """
 from __future__ import annotations
 
@@ -14,14 +17,17 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluation.protocol import (build_dataset, check_backend, evaluate, format_report, load_config,  # noqa: E402
-                                 load_model, parse_scales, resolve_data_paths, validate_config)
-from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, EXIT_USAGE, UsageError, resolve_device  # noqa: E402
+from evaluation.protocol import (build_dataset, check_backend, check_scales, check_workers,  # noqa: E402
+                                 evaluate, format_report, load_config, load_model, parse_scales, resolve_data_paths,
+                                 validate_config)
+from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,  # noqa: E402
+                   NonFiniteError, UsageError, resolve_device, stop_cleanly_on_sigterm)
 
 DEFAULT_WORKERS = 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="test config (configs/test/*.yaml)")
     parser.add_argument("--model", required=True, help="checkpoint in the official format, or 'bicubic' for the "
@@ -39,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data loader processes")
     args = parser.parse_args(argv)
     try:
+        check_workers(args.workers)
         config = resolve_data_paths(load_config(args.config), args.root)
         protocol = validate_config(config)
-        scales = parse_scales(args.scales) if args.scales else None
+        scales = parse_scales(args.scales) if args.scales is not None else None
         dataset = build_dataset(config)
+        scales = check_scales(dataset, protocol, scales)
         device = resolve_device(args.device, args.gpu)
         check_backend(args.backend, device)
         model = load_model(args.model, device)
@@ -52,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"test.py: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except NonFiniteError as exc:
+        print(f"test.py: error: {exc}; no score is given for a non-finite output", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM through stop_cleanly_on_sigterm
+        print("test.py: interrupted; no scores were reported", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(format_report(result, title=f"{args.config} with {args.model}"))
     return EXIT_OK
 

@@ -43,12 +43,21 @@ train/grad_norm, val/psnr_x<s>, val/psnr, sample images), samples/ (the latest s
 Checkpoints use the official format {'model': {'name', 'args', 'sd'}, 'optimizer', 'epoch', 'config'} plus what
 resuming needs ('step', 'batch_in_epoch', 'lr_scheduler', 'rng', 'best_psnr', 'best_epoch'), written atomically;
 `--resume <ckpt>` continues at the same epoch, batch and step, with the same optimizer, scheduler and RNG state.
-A non-finite loss or gradient stops the run (exit 1) before the step is applied; the checkpoints on disk are the
-last good ones.
+A non-finite loss or gradient stops the run (exit 1) before the step is applied, a non-finite validation render
+before the epoch is saved; the checkpoints on disk are the last good ones.
+
+Every option is checked before any work starts, and a refused run writes nothing (no folder, log or TensorBoard
+file): the config's keys and numbers, the rasterizer backend on the device, the optimizer and the whole lr schedule
+(built on a throwaway parameter and stepped through every epoch), the model, the data sets and the checkpoint to
+resume. Exit status 2 and one line for bad input; 1 when the run itself fails (a non-finite loss, a checkpoint that
+cannot be written, e.g. a full disk: the previous checkpoint is kept); 130 for SIGINT or SIGTERM, which stop the run
+at once with the last checkpoint intact. Temporary files that a killed run (kill -9) left beside its checkpoints
+are removed when the next run starts in that folder.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import random
@@ -57,7 +66,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -69,12 +78,14 @@ from tqdm import tqdm
 
 import datasets
 import models
+import rasterizer
 from evaluation import metrics
 from gaussian import GaussianField
 from inference.image_io import ImageError, write_image
 from training import distributed
 from training.config import ConfigError, apply_overrides, complete, load_yaml, save_config
-from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_USAGE, UsageError, resolve_device
+from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, NonFiniteError,
+                   UsageError, check_finite, remove_stale_temporaries, resolve_device, stop_cleanly_on_sigterm)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train" / "edsr-baseline.yaml"
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -86,6 +97,20 @@ PSNR_CAP_DB = 100.0  # a perfect match would be +inf: keeps means finite
 
 class NonFiniteLoss(RuntimeError):
     """The loss or the gradient norm is NaN or infinite: training stops before the step is applied."""
+
+
+class OutputWriteError(RuntimeError):
+    """A file of the run (checkpoint, config, sample) could not be written, e.g. on a full disk; one line."""
+
+
+# The C++ source location that torch puts before the reason of a failed write.
+TORCH_ENFORCE_PREFIX = re.compile(r"^\[enforce fail at [^\]]*\]\s*\.?\s*")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line, without torch's C++ source location (its write errors span lines)."""
+    text = " ".join(str(getattr(exc, "strerror", None) or exc).split())
+    return TORCH_ENFORCE_PREFIX.sub("", text) or type(exc).__name__
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -118,8 +143,10 @@ def built(what: str, make, *args, **kwargs):
         raise ConfigError(f"{what}: {exc}") from None
 
 
-def prepare_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None, Path]:
-    """(config, checkpoint to resume or None, output folder) from the command line."""
+def prepare_config(args: argparse.Namespace, device: torch.device = torch.device("cpu")
+                   ) -> tuple[dict[str, Any], dict[str, Any] | None, Path]:
+    """(config, checkpoint to resume or None, output folder) from the command line, every option checked for a
+    run on `device` (ConfigError / CheckpointError otherwise); nothing is written."""
     ckpt = models.load_checkpoint(args.resume) if args.resume else None
     if args.config or ckpt is None:
         raw = load_yaml(args.config or DEFAULT_CONFIG)
@@ -141,28 +168,92 @@ def prepare_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
         out = Path("save") / name
     if ckpt is None and cfg["init_from"] and not Path(cfg["init_from"]).is_file():
         raise ConfigError(f"init_from: checkpoint not found: {cfg['init_from']}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
     if ckpt is None and (out / "last.pth").exists():
         raise ConfigError(f"{out} already holds a run: pass --resume {out / 'last.pth'} or choose another --out")
+    check_backend(cfg["rasterizer_backend"], device)
+    check_optimisation(cfg)
     return cfg, ckpt, out
 
 
+def check_backend(backend: Any, device: torch.device) -> None:
+    """The rasterizer backend must exist and run on `device` (auto always does)."""
+    try:
+        rasterizer.resolve_backend(backend if isinstance(backend, str) else repr(backend), device)
+    except ValueError as exc:
+        raise ConfigError(f"rasterizer_backend: {exc}") from None
+
+
+# Errors that torch's optimizers and schedulers raise for arguments of the wrong type or value.
+BAD_ARGUMENT_ERRORS = (TypeError, ValueError, ZeroDivisionError, KeyError, AttributeError, OverflowError)
+
+
+@contextlib.contextmanager
+def refusing_bad_args(key: str, spec: dict[str, Any]) -> Iterator[None]:
+    """Report torch's error for a bad argument of the optimizer or lr_scheduler `spec` as a config error."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except BAD_ARGUMENT_ERRORS as exc:
+        raise ConfigError(f"{key} {spec.get('name')!r} with args {spec.get('args')}: {one_line(exc)}") from None
+
+
+def check_optimisation(cfg: dict[str, Any]) -> None:
+    """Build the optimizer and the lr scheduler on a throwaway parameter, step the optimizer once and the scheduler
+    through all epoch_max epochs: an argument that would fail (or give a non-finite lr) only after an epoch or
+    a hundred fails now, before any work."""
+    param = nn.Parameter(torch.zeros(1))
+    param.grad = torch.zeros(1)
+    with refusing_bad_args("optimizer", cfg["optimizer"]):
+        optimizer = make_optimizer(cfg, [param])
+    with refusing_bad_args("lr_scheduler", cfg["lr_scheduler"]):
+        scheduler = make_scheduler(cfg, optimizer)
+    with refusing_bad_args("optimizer", cfg["optimizer"]):
+        optimizer.step()
+    if scheduler is None:
+        return
+    with refusing_bad_args("lr_scheduler", cfg["lr_scheduler"]):
+        for epoch in range(cfg["epoch_max"]):
+            scheduler.step()
+            lr = optimizer.param_groups[0]["lr"]
+            if not math.isfinite(lr) or lr < 0:
+                raise ValueError(f"the lr would be {lr} after epoch {epoch + 1}")
+
+
 class Logger:
-    """Messages to the console (without breaking progress bars) and to log.txt; TensorBoard; rank 0 only."""
+    """Messages to the console (without breaking progress bars) and to log.txt; TensorBoard; rank 0 only.
+
+    Nothing is written until `open()` (called once the run is known to be valid): messages before it are kept
+    and written to log.txt then.
+    """
 
     def __init__(self, out: Path, active: bool):
-        self.active, self.writer = active, None
-        if active:
+        self.out, self.active, self.writer, self.log_file = out, active, None, None
+        self.held: list[str] = []
+
+    def open(self) -> None:
+        """Create the output folder, log.txt (with the messages so far) and the TensorBoard writer."""
+        if self.active:
             from tensorboardX import SummaryWriter
 
-            out.mkdir(parents=True, exist_ok=True)
-            self.log_file = open(out / "log.txt", "a")
-            self.writer = SummaryWriter(str(out / "tensorboard"))
-
-    def __call__(self, message: str) -> None:
-        if self.active:
-            tqdm.write(message)
-            self.log_file.write(message + "\n")
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.log_file = open(self.out / "log.txt", "a")
+            self.log_file.writelines(message + "\n" for message in self.held)
             self.log_file.flush()
+            self.held = []
+            self.writer = SummaryWriter(str(self.out / "tensorboard"))
+
+    def __call__(self, message: str, console: bool = True) -> None:
+        if self.active:
+            if console:
+                tqdm.write(message)
+            if self.log_file is None:
+                self.held.append(message)
+            else:
+                self.log_file.write(message + "\n")
+                self.log_file.flush()
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self.writer is not None:
@@ -173,8 +264,9 @@ class Logger:
             self.writer.add_image(tag, image.clamp(0, 1), step)
 
     def close(self) -> None:
-        if self.active:
+        if self.writer is not None:
             self.writer.close()
+        if self.log_file is not None:
             self.log_file.close()
 
 
@@ -263,10 +355,14 @@ def validate(model: nn.Module, val_sets: dict[float, Any], cfg: dict[str, Any], 
                 sample = dataset[position]
                 inp, gt = sample["inp"][None].to(ctx.device), sample["gt"][None].to(ctx.device)
                 sr = runner(inp, gt.shape[-2:])
+                check_finite(sr, f"the validation render of {sample_name(dataset, position)} at x{scale:g}")
                 total += torch.tensor([psnr_rgb(sr, gt), 1.0], dtype=torch.float64)
                 if ctx.is_main and position < cfg["val_samples"]:
                     name = f"{sample_name(dataset, position)}_x{scale:g}"
-                    write_image(out / "samples" / f"{name}.png", sr[0].float().cpu())
+                    try:
+                        write_image(out / "samples" / f"{name}.png", sr[0].float().cpu())
+                    except ImageError as exc:
+                        raise OutputWriteError(str(exc)) from None
                     log.image(f"val/{name}", sr[0].float().cpu(), epoch)
             total = distributed.all_reduce_sum(total.to(ctx.device), ctx).cpu()
             results[scale] = float(total[0] / total[1])
@@ -353,10 +449,27 @@ class Trainer:
                 "rng": rng_state(), "best_psnr": self.best_psnr, "best_epoch": self.best_epoch}
 
     def save(self, *names: str) -> None:
+        """Write the checkpoint under each name (atomically: a failed write keeps the previous file)."""
         if self.ctx.is_main:
             ckpt = self.checkpoint()
             for name in names:
-                models.save_checkpoint(ckpt, self.out / name)
+                path = self.out / name
+                try:
+                    models.save_checkpoint(ckpt, path)
+                except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as RuntimeError
+                    raise OutputWriteError(f"cannot write checkpoint {path}: {one_line(exc)}") from None
+
+    def output_names(self) -> list[str]:
+        """The files of the output folder that the run writes atomically (checkpoints and config)."""
+        every = self.cfg["epoch_save"]
+        epochs = range(every, self.cfg["epoch_max"] + 1, every) if every else ()
+        return ["config.yaml", "last.pth", "best.pth", *(f"epoch-{n}.pth" for n in epochs)]
+
+    def remove_stale_temporaries(self) -> None:
+        """Remove what a killed run (kill -9 during a save) left of its atomic writes in this folder."""
+        for name in self.output_names():
+            for path in remove_stale_temporaries(self.out / name):
+                self.log(f"removed {path}, left by an interrupted save")
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
         """One optimisation step; (mean loss over ranks, gradient norm). Raises NonFiniteLoss before stepping."""
@@ -401,7 +514,11 @@ class Trainer:
     def run(self) -> None:
         cfg = self.cfg
         if self.ctx.is_main:
-            save_config(cfg, self.out / "config.yaml")
+            self.remove_stale_temporaries()
+            try:
+                save_config(cfg, self.out / "config.yaml")
+            except OSError as exc:
+                raise OutputWriteError(f"cannot write {self.out / 'config.yaml'}: {one_line(exc)}") from None
         while self.epoch < cfg["epoch_max"]:
             start = time.perf_counter()
             loss = self.train_epoch()
@@ -439,30 +556,70 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+# What a bad config, data set, model or checkpoint raises: exit status 2, one line.
+USAGE_ERRORS = (UsageError, datasets.DatasetError, datasets.UnknownDatasetError, models.UnknownModelError,
+                models.CheckpointError, ImageError)
+
+
+def show_skipped_image(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """warnings.showwarning that prints a skipped training image as one line (`train.py: warning: skipping ...`)
+    instead of Python's two (with a source line); other warnings as Python does."""
+    if issubclass(category, datasets.UnreadableImageWarning):
+        print(f"train.py: warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
+def interrupted_message(out: Path) -> str:
+    last = out / "last.pth"
+    if last.is_file():
+        return f"interrupted; the last checkpoint is {last} (continue with --resume {last})"
+    return "interrupted before the first checkpoint; nothing to resume"
+
+
 def main(argv: Sequence[str] | None = None) -> nn.Module:
     """Run training; returns the trained model (this process's replica) for callers such as tests."""
+    stop_cleanly_on_sigterm()
+    warnings.showwarning = show_skipped_image
     args = parse_args(argv)
+    ctx = log = trainer = out = None
     try:
-        device = resolve_device(args.device)
-        cfg, ckpt, out = prepare_config(args)
-    except (UsageError, models.CheckpointError) as exc:
-        fail(str(exc), EXIT_USAGE)
-    ctx = distributed.setup(device)
-    log = Logger(out, ctx.is_main)
-    try:
-        trainer = Trainer(cfg, ctx, out, log, ckpt)
+        try:  # everything is checked and built before the first file is written
+            device = resolve_device(args.device)
+            cfg, ckpt, out = prepare_config(args, device)
+            ctx = distributed.setup(device)
+            log = Logger(out, ctx.is_main)
+            trainer = Trainer(cfg, ctx, out, log, ckpt)
+        except USAGE_ERRORS as exc:
+            fail(str(exc), EXIT_USAGE)
+        try:
+            log.open()
+        except OSError as exc:
+            fail(f"cannot write to {out}: {one_line(exc)}", EXIT_USAGE)
         trainer.run()
         return trainer.model
     except NonFiniteLoss as exc:
         log(f"stopped: {exc} at epoch {trainer.epoch + 1}, step {trainer.step + 1}; nothing was saved after the "
             f"last good step. Lower optimizer.args.lr or set grad_clip, then --resume {out / 'last.pth'}")
         fail(f"non-finite training ({exc}); last good checkpoint: {out / 'last.pth'}", EXIT_FAILURE)
-    except (ConfigError, datasets.DatasetError, datasets.UnknownDatasetError, models.UnknownModelError,
-            models.CheckpointError, ImageError) as exc:
+    except NonFiniteError as exc:  # a validation render: the epoch's checkpoint is not written
+        log(f"stopped: {exc} after epoch {trainer.epoch}")
+        fail(f"non-finite validation ({exc}); last good checkpoint: {out / 'last.pth'}", EXIT_FAILURE)
+    except OutputWriteError as exc:
+        fail(f"{exc}; the previous checkpoints are intact", EXIT_FAILURE)
+    except USAGE_ERRORS as exc:
         fail(str(exc), EXIT_USAGE)
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM through stop_cleanly_on_sigterm
+        message = interrupted_message(out) if out is not None else "interrupted before the run started"
+        if log is not None:
+            log(message, console=False)
+        print(f"train.py: {message}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     finally:
-        log.close()
-        distributed.cleanup(ctx)
+        if log is not None:
+            log.close()
+        if ctx is not None:
+            distributed.cleanup(ctx)
 
 
 if __name__ == "__main__":

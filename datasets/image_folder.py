@@ -37,8 +37,12 @@ class UnreadableImageWarning(UserWarning):
     """An image file was skipped because it cannot be read (or is too small for its wrapper)."""
 
 
+# What every UnreadableImageWarning starts with; callers that make the warning an error drop it.
+SKIPPED_PREFIX = "skipping "
+
+
 def warn_skipped(message: str) -> None:
-    warnings.warn(f"skipping {message}", UnreadableImageWarning, stacklevel=3)
+    warnings.warn(f"{SKIPPED_PREFIX}{message}", UnreadableImageWarning, stacklevel=3)
 
 
 def list_image_files(root_path: str | Path) -> list[Path]:

@@ -41,11 +41,12 @@ import datasets
 import models
 import rasterizer
 from datasets import DatasetError, UnknownDatasetError, UnreadableImageWarning
-from datasets.wrappers import hr_first, integer_ratio
+from datasets.image_folder import SKIPPED_PREFIX
+from datasets.wrappers import floor_div, hr_first, integer_ratio
 from evaluation.imresize import imresize
-from evaluation.metrics import EvalProtocol
+from evaluation.metrics import SSIM_WINDOW, EvalProtocol
 from inference.image_io import ImageError, MAX_8BIT, to_uint8, write_image
-from utils import UsageError, load_yaml
+from utils import UsageError, check_finite, load_yaml
 
 DEFAULT_DATA_ROOT = "load"
 # test.py --model bicubic scores the bicubic baseline.
@@ -166,6 +167,17 @@ def parse_data_norm(data_norm: Any) -> dict[str, tuple[torch.Tensor, torch.Tenso
     return parsed
 
 
+def unscorable(exc: BaseException) -> UsageError:
+    """A data error as the hard error it is at test time (a score must cover the whole test set): its last line
+    (a loader worker's message carries the worker's traceback first), without the 'skipping' of a warning."""
+    reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, UnreadableImageWarning):
+        reason = reason.split(SKIPPED_PREFIX, 1)[-1]
+        reason = reason if reason.startswith("cannot ") else f"cannot score {reason}"
+        return UsageError(f"{reason} (a test score must cover every image)")
+    return UsageError(reason)
+
+
 def build_dataset(config: dict):
     """The wrapped test dataset of a validated config whose paths are resolved. Any image that would be skipped
     (unreadable, too small) is an error here: a score must cover the whole test set."""
@@ -175,7 +187,7 @@ def build_dataset(config: dict):
             warnings.simplefilter("error", UnreadableImageWarning)
             return datasets.make(spec["wrapper"], args={"dataset": datasets.make(spec["dataset"])})
     except (DatasetError, UnknownDatasetError, UnreadableImageWarning, ImageError) as exc:
-        raise UsageError(str(exc)) from None
+        raise unscorable(exc) from None
 
 
 def item_names(dataset) -> list[str]:
@@ -215,6 +227,12 @@ def check_backend(backend: str, device: torch.device) -> None:
         rasterizer.resolve_backend(backend, device)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def check_workers(workers: int) -> None:
+    """The data loader's process count must be ≥ 0 (0: load in this process)."""
+    if workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {workers}")
 
 
 def parse_scales(text: str) -> list[float]:
@@ -296,6 +314,55 @@ def check_data_scale(dataset, protocol: EvalProtocol) -> None:
                              f"is x{protocol.scale:g}: the data and the scale do not match")
 
 
+def _sizes(dataset, protocol: EvalProtocol) -> list[tuple[str, tuple[int, int], tuple[int, int]]]:
+    """(name, LR size, HR size as scored) per item, from the image headers; empty when the dataset has no sizes."""
+    inner = getattr(dataset, "dataset", None)
+    if not hasattr(inner, "image_size") or not hasattr(dataset, "positions"):
+        return []
+    sizes = []
+    for position, name in enumerate(item_names(dataset)):
+        size = inner.image_size(dataset.positions[position])
+        if isinstance(size[0], tuple):  # a pair: the HR is cropped to LR size x the integer ratio
+            hr_size, (h, w) = hr_first(size)
+            ratio = integer_ratio(hr_size, (h, w))
+            if ratio is None:
+                continue
+            sizes.append((name, (h, w), (h * ratio[0], w * ratio[1])))
+        else:  # one image: the LR is floor(size / scale), the HR cropped to round(LR x scale)
+            h, w = floor_div(size[0], protocol.scale), floor_div(size[1], protocol.scale)
+            sizes.append((name, (h, w), (round(h * protocol.scale), round(w * protocol.scale))))
+    return sizes
+
+
+def rendered_size(protocol: EvalProtocol, scale: float, lr_size: tuple[int, int],
+                  hr_size: tuple[int, int]) -> tuple[int, int]:
+    """The size an image is rendered and scored at: the HR's at the protocol's scale, round(LR x s) below it."""
+    return tuple(hr_size) if scale == protocol.scale else (round(lr_size[0] * scale), round(lr_size[1] * scale))
+
+
+def check_scales(dataset, protocol: EvalProtocol, scales: Sequence[float] | None = None) -> list[float]:
+    """Before any work: the scales to score (default: the protocol's), sorted. Each must be ≤ the data's scale,
+    paired files must be at the protocol's scale, and every image at every scale must leave at least SSIM's
+    window after the shave (sizes from the image headers): a UsageError otherwise."""
+    scales = [protocol.scale] if scales is None else sorted(set(float(s) for s in scales))
+    too_large = [s for s in scales if s > protocol.scale]
+    if too_large:
+        raise UsageError(f"scale x{too_large[0]:g} exceeds the data's x{protocol.scale:g}: there is no reference "
+                         f"image for it (use a config at x{too_large[0]:g} or above)")
+    check_data_scale(dataset, protocol)
+    for name, lr_size, hr_size in _sizes(dataset, protocol):
+        for s in scales:
+            height, width = rendered_size(protocol, s, lr_size, hr_size)
+            shave = protocol.at_scale(s).shave
+            if min(height, width) < 1:
+                raise UsageError(f"{name}: at x{s:g} its LR {lr_size[0]}x{lr_size[1]} renders to an empty "
+                                 f"{height}x{width} image; use a larger scale")
+            if min(height, width) - 2 * shave < SSIM_WINDOW:
+                raise UsageError(f"{name}: at x{s:g} the {height}x{width} image less the {shave}-pixel shave is "
+                                 f"smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window; it cannot be scored")
+    return scales
+
+
 def _reference(gt: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The HR image itself at its own size, else its MATLAB-bicubic downscale (8-bit, as an image file)."""
     if tuple(gt.shape[-2:]) == size:
@@ -316,12 +383,8 @@ def evaluate(model: torch.nn.Module, dataset, protocol: EvalProtocol, *, scales:
     """
     device = torch.device(device)
     warmup = device.type == "cuda" if warmup is None else warmup
-    scales = [protocol.scale] if scales is None else sorted(set(float(s) for s in scales))
-    too_large = [s for s in scales if s > protocol.scale]
-    if too_large:
-        raise UsageError(f"scale x{too_large[0]:g} exceeds the data's x{protocol.scale:g}: there is no reference "
-                         f"image for it (use a config at x{too_large[0]:g} or above)")
-    check_data_scale(dataset, protocol)
+    check_workers(workers)
+    scales = check_scales(dataset, protocol, scales)
     norm = {k: (sub.to(device), div.to(device)) for k, (sub, div) in parse_data_norm(data_norm).items()}
     result = Evaluation(protocol, scales, item_names(dataset), {s: [] for s in scales}, {s: [] for s in scales},
                         [], {s: [] for s in scales})
@@ -339,8 +402,7 @@ def evaluate(model: torch.nn.Module, dataset, protocol: EvalProtocol, *, scales:
                 _evaluate_sample(model, name, batch, result, norm, device, backend, save_dir)
                 bar.set_postfix(psnr=f"{result.mean('psnr', scales[-1]):.3f}")
     except (UnreadableImageWarning, ImageError, DatasetError) as exc:
-        # From a loader worker the message carries the worker's traceback; its last line is the reason.
-        raise UsageError(str(exc).strip().splitlines()[-1]) from None
+        raise unscorable(exc) from None
     return result
 
 
@@ -356,13 +418,13 @@ def _evaluate_sample(model: torch.nn.Module, name: str, batch: dict[str, torch.T
     gaussians = model.encode((inp - norm["inp"][0]) / norm["inp"][1])
     _synchronize(device)
     result.encode_seconds.append(time.perf_counter() - start)
-    h, w = inp.shape[-2:]
     for s in result.scales:
-        size = tuple(gt.shape[-2:]) if s == protocol.scale else (round(h * s), round(w * s))
+        size = rendered_size(protocol, s, tuple(inp.shape[-2:]), tuple(gt.shape[-2:]))
         start = time.perf_counter()
         sr = model.render(gaussians, size=size, backend=backend) * norm["gt"][1] + norm["gt"][0]
         _synchronize(device)
         result.render_seconds[s].append(time.perf_counter() - start)
+        check_finite(sr, f"{name}: the model's output at x{s:g}")
         scores = protocol.at_scale(s).score(sr, _reference(gt, size))
         result.psnr[s].append(scores["psnr"].item())
         result.ssim[s].append(scores["ssim"].item())

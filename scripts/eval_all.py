@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from evaluation.protocol import (build_dataset, check_backend, evaluate, load_config, load_model,  # noqa: E402
-                                 resolve_data_paths, validate_config)
-from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, EXIT_USAGE, UsageError, atomic_path,  # noqa: E402
-                   resolve_device)
+from evaluation.protocol import (build_dataset, check_backend, check_scales, check_workers,  # noqa: E402
+                                 evaluate, load_config, load_model, resolve_data_paths, validate_config)
+from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,  # noqa: E402
+                   NonFiniteError, UsageError, atomic_path, resolve_device, stop_cleanly_on_sigterm)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "test"
 DEFAULT_WORKERS = 2
@@ -77,6 +77,7 @@ def run(config_paths: list[Path], model_path: str, root: str | None, device: tor
             config = resolve_data_paths(load_config(path), root)
             protocol = validate_config(config)
             dataset = build_dataset(config)
+            check_scales(dataset, protocol)
         except UsageError as exc:
             raise UsageError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
         jobs.append((path, config, protocol, dataset))
@@ -109,22 +110,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data loader processes")
     args = parser.parse_args(argv)
     configs = args.configs or sorted(CONFIG_DIR.glob("*.yaml"))
+    stop_cleanly_on_sigterm()
     try:
+        check_workers(args.workers)
         device = resolve_device(args.device, args.gpu)
         check_backend(args.backend, device)
         records = run(configs, args.model, args.root, device, args.backend, args.workers)
+        write_tables(records, args.model, device, args.out)
     except UsageError as exc:
         print(f"eval_all: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except NonFiniteError as exc:
+        print(f"eval_all: error: {exc}; no score is given for a non-finite output", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:  # the tables could not be written (a full disk, a read-only folder)
+        print(f"eval_all: error: cannot write {args.out}.md/.json: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM through stop_cleanly_on_sigterm
+        print("eval_all: interrupted; no tables were written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def write_tables(records: list[dict], model: str, device: torch.device, out: Path) -> None:
+    """OUT.md and OUT.json, each written atomically."""
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    markdown, table = args.out.with_name(args.out.name + ".md"), args.out.with_name(args.out.name + ".json")
+    markdown, table = out.with_name(out.name + ".md"), out.with_name(out.name + ".json")
     with atomic_path(markdown) as tmp:
-        tmp.write_text(render_markdown(records, args.model, device_name(device), date))
-    payload = {"model": args.model, "device": device_name(device), "date": date, "results": records}
+        tmp.write_text(render_markdown(records, model, device_name(device), date))
+    payload = {"model": model, "device": device_name(device), "date": date, "results": records}
     with atomic_path(table) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
     print(f"eval_all: wrote {markdown} and {table}")
-    return EXIT_OK
 
 
 if __name__ == "__main__":

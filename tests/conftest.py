@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,19 @@ def smooth_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
     rings = 0.5 + 0.5 * torch.cos(20 * ((x - 0.5) ** 2 + (y - 0.5) ** 2))
     image = torch.stack((x, rings, (x + y > 1).float() * 0.8 + 0.1))
     return (image + 0.05 * torch.rand(image.shape, generator=g)).clamp(0, 1)
+
+
+def screen_lines(stream: str) -> list[str]:
+    """The non-empty lines a terminal shows of `stream`: progress bars redraw a line after a carriage return,
+    so only the text after a line's last '\\r' remains on screen."""
+    shown = (line.rsplit("\r", 1)[-1].strip() for line in stream.split("\n"))
+    return [line for line in shown if line]
+
+
+# A tqdm progress bar's time field: "[00:03<00:04, ..." or "[00:00, ?img/s]".
+PROGRESS_BAR = re.compile(r"\[\d+:\d\d(?:<|,|\])")
+
+
+def reported_lines(stream: str) -> list[str]:
+    """`screen_lines` less progress bars: what a program reports (errors, warnings), which must be one line."""
+    return [line for line in screen_lines(stream) if not PROGRESS_BAR.search(line)]

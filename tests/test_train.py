@@ -1,8 +1,15 @@
 """train.py end to end on the tiny config: learning, outputs, validation PSNR, resume, interruption, NaN, DDP."""
 from __future__ import annotations
 
+import errno
 import math
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +21,15 @@ from PIL import Image
 import models
 import train
 from training.events import read_scalars
+import utils
 from gaussian import cpu_bf16_native
-from conftest import random_rgb, write_rgb
+from conftest import random_rgb, reported_lines, screen_lines, write_rgb
 
-TINY = str(Path(__file__).resolve().parents[1] / "configs" / "train" / "tiny.yaml")
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "configs" / "train" / "tiny.yaml")
+# Progress bars off in subprocesses where tqdm allows (training's bars are on for rank 0 whatever the environment:
+# the tests read past them with reported_lines).
+QUIET = {**os.environ, "TQDM_DISABLE": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +115,7 @@ def test_bf16_steps_are_finite_learn_and_keep_float32_weights(image_dir, tmp_pat
 def test_a_run_writes_config_checkpoints_scalars_and_samples(straight_run, image_dir):
     names = {p.name for p in straight_run.iterdir()}
     assert {"config.yaml", "last.pth", "best.pth", "log.txt", "tensorboard", "samples"} <= names
-    assert not [n for n in names if n.endswith(".tmp")]
+    assert not [n for n in names if utils.TEMPORARY_MARK in n]
     last = models.load_checkpoint(straight_run / "last.pth")
     assert (last["epoch"], last["step"], last["batch_in_epoch"]) == (2, 4, 0)
     assert last["config"]["train_dataset"]["dataset"]["args"]["root_path"] == str(image_dir)
@@ -189,16 +201,17 @@ def test_an_interrupted_run_keeps_what_it_saved_and_resumes_exactly(straight_run
         monkeypatch.setattr(train.Trainer, "train_step", step_then_interrupt)
     else:
         monkeypatch.setattr(train, "validate", interrupt_validation)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as stop:
         run(out, image_dir, "--val-path", str(image_dir), "--set", "val_dataset.scales=[2, 3]",
             "--set", "save_every_steps=1")
+    assert stop.value.code == utils.EXIT_INTERRUPTED
     monkeypatch.setattr(train.Trainer, "train_step", real_step)
     monkeypatch.setattr(train, "validate", real_validate)
     saved = models.load_checkpoint(out / "last.pth")
     expected = (1, 1, 3) if where == "mid-epoch" else (0, 2, 2)
     assert (saved["epoch"], saved["batch_in_epoch"], saved["step"]) == expected
     assert {p.name for p in out.glob("*.pth")} <= {"best.pth", "last.pth"}
-    assert not list(out.glob(".*tmp"))
+    assert not list(out.glob(f".*{utils.TEMPORARY_MARK}*"))
     run(out, image_dir, resume=out / "last.pth")
     assert_same_training_state(models.load_checkpoint(out / "last.pth"),
                                models.load_checkpoint(straight_run / "last.pth"))
@@ -225,23 +238,240 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_dir, 
     assert all(torch.isfinite(v).all() for v in saved["model"]["sd"].values())
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--config", "missing.yaml"], "config not found"),
-    (["--config", TINY, "--path", "/nonexistent/folder"], "image folder not found"),
-    (["--config", TINY, "--set", "epochs=3"], "unknown config key"),
-    (["--config", TINY, "--set", "model.args.encoder_spec.args.bogus=1"], "model: .*bogus"),
-    (["--config", TINY, "--set", "optimizer.name=lbfgs"], "unknown optimizer"),
-    (["--resume", "/nonexistent.pth"], "checkpoint not found"),
-])
-def test_bad_input_exits_2_with_one_line(argv, message, tmp_path, image_dir, capsys):
+@pytest.mark.slow
+def test_a_non_finite_validation_render_stops_the_run_before_the_epoch_is_saved(image_dir, tmp_path, monkeypatch,
+                                                                                capsys):
+    real_forward = train.RenderAtTarget.forward
+
+    def nan_when_validating(self, inp, size):  # validation runs the model in eval mode
+        out = real_forward(self, inp, size)
+        return out if self.model.training else out * float("nan")
+
+    monkeypatch.setattr(train.RenderAtTarget, "forward", nan_when_validating)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        run(out, image_dir, "--val-path", str(image_dir))
+    assert stop.value.code == train.EXIT_FAILURE
+    err = reported_lines(capsys.readouterr().err)
+    assert len(err) == 1 and re.match(r"train.py: error: non-finite validation \(the validation render of img0 at x4 "
+                                      r"holds [\d,]+ non-finite values", err[0]), err
+    assert not (out / "last.pth").exists() and not (out / "best.pth").exists()  # epoch 1 was never saved
+
+
+def tiny(*overrides: str) -> list[str]:
+    return ["--config", TINY, *(a for o in overrides for a in ("--set", o))]
+
+
+BAD_INPUTS = {
+    "missing config": (["--config", "missing.yaml"], "config not found"),
+    "missing folder": (["--config", TINY, "--path", "/nonexistent/folder"], "image folder not found"),
+    "empty folder": (["--config", TINY, "--path", "{tmp}/empty"], "no images"),
+    "missing val folder": (["--config", TINY, "--val-path", "/nonexistent/val"], "image folder not found"),
+    "unknown key": (tiny("epochs=3"), "unknown config key"),
+    "bad model arg": (tiny("model.args.encoder_spec.args.bogus=1"), "model: .*bogus"),
+    "unknown model": (tiny("model.name=bogus"), "unknown model"),
+    "unknown optimizer": (tiny("optimizer.name=lbfgs"), "unknown optimizer"),
+    "unknown backend": (tiny("rasterizer_backend=bogus"), r"rasterizer_backend: unknown rasterizer backend 'bogus' "
+                                                          r"\(available: auto, "),
+    "backend not a name": (tiny("rasterizer_backend=[1]"), "unknown rasterizer backend"),
+    "lr not a number": (tiny("optimizer.args.lr=abc"), r"optimizer 'adam' with args \{'lr': 'abc'\}"),
+    "negative lr": (tiny("optimizer.args.lr=-1"), "Invalid learning rate"),
+    "bad betas": (tiny("optimizer.args.betas=abc"), "optimizer 'adam'"),
+    "unknown optimizer arg": (tiny("optimizer.args.momentum=0.9"), "optimizer 'adam'.*momentum"),
+    "step_size not a number": (tiny("lr_scheduler.args.step_size=abc"), "lr_scheduler 'step_lr' with args"),
+    "zero step_size": (tiny("lr_scheduler.args.step_size=0"), "lr_scheduler 'step_lr'.*modulo by zero"),
+    # gamma is first used after step_size epochs: the whole schedule is stepped through at config time
+    "gamma not a number, used late": (tiny("lr_scheduler.args={step_size: 100, gamma: abc}", "epoch_max=150"),
+                                      "lr_scheduler 'step_lr'"),
+    "nan gamma": (tiny("lr_scheduler.args.gamma=.nan"), "the lr would be nan after epoch 1"),
+    "missing scheduler arg": (tiny("lr_scheduler={name: cosine_annealing_lr, args: {}}"), "T_max"),
+    "bad milestones": (tiny("lr_scheduler={name: multi_step_lr, args: {milestones: 5}}"), "multi_step_lr"),
+    "unknown scheduler": (tiny("lr_scheduler.name=bogus"), "unknown lr_scheduler"),
+    "zero epochs": (tiny("epoch_max=0"), "epoch_max must be a positive integer"),
+    "epochs not a number": (tiny("epoch_max=abc"), "epoch_max must be a positive integer"),
+    "zero batch": (tiny("train_dataset.batch_size=0"), "batch_size must be a positive integer"),
+    "negative workers": (tiny("train_dataset.num_workers=-1"), "num_workers must be a non-negative integer"),
+    "negative epoch_save": (tiny("epoch_save=-1"), "epoch_save must be a non-negative integer"),
+    "zero grad_clip": (tiny("grad_clip=0"), "grad_clip must be a positive number"),
+    "bf16 not a boolean": (tiny("bf16=maybe"), "bf16 must be true or false"),
+    "crop larger than the images": (tiny("train_dataset.wrapper.args.inp_size=64"), "no image of the data set fits"),
+    "bad scales": (tiny("train_dataset.wrapper.args.scale_min=5"), "scale_min <= scale_max"),
+    "bad val scales": (tiny("val_dataset={dataset: {name: image-folder, args: {root_path: /tmp}}, scales: [0]}"),
+                       "val_dataset.scales must be"),
+    "bad --set": (tiny("no-equals-sign"), "--set expects key.sub=value"),
+    "out is a file": (["--config", TINY, "--out", "{tmp}/a-file"], "is a file, not a folder"),
+    "missing init_from": (tiny("init_from=/nonexistent.pth"), "init_from: checkpoint not found"),
+    "missing resume": (["--resume", "/nonexistent.pth"], "checkpoint not found"),
+    "resume a text file": (["--resume", "{tmp}/text.pth"], "not a readable checkpoint"),
+    "resume an empty file": (["--resume", "{tmp}/empty.pth"], "not a readable checkpoint"),
+    "bad device": (["--config", TINY, "--device", "tpu"], "unknown device"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, image_dir, capsys):
+    argv, message = BAD_INPUTS[case]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "text.pth").write_text("this is not a checkpoint")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if "--path" not in argv and "--resume" not in argv and "missing.yaml" not in argv:
         argv = [*argv, "--path", str(image_dir)]
+    out = tmp_path / "run"
+    if "--out" not in argv:
+        argv = [*argv, "--out", str(out)]
+    before = sorted(tmp_path.rglob("*"))
     with pytest.raises(SystemExit) as stop:
-        train.main([*argv, "--out", str(tmp_path / "run")])
-    err = capsys.readouterr().err.strip()
-    assert stop.value.code == train.EXIT_USAGE
-    assert len(err.splitlines()) == 1 and err.startswith("train.py: error:")
-    assert __import__("re").search(message, err)
+        train.main(argv)
+    err = [line for line in screen_lines(capsys.readouterr().err)
+           if not line.startswith("train.py: warning: skipping ")]  # each skipped image is named on a line
+    assert stop.value.code == train.EXIT_USAGE, err
+    assert len(err) == 1 and err[0].startswith("train.py: error:"), err
+    assert re.search(message, err[0]), err
+    assert sorted(tmp_path.rglob("*")) == before  # no run folder, log.txt, TensorBoard file or config.yaml
+
+
+def test_a_backend_that_cannot_run_on_the_device_is_refused_before_any_work(image_dir, tmp_path, monkeypatch,
+                                                                           capsys):
+    import rasterizer
+
+    torch_backend = rasterizer.BACKENDS["torch"]
+    monkeypatch.setitem(rasterizer.BACKENDS, "cuda-only", rasterizer.BackendInfo(
+        torch_backend.fn, lambda device: device.type == "cuda", ("cuda",), None))
+    with pytest.raises(SystemExit) as stop:
+        train.main([*tiny("rasterizer_backend=cuda-only"), "--path", str(image_dir), "--out", str(tmp_path / "run"),
+                    "--device", "cpu"])
+    assert stop.value.code == train.EXIT_USAGE and not (tmp_path / "run").exists()
+    assert screen_lines(capsys.readouterr().err) == [
+        "train.py: error: rasterizer_backend: rasterizer backend 'cuda-only' cannot run on cpu"]
+
+
+def run_train(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *argv], capture_output=True, text=True, cwd=REPO,
+                          env=QUIET, timeout=600, **kwargs)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rasterizer_backend=bogus", "train.py: error: rasterizer_backend: unknown rasterizer backend 'bogus' "
+                                 "(available: auto, "),
+    pytest.param("lr_scheduler.args.step_size=abc", "train.py: error: lr_scheduler 'step_lr' with args "
+                 "{'step_size': 'abc', 'gamma': 0.5}: unsupported operand type(s) for %: 'int' and 'str'",
+                 marks=pytest.mark.slow),
+])
+def test_cli_refuses_a_late_failing_option_at_once_and_writes_nothing(override, message, image_dir, tmp_path):
+    done = run_train("--config", TINY, "--path", str(image_dir), "--out", str(tmp_path / "run"), "--set", override)
+    assert done.returncode == utils.EXIT_USAGE
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr
+    assert done.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(f".*{utils.TEMPORARY_MARK}*"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.slow
+def test_a_signal_during_training_exits_130_with_one_line_and_keeps_the_checkpoint(signum, image_dir, tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--config", TINY, "--path", str(image_dir),
+                                "--out", str(out), "--set", "epoch_max=1000", "--set", "save_every_steps=1"],
+                               cwd=REPO, env=QUIET, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "last.pth").exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        assert (out / "last.pth").exists()
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == utils.EXIT_INTERRUPTED
+    assert reported_lines(err) == [f"train.py: interrupted; the last checkpoint is {out / 'last.pth'} "
+                                f"(continue with --resume {out / 'last.pth'})"]
+    assert models.load_checkpoint(out / "last.pth")["step"] >= 1
+    assert leftovers(out) == []
+    assert (out / "log.txt").read_text().splitlines()[-1].startswith("interrupted; the last checkpoint is")
+
+
+def fail_on_save(monkeypatch, error: BaseException, at_call: int) -> list[int]:
+    """torch.save that writes part of the file and then raises `error`, on its `at_call`-th call (1-based)."""
+    real_save, calls = torch.save, []
+
+    def failing_save(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == at_call:
+            f.write(b"PK\x03\x04 a partial zip")
+            raise error
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    return calls
+
+
+@pytest.mark.parametrize("error, reason", [
+    (RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/3: "
+                  "file write failed"), "PytorchStreamWriter failed writing file data/3: file write failed"),
+    (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+    (utils.Terminated("terminated by signal 15"), None),
+], ids=["torch write error", "ENOSPC", "SIGTERM mid-save"])
+@pytest.mark.slow
+def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(error, reason, image_dir, tmp_path, monkeypatch,
+                                                                 capsys):
+    out = tmp_path / "run"
+    fail_on_save(monkeypatch, error, at_call=2)  # epoch 1's last.pth is written, epoch 2's fails
+    with pytest.raises(SystemExit) as stop:
+        run(out, image_dir)
+    captured = capsys.readouterr().err
+    err = reported_lines(captured)
+    assert "Traceback" not in captured
+    if reason is None:
+        assert stop.value.code == utils.EXIT_INTERRUPTED
+        assert err == [f"train.py: interrupted; the last checkpoint is {out / 'last.pth'} "
+                       f"(continue with --resume {out / 'last.pth'})"]
+    else:
+        assert stop.value.code == utils.EXIT_FAILURE
+        assert err == [f"train.py: error: cannot write checkpoint {out / 'last.pth'}: {reason}; the previous "
+                       "checkpoints are intact"]
+    monkeypatch.undo()
+    assert models.load_checkpoint(out / "last.pth")["epoch"] == 1
+    assert leftovers(out) == []
+
+
+@pytest.mark.slow
+def test_cli_full_disk_during_a_save_is_one_line_exit_1(image_dir, tmp_path):
+    out = tmp_path / "run"
+    script = ("import errno, sys, torch; real = torch.save; calls = []\n"
+              "def save(obj, f, *a, **k):\n"
+              "    calls.append(1)\n"
+              "    if len(calls) == 2:\n"
+              "        f.write(b'partial'); raise OSError(errno.ENOSPC, 'No space left on device')\n"
+              "    return real(obj, f, *a, **k)\n"
+              "torch.save = save; sys.path.insert(0, '.'); import train; train.main(sys.argv[1:])\n")
+    done = subprocess.run([sys.executable, "-c", script, "--config", TINY, "--path", str(image_dir), "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, env=QUIET, timeout=600)
+    assert done.returncode == utils.EXIT_FAILURE
+    assert "Traceback" not in done.stderr
+    assert reported_lines(done.stderr) == [f"train.py: error: cannot write checkpoint {out / 'last.pth'}: No space left "
+                                        "on device; the previous checkpoints are intact"]
+    assert models.load_checkpoint(out / "last.pth")["epoch"] == 1 and leftovers(out) == []
+
+
+@pytest.mark.slow
+def test_a_resumed_run_removes_what_a_killed_save_left(image_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    run(out, image_dir, "--set", "epoch_max=1", "--set", "epoch_save=1")
+    stale = [out / ".last.partial-k9x2ab.pth", out / ".best.partial-0q1w2e.pth", out / ".epoch-2.partial-zz.pth",
+             out / ".config.partial-a1.yaml"]
+    kept = [out / ".notes.partial-1.pth", out / "notes.txt"]  # not the run's outputs
+    for path in stale + kept:
+        path.write_bytes(b"\0" * 1024)  # what kill -9 during torch.save leaves
+    run(out, image_dir, "--set", "epoch_max=2", resume=out / "last.pth")
+    assert [p for p in stale if p.exists()] == []
+    assert all(p.exists() for p in kept)
+    assert models.load_checkpoint(out / "last.pth")["epoch"] == 2
+    assert "removed " in (out / "log.txt").read_text()
 
 
 @pytest.mark.slow

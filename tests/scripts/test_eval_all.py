@@ -60,3 +60,24 @@ def test_a_missing_folder_stops_before_any_work(benchmark_root, tiny_checkpoint,
         f"eval_all: error: {CONFIGS / 'test-b100-4.yaml'}: image folder not found: "
         f"{benchmark_root / 'benchmark' / 'B100' / 'HR'}"]
     assert not out.with_suffix(".md").exists() and not out.with_suffix(".json").exists()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("negative workers", "eval_all: error: --workers must be 0 or more, got -1"),
+    ("image too small", "eval_all: error: {config}: tiny: at x4 the 16x16 image less the 4-pixel shave is smaller "
+                        "than SSIM's 11x11 window; it cannot be scored"),
+])
+def test_bad_input_stops_before_any_work_with_one_line(case, message, benchmark_root, tiny_checkpoint, tmp_path,
+                                                       capsys):
+    from conftest import smooth_rgb, write_rgb
+
+    out, config = tmp_path / "tiny", CONFIGS / "test-set5-4.yaml"
+    workers = "-1" if case == "negative workers" else "0"
+    if case == "image too small":
+        write_rgb(benchmark_root / "benchmark" / "Set5" / "HR" / "tiny.png", smooth_rgb(16, 16))
+    code = main([str(config), "--model", str(tiny_checkpoint), "--root", str(benchmark_root), "--out", str(out),
+                 "--workers", workers])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.strip().splitlines() == [message.format(config=config)]
+    assert not out.with_suffix(".md").exists() and not out.with_suffix(".json").exists()
