@@ -324,9 +324,9 @@ def run_file(args: argparse.Namespace, settings: Settings) -> int:
     if target.resolve() == source.resolve():
         raise UsageError(f"--output is the input file {source}; write the result elsewhere")
     size = target_size(image_size(source), args.scale, args.size, settings.max_pixels)  # from the header
+    rgb, alpha = read_image_with_alpha(source)  # a damaged file fails here, before the model loads
     check_writable(target)
     model = load_model(model_path(args.model), settings.device)
-    rgb, alpha = read_image_with_alpha(source)
     process_image(model, source, target, rgb, alpha, size, args.compare, settings)
     return EXIT_OK
 
@@ -384,9 +384,9 @@ def run_zoom(args: argparse.Namespace, settings: Settings) -> int:
     focus = args.focus if args.focus is not None else (lr_size[0] / 2, lr_size[1] / 2)
     if not (0 <= focus[0] <= lr_size[0] and 0 <= focus[1] <= lr_size[1]):
         raise UsageError(f"--focus {focus[1]:g},{focus[0]:g} lies outside the {lr_size[1]}x{lr_size[0]} image")
+    rgb, _ = read_image_with_alpha(source)  # a video has no alpha: the colour is taken as stored
     check_writable(target)
     model = load_model(model_path(args.model), settings.device)
-    rgb, _ = read_image_with_alpha(source)  # a video has no alpha: the colour is taken as stored
     log.info("%s: zoom x%g → x%g in %d frames of %dx%d, focus %g,%g", source, spec.start, spec.end, spec.frames,
              size[1], size[0], focus[1], focus[0])
     with torch.inference_mode():
