@@ -41,7 +41,7 @@ from inference.image_io import (IMAGE_SUFFIXES, MAX_OUTPUT_PIXELS, ImageError, i
                                 read_image_with_alpha, write_image)
 from inference.resize import resize_bicubic
 from models import CheckpointError
-from rasterizer import resolve_backend
+from rasterizer import check_backend
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, NonFiniteError,
                    UsageError, check_finite, resolve_device, stop_cleanly_on_sigterm)
 
@@ -198,14 +198,6 @@ class Settings:
     overlap: int | None  # None: the model's default
     max_pixels: int
     progress: bool
-
-
-def check_backend(name: str, device: torch.device) -> str:
-    """--backend, checked against the device; 'auto' stays 'auto' (the rasterizer picks per call)."""
-    try:
-        return resolve_backend(name, device) if name != AUTO else AUTO
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
 
 
 def model_path(arg: str | None) -> Path:

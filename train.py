@@ -180,8 +180,8 @@ def prepare_config(args: argparse.Namespace, device: torch.device = torch.device
 def check_backend(backend: Any, device: torch.device) -> None:
     """The rasterizer backend must exist and run on `device` (auto always does)."""
     try:
-        rasterizer.resolve_backend(backend if isinstance(backend, str) else repr(backend), device)
-    except ValueError as exc:
+        rasterizer.check_backend(backend, device)
+    except UsageError as exc:
         raise ConfigError(f"rasterizer_backend: {exc}") from None
 
 

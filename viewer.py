@@ -60,7 +60,8 @@ from inference.image_io import IMAGE_SUFFIXES, MAX_OUTPUT_PIXELS, ImageError, de
 from inference.resize import resize_bicubic, resize_bicubic_window
 from inference.tiling import FIELD_BYTES_PER_LR_PIXEL
 from models import CheckpointError
-from utils import DEVICE_AUTO, DEVICE_CHOICES, UsageError, resolve_device
+from rasterizer import check_backend
+from utils import DEVICE_AUTO, DEVICE_CHOICES, NonFiniteError, UsageError, resolve_device
 
 STATIC = Path(__file__).resolve().parent / "viewer_static"
 DEFAULT_HOST = "127.0.0.1"
@@ -287,8 +288,10 @@ class Viewer:
                 return  # evicted before its turn
             with self.computing("encoding"):
                 field = demo.encode(self.model, entry.rgb[None].to(self.settings.device), self.settings, progress)
-                if not all(bool(torch.isfinite(t).all()) for t in (field.colour, field.cholesky, field.offset)):
-                    raise ViewerError(500, f"encoding {entry.name} gave non-finite values (NaN or infinity)")
+                try:
+                    field.check_finite()
+                except NonFiniteError:
+                    raise ViewerError(500, f"encoding {entry.name} gave non-finite values (NaN or infinity)") from None
                 entry.reach = zoom.field_reach(field)
             entry.field, entry.encode_seconds, entry.state = field, time.perf_counter() - start, READY
             log.info("encoded %s (%dx%d) in %.2f s", entry.name, entry.size[1], entry.size[0], entry.encode_seconds)
@@ -492,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(name)s: %(message)s", level=logging.WARNING if args.quiet else logging.INFO)
     try:
         device = resolve_device(args.device, args.gpu)
-        backend = demo.check_backend(args.backend, device)
+        backend = check_backend(args.backend, device)
         path = demo.model_path(args.model)
         sock = listen(args.host, args.port)
         model = demo.load_model(path, device)

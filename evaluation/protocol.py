@@ -39,7 +39,6 @@ from tqdm import tqdm
 
 import datasets
 import models
-import rasterizer
 from datasets import DatasetError, UnknownDatasetError, UnreadableImageWarning
 from datasets.image_folder import SKIPPED_PREFIX
 from datasets.wrappers import floor_div, hr_first, integer_ratio
@@ -218,14 +217,6 @@ def load_model(path: str | Path, device: torch.device) -> torch.nn.Module:
     try:
         return models.sr_model_from_checkpoint(path, device)
     except models.CheckpointError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def check_backend(backend: str, device: torch.device) -> None:
-    """Before any work: the rasterizer `backend` must run on `device` (a UsageError otherwise)."""
-    try:
-        rasterizer.resolve_backend(backend, device)
-    except ValueError as exc:
         raise UsageError(str(exc)) from None
 
 

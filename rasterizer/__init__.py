@@ -17,6 +17,8 @@ from typing import Callable
 
 import torch
 
+from utils import UsageError
+
 from .projection import ALPHA_MIN, SIGMA_MAX, ProjectedGaussians, project  # noqa: F401
 from .torch_backend import rasterize_torch
 
@@ -119,6 +121,19 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         raise ValueError(f"unknown rasterizer backend {backend!r} (available: auto, {', '.join(sorted(BACKENDS))})")
     if not BACKENDS[backend].supports(device):
         raise ValueError(f"rasterizer backend {backend!r} cannot run on {device}")
+    return backend
+
+
+def check_backend(backend: str, device: torch.device) -> str:
+    """A `--backend` (or a config's rasterizer_backend) checked against `device` before any work: the name as
+    given, or a one-line UsageError. 'auto' needs no check (torch runs everywhere) and stays 'auto', resolved
+    per call: no backend is imported or probed at start-up."""
+    if backend == "auto":
+        return backend
+    try:
+        resolve_backend(backend if isinstance(backend, str) else repr(backend), device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return backend
 
 

@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import demo  # noqa: E402
 import viewer  # noqa: E402
+from rasterizer import check_backend  # noqa: E402
 from scripts.benchmark import measure  # noqa: E402
 
 POLL_S = 0.05
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = demo.resolve_device(args.device)
     model = demo.load_model(demo.model_path(args.model), device)
-    settings = demo.Settings(device, demo.check_backend(args.backend, device), None, None, demo.MAX_OUTPUT_PIXELS,
+    settings = demo.Settings(device, check_backend(args.backend, device), None, None, demo.MAX_OUTPUT_PIXELS,
                              progress=False)
     height, width = args.size
     results = []

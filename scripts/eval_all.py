@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from evaluation.protocol import (build_dataset, check_backend, check_scales, check_workers,  # noqa: E402
+from evaluation.protocol import (build_dataset, check_scales, check_workers,  # noqa: E402
                                  evaluate, load_config, load_model, resolve_data_paths, validate_config)
+from rasterizer import check_backend  # noqa: E402
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,  # noqa: E402
                    NonFiniteError, UsageError, atomic_path, resolve_device, stop_cleanly_on_sigterm)
 

@@ -15,10 +15,11 @@ from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import models
+import rasterizer
 from conftest import BENCHMARK_HR_SIZES, write_rgb
 from evaluation.imresize import imresize
 from evaluation.metrics import EvalProtocol
-from evaluation.protocol import (build_dataset, check_backend, evaluate, format_report, item_names, load_config,
+from evaluation.protocol import (build_dataset, evaluate, format_report, item_names, load_config,
                                  load_model, parse_scales, resolve_data_paths, validate_config)
 from utils import UsageError
 
@@ -311,7 +312,7 @@ def test_checkpoint_and_device_errors(tmp_path):
     with pytest.raises(UsageError, match=r"not a ContinuousSR model \(encode/render\)"):
         load_model(tmp_path / "mlp.pth", torch.device("cpu"))
     with pytest.raises(UsageError, match="unknown rasterizer backend"):
-        check_backend("fast", torch.device("cpu"))
+        rasterizer.check_backend("fast", torch.device("cpu"))
 
 
 def test_window_encoders_need_no_padding_here(benchmark_root):
