@@ -4,9 +4,10 @@ Forward: one parallel task per output tile. A tile owns its pixels (no races, no
 lattice window whose Gaussians can reach it: the window's margins come from the actual field (every valid
 Gaussian's drift from its lattice anchor plus its α ≥ 1/255 half-width, `_reach`), so the sum is exact for
 any field. Each Gaussian is evaluated only on the pixels of its α ≥ 1/255 box inside the tile and, on each
-row, only on the span where σ can be ≤ ln 255 (solved from the quadratic, with slack), which skips the
-box's empty corners; the cut-off itself is then decided per pixel exactly as the torch reference does:
-σ = ½|L⁻¹d|² in the input's precision, drawn iff σ ≥ 0 and exp(−σ) ≥ 1/255.
+row of a wide box, only on the span where σ can be ≤ ln 255 (solved from the quadratic, with slack), which
+skips the box's empty corners; the cut-off itself is then decided per pixel exactly as the torch reference
+does: σ = ½|L⁻¹d|² in the input's precision, drawn iff σ ≥ 0 and exp(−σ) ≥ 1/255. A row is evaluated in
+whole 8-lane vectors with no per-row alias checks (a flat accumulator with a constant channel stride).
 
 Backward: one parallel task per lattice row; each Gaussian gathers the output gradient over the same pixels
 and writes only its own gradients (no races). Gradient sums are accumulated in float64.
@@ -20,8 +21,10 @@ import math
 import os
 import threading
 
+from llvmlite import ir as llvm_ir
 import numba
-from numba.extending import overload
+from numba.core import types
+from numba.extending import intrinsic, overload
 import numpy as np
 import torch
 
@@ -35,6 +38,13 @@ TILE_H, TILE_W = 32, 128
 VECTOR = 8
 # Channels accumulated in one pass over a row span (RGB at once; other counts in groups, the rest masked).
 CHANNEL_GROUP = 3
+# A forward tile's accumulator is flat: row i of channel c (of a group) starts at ((i·CHANNEL_GROUP) + c)·ROW_STRIDE.
+# The stride is a compile-time constant, so the compiler sees that one row's channels never overlap and
+# vectorises the row loop without run-time alias checks.
+ROW_STRIDE = TILE_W + VECTOR
+# Rows are trimmed to the span where σ can be ≤ ln 255 only for boxes wider than this many pixels: on narrower
+# boxes the trim saves at most a vector or two, less than the square root and division that find it.
+ROW_SPAN_MIN_WIDTH = 4 * VECTOR
 # Pixels (absolute) and fraction (relative) by which windows and row spans are widened so that rounding never
 # drops a drawn pixel; the per-pixel test, not these bounds, decides what is drawn.
 SLACK_PIXELS = 1e-3
@@ -47,6 +57,8 @@ SIGMA_SKIP = SIGMA_MAX * (1 + SLACK_RELATIVE)
 SIGMA_CLAMP = 6.0
 # ln 2 split so that n·LN2_HI is exact for the n the float32 exp meets (Cody–Waite).
 LN2_HI, LN2_LO = 0.693359375, -2.12194440e-4
+# float32 layout: 2⁻ⁿ has the bits (EXPONENT_BIAS − n) << MANTISSA_BITS.
+EXPONENT_BIAS, MANTISSA_BITS = 127, 23
 DTYPES = (torch.float32, torch.float64)
 # The workqueue threading layer unless the user chose one: numba's OpenMP layer, beside torch's own OpenMP
 # pool, took 5-12 ms per call to wake its threads on a loaded 2-core machine (workqueue: 0.2 ms).
@@ -102,6 +114,14 @@ def _row_span(X, dy, p, q, r, a):
     return centre - half - pad, centre + half + pad
 
 
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """The float32 whose IEEE-754 bits are the int32 `bits` (a bit cast: vectorises, unlike a table)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
 def _exp_neg(sigma):
     """exp(−σ) for 0 ≤ σ ≤ SIGMA_CLAMP, in σ's dtype (compiled per dtype by the overload below)."""
     return math.exp(-sigma)
@@ -110,76 +130,95 @@ def _exp_neg(sigma):
 @overload(_exp_neg, inline="always")
 def _exp_neg_overload(sigma):
     """float32: Cody–Waite reduction σ = n·ln 2 + r and a degree-7 Taylor polynomial in r (|r| ≤ ½ ln 2,
-    truncation error < 1e-8), scaled by 2⁻ⁿ through selects: no call and no table, so a row of pixels
-    vectorises; within 1.3 ulp of the exact exp (tested). float64: the library exp."""
+    truncation error < 1e-8), times 2⁻ⁿ built from its bits: no call, no table and no branch, so a row of
+    pixels vectorises; within 1.3 ulp of the exact exp (tested). float64: the library exp."""
     if sigma != numba.float32:
         return lambda sigma: np.exp(-sigma)
     f = np.float32
     c0, c1, c2, c3, c4, c5, c6, c7 = (f((-1) ** k / math.factorial(k)) for k in range(8))
-    ln2_hi, ln2_lo, log2e = f(LN2_HI), f(LN2_LO), f(1 / math.log(2))
-    half, one, p1, p2, p4, p8 = f(0.5), f(1), f(0.5), f(0.25), f(2.0 ** -4), f(2.0 ** -8)
-    n1, n2, n4, n8 = f(1), f(2), f(4), f(8)
+    ln2_hi, ln2_lo, log2e, half = f(LN2_HI), f(LN2_LO), f(1 / math.log(2)), f(0.5)
+    bias, shift = np.int32(EXPONENT_BIAS), np.int32(MANTISSA_BITS)
 
     def impl(sigma):
         n = np.floor(sigma * log2e + half)
         r = (sigma - n * ln2_hi) - n * ln2_lo
         poly = ((((((c7 * r + c6) * r + c5) * r + c4) * r + c3) * r + c2) * r + c1) * r + c0
-        # 2⁻ⁿ for 0 ≤ n < 16, bit by bit (selects, not branches)
-        scale = p8 if n >= n8 else one
-        n = n - n8 if n >= n8 else n
-        scale = scale * p4 if n >= n4 else scale
-        n = n - n4 if n >= n4 else n
-        scale = scale * p2 if n >= n2 else scale
-        n = n - n2 if n >= n2 else n
-        scale = scale * p1 if n >= n1 else scale
-        return poly * scale
+        return poly * _float32_from_bits((bias - np.int32(n)) << shift)
     return impl
 
 
 @numba.njit(cache=True, inline="always")
-def _weights(X, Y, p, q, r, grid_x, start, stop, y, consts, weights):
-    """weights[k] = α·[drawn] at pixel (x = grid_x[start + k], y) for k < n, the span's length rounded up to
-    whole VECTORs (0 at and beyond stop); returns n. All in the input's dtype: σ = ½(u² + v²), u = p·dx,
-    v = r·(dy − q·dx), drawn iff σ ≥ 0 and exp(−σ) ≥ 1/255. Whole vectors keep short spans off the
-    compiled loop's scalar remainder."""
+def _weight(X, dy, p, q, r, x, stop, consts):
+    """α·[drawn] of one Gaussian at pixel (x, y = Y − dy), 0 at x ≥ stop (a vector's overhang). In the input's
+    dtype: σ = ½(u² + v²), u = p·dx, v = r·(dy − q·dx), drawn iff σ ≥ 0 and exp(−σ) ≥ 1/255."""
     half, alpha_min, clamp = consts[0], consts[1], consts[2]
     zero = half - half
-    dy = Y - y
-    length = stop - start
-    n = (length + VECTOR - 1) // VECTOR * VECTOR
-    for k in range(n):
-        dx = X - grid_x[start + k]
-        u = p * dx
-        v = r * (dy - q * dx)
-        sigma = half * (u * u + v * v)
-        alpha = _exp_neg(sigma if sigma < clamp else clamp)
-        weights[k] = alpha if (sigma >= zero and alpha >= alpha_min and k < length) else zero
-    return n
+    dx = X - x
+    u = p * dx
+    v = r * (dy - q * dx)
+    sigma = half * (u * u + v * v)
+    alpha = _exp_neg(sigma if sigma < clamp else clamp)
+    return alpha if (sigma >= zero and alpha >= alpha_min and x < stop) else zero
 
 
 @numba.njit(cache=True, inline="always")
-def _accumulate(X, Y, p, q, r, grid_x, start, stop, y, consts, c0, c1, c2, row0, row1, row2):
-    """row_c[k] += colour_c·α·[drawn] at pixel (x = grid_x[start + k], y), for three channels at once, over
-    the span rounded up to whole VECTORs as in `_weights` (same arithmetic, fused: one pass, no buffer)."""
-    half, alpha_min, clamp = consts[0], consts[1], consts[2]
-    zero = half - half
-    dy = Y - y
-    length = stop - start
-    n = (length + VECTOR - 1) // VECTOR * VECTOR
-    xs = grid_x[start:]
+def _vectors(start, stop):
+    """Pixels from `start` covered by whole VECTORs up to `stop`: short spans stay off the compiled loop's
+    scalar remainder."""
+    return (stop - start + VECTOR - 1) // VECTOR * VECTOR
+
+
+@numba.njit(cache=True, inline="always")
+def _weights(X, dy, p, q, r, xs, stop, consts, n, weights):
+    """weights[k] = `_weight` at pixel x = xs[k], for k < n."""
     for k in range(n):
-        dx = X - xs[k]
-        u = p * dx
-        v = r * (dy - q * dx)
-        sigma = half * (u * u + v * v)
-        alpha = _exp_neg(sigma if sigma < clamp else clamp)
-        w = alpha if (sigma >= zero and alpha >= alpha_min and k < length) else zero
-        row0[k] += w * c0
-        row1[k] += w * c1
-        row2[k] += w * c2
+        weights[k] = _weight(X, dy, p, q, r, xs[k], stop, consts)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, inline="always")
+def _accumulate(X, dy, p, q, r, xs, stop, consts, n, c0, c1, c2, rows):
+    """rows[c·ROW_STRIDE + k] += colour_c·`_weight` at pixel x = xs[k], for three channels c at once, k < n
+    (the weights of `_weights`, fused: one pass, no buffer)."""
+    for k in range(n):
+        w = _weight(X, dy, p, q, r, xs[k], stop, consts)
+        rows[k] += w * c0
+        rows[k + ROW_STRIDE] += w * c1
+        rows[k + 2 * ROW_STRIDE] += w * c2
+
+
+@numba.njit(cache=True, inline="always")
+def _box(X, Y, ex, ey, row_first, row_last, col_first, col_last):
+    """The pixels (ya, yb, xa, xb) of a Gaussian's α ≥ 1/255 box within rows/columns [first, last], for
+    range(); empty (ya = yb) for a degenerate Gaussian or one outside."""
+    if not (ex > 0 and ey > 0):
+        return 0, 0, 0, 0
+    ya, yb = _span(float(Y) - ey, float(Y) + ey, row_first, row_last)
+    xa, xb = _span(float(X) - ex, float(X) + ex, col_first, col_last)
+    if ya >= yb or xa >= xb:
+        return 0, 0, 0, 0
+    return ya, yb, xa, xb
+
+
+@numba.njit(cache=True, inline="always")
+def _row(X, Y, p, q, r, i, xa, xb):
+    """The pixels [ja, jb) of row i of a box [xa, xb) that the Gaussian can draw: the whole box row when it is
+    narrow (ROW_SPAN_MIN_WIDTH), else trimmed to the span where σ can be ≤ ln 255 (`_row_span`)."""
+    if xb - xa <= ROW_SPAN_MIN_WIDTH:
+        return xa, xb
+    p64, q64, r64 = float(p), float(q), float(r)
+    lo, hi = _row_span(float(X), float(Y) - i, p64, q64, r64, p64 * p64 + r64 * r64 * q64 * q64)
+    return _span(lo, hi, xa, xb - 1)
+
+
+@numba.njit(cache=True, inline="always")
+def _tile_row(group, row):
+    """Offset in a forward tile's flat accumulator of channel group `group`'s first channel on tile row `row`."""
+    return (group * TILE_H + row) * CHANNEL_GROUP * ROW_STRIDE
+
+
+# `contract` lets the compiler fuse multiply-adds (one rounding instead of two: no less exact), here and in the
+# backward, whose weights must be the forward's.
+@numba.njit(cache=True, parallel=True, fastmath={"contract"})
 def _forward(means, factors, colours, extents, grid_x, grid_y, consts, out):
     """out (B, C, H, W) = Σ_g colour_g·α_g. grid_x/grid_y: pixel coordinates 0..W−1+VECTOR / 0..H−1 in the
     input's dtype; consts: (½, 1/255, SIGMA_CLAMP) in the input's dtype."""
@@ -190,51 +229,43 @@ def _forward(means, factors, colours, extents, grid_x, grid_y, consts, out):
         out[:] = 0
         return
     tiles_y, tiles_x = (height + TILE_H - 1) // TILE_H, (width + TILE_W - 1) // TILE_W
+    groups = (channels + CHANNEL_GROUP - 1) // CHANNEL_GROUP
     for task in numba.prange(batch * tiles_y * tiles_x):
         b = task // (tiles_y * tiles_x)
         i0 = (task // tiles_x) % tiles_y * TILE_H
         j0 = task % tiles_x * TILE_W
         i1, j1 = min(i0 + TILE_H, height) - 1, min(j0 + TILE_W, width) - 1
-        # The tile's sums, + a vector of overhang; channels in groups of CHANNEL_GROUP (planes past the last
-        # channel are scratch).
-        groups = (channels + CHANNEL_GROUP - 1) // CHANNEL_GROUP
-        acc = np.zeros((groups * CHANNEL_GROUP, TILE_H, TILE_W + VECTOR), grid_x.dtype)
+        # The tile's sums (`_tile_row`), each row a vector wider than the tile for the overhang; channels past
+        # the last of a group are scratch.
+        acc = np.zeros(_tile_row(groups, 0), grid_x.dtype)
         zero = consts[0] - consts[0]
         # Cell (r, c) draws within [anchor + lo, anchor + hi]; keep those that overlap the tile.
         r_start, r_stop = _span((i0 - y_hi) * hg / height, (i1 - y_lo) * hg / height, 0, hg - 1)
         c_start, c_stop = _span((j0 - x_hi) * wg / width, (j1 - x_lo) * wg / width, 0, wg - 1)
         for gr in range(r_start, r_stop):
             for gc in range(c_start, c_stop):
-                ex, ey = extents[b, gr, gc, 0], extents[b, gr, gc, 1]
-                if not (ex > 0 and ey > 0):
-                    continue
                 X, Y = means[b, gr, gc, 0], means[b, gr, gc, 1]
-                ya, yb = _span(float(Y) - ey, float(Y) + ey, i0, i1)
-                xa, xb = _span(float(X) - ex, float(X) + ex, j0, j1)
-                if ya >= yb or xa >= xb:
-                    continue
+                ya, yb, xa, xb = _box(X, Y, extents[b, gr, gc, 0], extents[b, gr, gc, 1], i0, i1, j0, j1)
                 p, q, r = factors[b, gr, gc, 0], factors[b, gr, gc, 1], factors[b, gr, gc, 2]
-                p64, q64, r64 = float(p), float(q), float(r)
-                a = p64 * p64 + r64 * r64 * q64 * q64
                 for i in range(ya, yb):
-                    lo, hi = _row_span(float(X), float(Y) - i, p64, q64, r64, a)
-                    ja, jb = _span(lo, hi, xa, xb - 1)
+                    ja, jb = _row(X, Y, p, q, r, i, xa, xb)
                     if ja >= jb:
                         continue
+                    n, dy, xs, stop = _vectors(ja, jb), Y - grid_y[i], grid_x[ja:], grid_x[jb]
                     for ch in range(0, channels, CHANNEL_GROUP):
                         c0 = colours[b, gr, gc, ch]
                         c1 = colours[b, gr, gc, ch + 1] if ch + 1 < channels else zero
                         c2 = colours[b, gr, gc, ch + 2] if ch + 2 < channels else zero
-                        at = ja - j0
-                        _accumulate(X, Y, p, q, r, grid_x, ja, jb, grid_y[i], consts, c0, c1, c2,
-                                    acc[ch, i - i0, at:], acc[ch + 1, i - i0, at:], acc[ch + 2, i - i0, at:])
+                        at = _tile_row(ch // CHANNEL_GROUP, i - i0) + ja - j0
+                        _accumulate(X, dy, p, q, r, xs, stop, consts, n, c0, c1, c2, acc[at:])
         for ch in range(channels):
             for i in range(i0, i1 + 1):
+                at = _tile_row(ch // CHANNEL_GROUP, i - i0) + ch % CHANNEL_GROUP * ROW_STRIDE - j0
                 for j in range(j0, j1 + 1):
-                    out[b, ch, i, j] = acc[ch, i - i0, j - j0]
+                    out[b, ch, i, j] = acc[at + j]
 
 
-@numba.njit(cache=True, fastmath={"reassoc"})
+@numba.njit(cache=True, fastmath={"reassoc", "contract"})
 def _row_gradients(X, dy, p, q, r, xs, weights, n, zero, c0, c1, c2, g0, g1, g2):
     """Sums over one row span of a Gaussian's gradients: (colours c0..c2, X, Y, p, q, r) for three channels
     of the output gradient g0..g2, from the weights of `_weights`. In the input's dtype, in any order
@@ -258,7 +289,7 @@ def _row_gradients(X, dy, p, q, r, xs, weights, n, zero, c0, c1, c2, g0, g1, g2)
     return s_c0, s_c1, s_c2, s_x, s_y, s_p, s_q, s_r
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, fastmath={"contract"})
 def _backward(means, factors, colours, extents, grid_x, grid_y, consts, grad_out, grad_means, grad_factors,
               grad_colours):
     """Gradients of Σ grad_out·out with respect to centres (X, Y), inverse factors (p, q, r) and colours, each
@@ -276,22 +307,15 @@ def _backward(means, factors, colours, extents, grid_x, grid_y, consts, grad_out
         for gc in range(wg):
             g_colour[:] = 0.0
             g_x = g_y = g_p = g_q = g_r = 0.0
-            ex, ey = extents[b, gr, gc, 0], extents[b, gr, gc, 1]
             X, Y = means[b, gr, gc, 0], means[b, gr, gc, 1]
-            ya, yb = _span(float(Y) - ey, float(Y) + ey, 0, height - 1)
-            xa, xb = _span(float(X) - ex, float(X) + ex, 0, width - 1)
-            if not (ex > 0 and ey > 0) or ya >= yb or xa >= xb:
-                ya = yb  # draws nothing: zero gradients
+            ya, yb, xa, xb = _box(X, Y, extents[b, gr, gc, 0], extents[b, gr, gc, 1], 0, height - 1, 0, width - 1)
             p, q, r = factors[b, gr, gc, 0], factors[b, gr, gc, 1], factors[b, gr, gc, 2]
-            p64, q64, r64 = float(p), float(q), float(r)
-            a = p64 * p64 + r64 * r64 * q64 * q64
             for i in range(ya, yb):
-                lo, hi = _row_span(float(X), float(Y) - i, p64, q64, r64, a)
-                ja, jb = _span(lo, hi, xa, xb - 1)
+                ja, jb = _row(X, Y, p, q, r, i, xa, xb)
                 if ja >= jb:
                     continue
-                n = _weights(X, Y, p, q, r, grid_x, ja, jb, grid_y[i], consts, weights)
-                dy = Y - grid_y[i]
+                n, dy, xs = _vectors(ja, jb), Y - grid_y[i], grid_x[ja:]
+                _weights(X, dy, p, q, r, xs, grid_x[jb], consts, n, weights)
                 for ch in range(0, channels, CHANNEL_GROUP):
                     c0 = colours[b, gr, gc, ch]
                     c1 = colours[b, gr, gc, ch + 1] if ch + 1 < channels else zero
@@ -299,7 +323,7 @@ def _backward(means, factors, colours, extents, grid_x, grid_y, consts, grad_out
                     g0 = grad_out[b, ch, i, ja:]
                     g1 = grad_out[b, ch + 1, i, ja:] if ch + 1 < channels else zero_row
                     g2 = grad_out[b, ch + 2, i, ja:] if ch + 2 < channels else zero_row
-                    sums = _row_gradients(X, dy, p, q, r, grid_x[ja:], weights, n, zero, c0, c1, c2, g0, g1, g2)
+                    sums = _row_gradients(X, dy, p, q, r, xs, weights, n, zero, c0, c1, c2, g0, g1, g2)
                     g_colour[ch] += sums[0]
                     g_colour[ch + 1] += sums[1]
                     g_colour[ch + 2] += sums[2]

@@ -22,6 +22,13 @@ def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return ((out.double() - ref).abs().max() / ref.abs().max()).item()
 
 
+def box_widths(xy, chol, col, height, width) -> torch.Tensor:
+    """Widths in pixels of the Gaussians' α ≥ 1/255 boxes inside the image."""
+    g = rasterizer.project(xy, chol, col, height, width)
+    x, half_width = g.means[..., 0], g.extents[..., 0]
+    return (x + half_width).clamp(max=width - 1) - (x - half_width).clamp(min=0)
+
+
 def render(xy, chol, col, height, width):
     return rasterize(xy, chol, col, height, width, backend="numba")
 
@@ -56,6 +63,7 @@ def test_thin_rotated_gaussians():
     l21 = sxy / l11
     l22 = (syy - l21 ** 2).clamp_min(1e-6).sqrt()
     chol = torch.stack((l11, l21, l22), -1)
+    assert box_widths(xy, chol, col, height, width).max() > numba_backend.ROW_SPAN_MIN_WIDTH  # trimmed rows
     out = render(xy, chol, col, height, width)
     ref = rasterize_brute_force(xy, chol, col, height, width)
     assert relative_error(out, ref) <= TOLERANCE
@@ -196,6 +204,21 @@ def test_gradients_match_the_torch_backend(scale_h, scale_w, channels):
     xy, chol, _, height, width = lattice_field(2, 5, 6, scale_h, scale_w, seed=11)
     col = torch.rand(*xy.shape[:-1], channels, generator=torch.Generator().manual_seed(11))
     weight = torch.randn(2, channels, height, width, generator=torch.Generator().manual_seed(1))
+    grads = {}
+    for backend in ("numba", "torch"):
+        inputs = [t.clone().requires_grad_(True) for t in (xy, chol, col)]
+        (rasterize(*inputs, height, width, backend=backend) * weight).sum().backward()
+        grads[backend] = [t.grad for t in inputs]
+    for ours, ref in zip(grads["numba"], grads["torch"]):
+        assert ((ours - ref).abs().max() / ref.abs().max()) < 1e-4
+
+
+def test_gradients_of_wide_gaussians_match_the_torch_backend():
+    """Boxes wider than ROW_SPAN_MIN_WIDTH: the backward gathers over the trimmed row spans, as the forward draws."""
+    xy, chol, col, height, width = lattice_field(1, 6, 8, 8, 8, seed=21)
+    chol = chol * 3
+    assert box_widths(xy, chol, col, height, width).max() > numba_backend.ROW_SPAN_MIN_WIDTH  # trimmed rows
+    weight = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(5))
     grads = {}
     for backend in ("numba", "torch"):
         inputs = [t.clone().requires_grad_(True) for t in (xy, chol, col)]
