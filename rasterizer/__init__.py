@@ -22,17 +22,21 @@ from utils import UsageError
 from .projection import ALPHA_MIN, SIGMA_MAX, ProjectedGaussians, project  # noqa: F401
 from .torch_backend import rasterize_torch
 
-Backend = Callable[[ProjectedGaussians, int, int], torch.Tensor]
+# A backend sums projected Gaussians (`project`'s output) or, if it projects them itself, takes `rasterize`'s
+# inputs (xy, cholesky, colour) as they are.
+Backend = Callable[..., torch.Tensor]
 Probe = Callable[[torch.device], None]
 
 
 class BackendInfo:
-    """A registered backend: its function, the devices it can run on, those `auto` may pick it for, and the probe
-    (raises if the backend cannot run on a device) that `auto` runs once per device before picking it."""
+    """A registered backend: its function, the devices it can run on, those `auto` may pick it for, the probe
+    (raises if the backend cannot run on a device) that `auto` runs once per device before picking it, and
+    whether it projects the Gaussians itself (fn(xy, cholesky, colour, H, W) instead of fn(projected, H, W))."""
 
     def __init__(self, fn: Backend, supports: Callable[[torch.device], bool], auto_device_types: tuple[str, ...],
-                 probe: Probe | None = None):
+                 probe: Probe | None = None, projects: bool = False):
         self.fn, self.supports, self.auto_device_types, self.probe = fn, supports, auto_device_types, probe
+        self.projects = projects
 
 
 BACKENDS: dict[str, BackendInfo] = {}
@@ -44,9 +48,9 @@ PROBED: dict[tuple[str, str], str] = {}
 
 def register_backend(name: str, fn: Backend, supports: Callable[[torch.device], bool] = lambda device: True,
                      auto_device_types: tuple[str, ...] = ("cpu", "cuda", "mps", "xpu"),
-                     probe: Probe | None = None) -> None:
+                     probe: Probe | None = None, projects: bool = False) -> None:
     """Make a backend selectable by name, and by `auto` (if listed in AUTO_ORDER) on `auto_device_types`."""
-    BACKENDS[name] = BackendInfo(fn, supports, auto_device_types, probe)
+    BACKENDS[name] = BackendInfo(fn, supports, auto_device_types, probe, projects)
 
 
 def probe_failure(name: str, device: torch.device) -> str:
@@ -95,12 +99,13 @@ def _numba_supports(device: torch.device) -> bool:
     return module is not None and module.supports(device)
 
 
-def _rasterize_numba(gaussians: ProjectedGaussians, height: int, width: int) -> torch.Tensor:
-    return _numba_module().rasterize_numba(gaussians, height, width)
+def _rasterize_numba(xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Tensor, height: int,
+                     width: int) -> torch.Tensor:
+    return _numba_module().rasterize_numba(xy, cholesky, colour, height, width)
 
 
-if importlib.util.find_spec("numba") is not None:  # the compiled CPU backend, `auto` there
-    register_backend("numba", _rasterize_numba, _numba_supports, auto_device_types=("cpu",))
+if importlib.util.find_spec("numba") is not None:  # the compiled CPU backend, `auto` there; it projects itself
+    register_backend("numba", _rasterize_numba, _numba_supports, auto_device_types=("cpu",), projects=True)
 try:  # The official rasterizer (the GaussianImage gsplat fork): only where it is installed, only by name.
     from .gsplat_backend import rasterize_gsplat, supports as _gsplat_supports
 except ImportError:
@@ -152,5 +157,7 @@ def rasterize(xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Tensor, he
         raise ValueError(f"colour must be {tuple(xy.shape[:-1])} + (C,), got {tuple(colour.shape)}")
     if height <= 0 or width <= 0:
         raise ValueError(f"output size must be positive, got {height}x{width}")
-    name = resolve_backend(backend, xy.device)
-    return BACKENDS[name].fn(project(xy, cholesky, colour, height, width), height, width)
+    info = BACKENDS[resolve_backend(backend, xy.device)]
+    if info.projects:
+        return info.fn(xy, cholesky, colour, height, width)
+    return info.fn(project(xy, cholesky, colour, height, width), height, width)

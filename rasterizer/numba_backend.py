@@ -28,7 +28,7 @@ from numba.extending import intrinsic, overload
 import numpy as np
 import torch
 
-from .projection import ALPHA_MIN, SIGMA_MAX, ProjectedGaussians
+from .projection import ALPHA_MIN, EXTENT_SLACK, SIGMA_MAX
 
 # Output pixels per forward task (rows, columns): large enough to amortise the window set-up, small enough to
 # keep a tile's accumulators in cache and give every thread work on small images.
@@ -66,6 +66,34 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 # The workqueue layer aborts on concurrent calls from several Python threads: one call at a time.
 _KERNEL_LOCK = threading.Lock()
+
+
+@numba.njit(cache=True, parallel=True)
+def _project(xy, cholesky, colour, consts, means, factors, colours, extents):
+    """`projection.project`, compiled: its operations in its order and the input's dtype (so the same roundings),
+    one pass over the Gaussians instead of ~20 small tensor operations. consts: (W, H, 2·ln 255, 1 + slack,
+    slack, 1, 2) in the input's dtype; the outputs are written whole."""
+    batch, hg, wg, channels = colour.shape
+    width, height, two_sigma, widen, slack, one, two = (consts[0], consts[1], consts[2], consts[3], consts[4],
+                                                       consts[5], consts[6])
+    zero = one - one
+    for task in numba.prange(batch * hg):
+        b, gr = task // hg, task % hg
+        for gc in range(wg):
+            means[b, gr, gc, 0] = width * (xy[b, gr, gc, 0] + one) / two
+            means[b, gr, gc, 1] = height * (xy[b, gr, gc, 1] + one) / two
+            l11, l21, l22 = cholesky[b, gr, gc, 0], cholesky[b, gr, gc, 1], cholesky[b, gr, gc, 2]
+            det = l11 * l22
+            valid = det * det > zero
+            for ch in range(channels):
+                colours[b, gr, gc, ch] = colour[b, gr, gc, ch] if valid else zero
+            if valid:
+                factors[b, gr, gc, 0], factors[b, gr, gc, 1], factors[b, gr, gc, 2] = one / l11, l21 / l11, one / l22
+                extents[b, gr, gc, 0] = np.sqrt(two_sigma * (l11 * l11)) * widen + slack
+                extents[b, gr, gc, 1] = np.sqrt(two_sigma * (l21 * l21 + l22 * l22)) * widen + slack
+            else:
+                factors[b, gr, gc, 0] = factors[b, gr, gc, 1] = factors[b, gr, gc, 2] = zero
+                extents[b, gr, gc, 0] = extents[b, gr, gc, 1] = zero
 
 
 @numba.njit(cache=True)
@@ -290,11 +318,13 @@ def _row_gradients(X, dy, p, q, r, xs, weights, n, zero, c0, c1, c2, g0, g1, g2)
 
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def _backward(means, factors, colours, extents, grid_x, grid_y, consts, grad_out, grad_means, grad_factors,
-              grad_colours):
-    """Gradients of Σ grad_out·out with respect to centres (X, Y), inverse factors (p, q, r) and colours, each
-    Gaussian gathering over its own pixels (row sums in the input's dtype, totals in float64); the grad_*
-    arrays are written whole. grad_out: (B, C, H, W + VECTOR), zero beyond W."""
+def _backward(means, factors, colours, extents, grid_x, grid_y, consts, grad_out, grad_xy, grad_cholesky,
+              grad_colour):
+    """Gradients of Σ grad_out·out with respect to `_project`'s inputs (normalised centres, Cholesky factors,
+    colours): each Gaussian gathers the gradients of its centre (X, Y), inverse factor (p, q, r) and colour over
+    its own pixels (row sums in the input's dtype, totals in float64), then takes them through the projection
+    (X = W(x + 1)/2, p = 1/l11, q = l21/l11, r = 1/l22; nothing for a degenerate Gaussian). The grad_* arrays
+    are written whole. grad_out: (B, C, H, W + VECTOR), zero beyond W."""
     batch, hg, wg, channels = colours.shape
     height, width = grad_out.shape[2], grad_out.shape[3] - VECTOR
     zero = consts[0] - consts[0]
@@ -332,10 +362,14 @@ def _backward(means, factors, colours, extents, grid_x, grid_y, consts, grad_out
                     g_p += sums[5]
                     g_q += sums[6]
                     g_r += sums[7]
-            grad_means[b, gr, gc, 0], grad_means[b, gr, gc, 1] = g_x, g_y
-            grad_factors[b, gr, gc, 0], grad_factors[b, gr, gc, 1], grad_factors[b, gr, gc, 2] = g_p, g_q, g_r
+            grad_xy[b, gr, gc, 0], grad_xy[b, gr, gc, 1] = g_x * (width / 2), g_y * (height / 2)
+            valid = extents[b, gr, gc, 0] > 0
+            p64, q64, r64 = float(p), float(q), float(r)
+            grad_cholesky[b, gr, gc, 0] = -(g_p * p64 + g_q * q64) * p64 if valid else 0.0
+            grad_cholesky[b, gr, gc, 1] = g_q * p64 if valid else 0.0
+            grad_cholesky[b, gr, gc, 2] = -g_r * r64 * r64 if valid else 0.0
             for ch in range(channels):
-                grad_colours[b, gr, gc, ch] = g_colour[ch]
+                grad_colour[b, gr, gc, ch] = g_colour[ch] if valid else 0.0
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -354,15 +388,25 @@ def _set_threads() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
+def _projection_consts(dtype: torch.dtype, height: int, width: int) -> np.ndarray:
+    """`_project`'s constants in the kernel's dtype, as torch rounds the Python numbers of `projection.project`."""
+    return torch.tensor([width, height, 2 * SIGMA_MAX, 1 + EXTENT_SLACK, EXTENT_SLACK, 1, 2], dtype=dtype).numpy()
+
+
 class _RasterizeNumba(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means, factors, colours, extents, height, width):
-        batch, hg, wg, channels = colours.shape
-        out = torch.empty(batch, channels, height, width, dtype=colours.dtype)
-        arrays = [_numpy(t) for t in (means, factors, colours, extents)]
+    def forward(ctx, xy, cholesky, colour, height, width):
+        batch, hg, wg, channels = colour.shape
+        dtype = colour.dtype
+        means, extents = torch.empty(batch, hg, wg, 2, dtype=dtype), torch.empty(batch, hg, wg, 2, dtype=dtype)
+        factors, colours = torch.empty(batch, hg, wg, 3, dtype=dtype), torch.empty_like(colour)
+        out = torch.empty(batch, channels, height, width, dtype=dtype)
+        projected = [t.numpy() for t in (means, factors, colours, extents)]
         with _KERNEL_LOCK:
             _set_threads()
-            _forward(*arrays, *_grids_and_consts(colours.dtype, height, width), out.numpy())
+            _project(*(_numpy(t) for t in (xy, cholesky, colour)), _projection_consts(dtype, height, width),
+                     *projected)
+            _forward(*projected, *_grids_and_consts(dtype, height, width), out.numpy())
         ctx.save_for_backward(means, factors, colours, extents)
         ctx.size = (height, width)
         return out
@@ -372,26 +416,27 @@ class _RasterizeNumba(torch.autograd.Function):
     def backward(ctx, grad_out):
         means, factors, colours, extents = ctx.saved_tensors
         height, width = ctx.size
-        grads = [torch.empty_like(t) for t in (means, factors, colours)]
-        arrays = [_numpy(t) for t in (means, factors, colours, extents)]
+        batch, hg, wg, _ = colours.shape
+        grads = [torch.empty(batch, hg, wg, 2, dtype=colours.dtype), torch.empty_like(factors),
+                 torch.empty_like(colours)]
         grad_pix = torch.nn.functional.pad(grad_out.to(colours.dtype), (0, VECTOR)).numpy()
         with _KERNEL_LOCK:
             _set_threads()
-            _backward(*arrays, *_grids_and_consts(colours.dtype, height, width), grad_pix,
-                      *(g.numpy() for g in grads))
-        return (*grads, None, None, None)
+            _backward(*(t.numpy() for t in (means, factors, colours, extents)),
+                      *_grids_and_consts(colours.dtype, height, width), grad_pix, *(g.numpy() for g in grads))
+        return (*grads, None, None)
 
 
 def supports(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-def rasterize_numba(gaussians: ProjectedGaussians, height: int, width: int) -> torch.Tensor:
-    """The plain α-weighted colour sum, (B, C, height, width), in float32 or float64 as the input (other
-    dtypes are computed in float32 and returned in their own)."""
-    dtype = gaussians.means.dtype
+def rasterize_numba(xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Tensor, height: int,
+                    width: int) -> torch.Tensor:
+    """The plain α-weighted colour sum, (B, C, height, width), of `rasterizer.rasterize`'s inputs, projected
+    here (`_project`), in float32 or float64 as the input (other dtypes are computed in float32 and returned in
+    their own)."""
+    dtype = colour.dtype
     kernel_dtype = dtype if dtype in DTYPES else torch.float32
-    means, factors, colours, extents = (t.to(kernel_dtype) for t in (
-        gaussians.means, gaussians.inv_factors, gaussians.colours, gaussians.extents))
-    out = _RasterizeNumba.apply(means, factors, colours, extents.detach(), height, width)
+    out = _RasterizeNumba.apply(*(t.to(kernel_dtype) for t in (xy, cholesky, colour)), height, width)
     return out.to(dtype)

@@ -141,13 +141,33 @@ def test_channel_counts_other_than_three(channels):
 
 
 def test_other_dtypes_are_computed_in_float32():
-    xy, chol, col, height, width = lattice_field(1, 4, 4, 3, 3, seed=14)
-    half = rasterizer.project(xy.bfloat16(), chol.bfloat16(), col.bfloat16(), height, width)
-    out = numba_backend.rasterize_numba(half, height, width)
+    xy, chol, col, height, width = (t.bfloat16() if torch.is_tensor(t) else t
+                                    for t in lattice_field(1, 4, 4, 3, 3, seed=14))
+    out = numba_backend.rasterize_numba(xy, chol, col, height, width)
     assert out.dtype == torch.bfloat16
-    single = rasterizer.ProjectedGaussians(*(t.float() for t in (half.means, half.inv_factors, half.colours,
-                                                                half.extents)))
-    assert torch.equal(out, numba_backend.rasterize_numba(single, height, width).bfloat16())
+    single = numba_backend.rasterize_numba(xy.float(), chol.float(), col.float(), height, width)
+    assert torch.equal(out, single.bfloat16())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_projection_is_the_torch_projection(dtype):
+    """`_project` (the numba backend projects its own Gaussians) gives exactly `projection.project`'s tensors,
+    degenerate factors included; extents (used only to cull, with slack) to an ulp, as torch's vectorised square
+    root is not always correctly rounded."""
+    xy, chol, col, height, width = lattice_field(2, 5, 7, 3.7, 2.2, seed=23, dtype=dtype)
+    chol = chol.clone()
+    chol[0, 1, :, 0] = 0  # l11 = 0
+    chol[1, 2, 3, 2] = 0  # l22 = 0
+    chol[1, 0, 0] = -chol[1, 0, 0]  # negative diagonals are valid factors
+    ref = rasterizer.project(xy, chol, col, height, width)
+    batch, hg, wg, _ = col.shape
+    ours = [torch.full((batch, hg, wg, k), float("nan"), dtype=dtype) for k in (2, 3, 3, 2)]
+    numba_backend._project(xy.numpy(), chol.numpy(), col.numpy(),
+                           numba_backend._projection_consts(dtype, height, width), *(t.numpy() for t in ours))
+    for name, tensor in zip(("means", "inv_factors", "colours"), ours):
+        assert torch.equal(tensor, getattr(ref, name)), name
+    assert torch.equal(ours[3] == 0, ref.extents == 0)
+    assert torch.allclose(ours[3], ref.extents, rtol=2 * torch.finfo(dtype).eps, atol=0)
 
 
 def test_float32_exp_is_within_two_ulp():
