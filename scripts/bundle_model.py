@@ -3,13 +3,15 @@ vs the model on the test split, and a model card.
 
     python scripts/bundle_model.py --checkpoint save/bundled/best.pth --test data/photos/test \\
         --out weights/continuoussr-edsr-baseline.pth --note "trained on one H100, 2026-..., 25 min"
+    python scripts/bundle_model.py --rescore weights/continuoussr-edsr-baseline.pth --test data/photos/test
 
 Steps: (1) the checkpoint's model and its fp16 round trip are both scored on the validation split (--val) at
 every scale; the weights are stored in fp16 only if no scale's mean PSNR moves by MAX_FP16_PSNR_CHANGE dB or
 more, else in fp32 (a choice, so never made on the test split). (2) Bicubic (MATLAB-compatible, 8-bit) and the model are scored with the benchmark protocol: LR made
 on the fly (PIL bicubic of the uint8 HR, HR cropped to the LR grid), PSNR on the luma, shave = ceil(scale). (3)
 The weights file (the official format, model only), MODEL_CARD.md and a JSON of the numbers are written beside
-each other, atomically. The splits' MANIFEST.json (scripts/prepare_photos.py) names the data.
+each other, atomically. The splits' MANIFEST.json (scripts/prepare_photos.py) names the data. `--rescore`
+re-measures an already bundled model's table on the test split (step 2 only), leaving its weights as they are.
 """
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ DEFAULT_SCALES = (2, 3, 4, 6, 8)
 # fp16 weights are kept only if they move no scale's mean PSNR by this much (the issue's bound).
 MAX_FP16_PSNR_CHANGE = 0.01
 HEADLINE_SCALE = 4
+TABLE_HEADING = "## The test split (never trained on, used for no choice)"
+# The table headings of cards written before the three splits (their table is replaced by --rescore).
+OLD_TABLE_HEADINGS = ("## Held-out photographs",)
 
 
 def split_config(folder: Path, scale: float) -> dict:
@@ -79,25 +84,73 @@ def model_card(payload: dict, ckpt: dict, table: dict, dtype: str, fp16_change: 
     if manifest:
         lines += ["", "## Data", "", "| file | split | source | licence |", "| --- | --- | --- | --- |"]
         lines += [f"| {m['file']} | {m['split']} | {m['package']}: {m['id']} | {m['licence']} |" for m in manifest]
+    return "\n".join(lines) + "\n" + table_section(table)
+
+
+def table_section(table: dict, photographs: list | None = None) -> str:
+    """The card's last section: bicubic vs the model on the test split, optionally naming its photographs."""
     scales = sorted(table["model"])
-    lines += ["", "## The test split (never trained on, used for no choice)", "",
-              "PSNR (dB) on the luma, shave = ceil(scale); LR = PIL bicubic of the HR (made on the fly). The "
-              "validation split chose the checkpoint and fp16; the test photographs only make this table.", "",
-              "| | " + " | ".join(f"x{s:g}" for s in scales) + " |", "| --- |" + " --- |" * len(scales)]
+    lines = ["", TABLE_HEADING, "",
+             "PSNR (dB) on the luma, shave = ceil(scale); LR = PIL bicubic of the HR (made on the fly). The "
+             "validation split chose the checkpoint and fp16; the test photographs only make this table.", "",
+             "| | " + " | ".join(f"x{s:g}" for s in scales) + " |", "| --- |" + " --- |" * len(scales)]
     for row in ("bicubic", "model"):
         lines.append(f"| {row} | " + " | ".join(f"{table[row][s]:.2f}" for s in scales) + " |")
     lines.append("| gain | " + " | ".join(f"{table['model'][s] - table['bicubic'][s]:+.2f}" for s in scales) + " |")
+    if photographs:
+        lines += ["", "| test photograph | source | licence |", "| --- | --- | --- |"]
+        lines += [f"| {m['file']} | {m['package']}: {m['id']} | {m['licence']} |" for m in photographs]
     return "\n".join(lines) + "\n"
+
+
+def read_manifest(test: Path) -> list | None:
+    """The splits' MANIFEST.json beside the test folder (scripts/prepare_photos.py), if there is one."""
+    path = test.parent / "MANIFEST.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_record(weights: Path, table: dict, dtype: str, fp16_change: float | None) -> None:
+    """The JSON of the card's numbers, beside the weights."""
+    psnr = {row: {f"{s:g}": value for s, value in by_scale.items()} for row, by_scale in table.items()}
+    record = {"weights": weights.name, "date": datetime.date.today().isoformat(), "table_split": "test",
+              "dtype": dtype, "fp16_psnr_change": fp16_change, "psnr": psnr}
+    with atomic_path(weights.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def rescore(weights: Path, test: Path, scales: list[float], device: torch.device) -> dict:
+    """Re-measure a bundled model's card on the test split, weights untouched: the card keeps its training and
+    data sections and gets a new table (replacing the one from its first table heading on)."""
+    model = models.sr_model_from_checkpoint(weights, device)
+    table = {"model": score(model, test, scales, device),
+             "bicubic": score(load_model(BICUBIC_MODEL, device), test, scales, device)}
+    card_path = weights.parent / "MODEL_CARD.md"
+    card = card_path.read_text() if card_path.is_file() else f"# {weights.name}\n"
+    cut = min((card.find(h) for h in (TABLE_HEADING, *OLD_TABLE_HEADINGS) if h in card), default=len(card))
+    photographs = [m for m in read_manifest(test) or [] if m["split"] == "test"]
+    with atomic_path(card_path) as tmp:
+        tmp.write_text(card[:cut].rstrip("\n") + "\n" + table_section(table, photographs))
+    old_record = weights.with_suffix(".json")
+    old = json.loads(old_record.read_text()) if old_record.is_file() else {}
+    write_record(weights, table, old.get("dtype", "?"), old.get("fp16_psnr_change"))
+    return table
+
+
+def headline_gain(table: dict) -> float:
+    return table["model"].get(HEADLINE_SCALE, float("nan")) - table["bicubic"].get(HEADLINE_SCALE, float("nan"))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="the training checkpoint (e.g. save/<run>/best.pth)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="the training checkpoint (e.g. save/<run>/best.pth)")
+    source.add_argument("--rescore", metavar="WEIGHTS",
+                        help="a bundled weights file: re-measure its card's table on --test, weights untouched")
     parser.add_argument("--test", required=True, help="the test split's HR photographs (the card's table; used for "
                                                       "nothing else)")
     parser.add_argument("--val", help="the validation split's HR photographs, which decide fp16 vs fp32 "
                                       "(default: the folder val/ beside --test)")
-    parser.add_argument("--out", required=True, help="the weights file to write (.pth); the card goes beside it")
+    parser.add_argument("--out", help="the weights file to write (.pth; with --checkpoint); the card goes beside it")
     parser.add_argument("--scales", default=",".join(map(str, DEFAULT_SCALES)), help="comma-separated scales")
     parser.add_argument("--note", default="", help="a line for the card: device, wall time, date of the training")
     parser.add_argument("--device", default=DEVICE_AUTO,
@@ -106,6 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scales = [float(s) for s in args.scales.split(",")]
         device = resolve_device(args.device)
+        if args.rescore:
+            weights = Path(args.rescore)
+            table = rescore(weights, Path(args.test), scales, device)
+            print((weights.parent / "MODEL_CARD.md").read_text())
+            print(f"rescored {weights} on {args.test}; gain at x{HEADLINE_SCALE}: {headline_gain(table):+.2f} dB")
+            return EXIT_OK
+        if not args.out:
+            raise UsageError("--out is required with --checkpoint")
         ckpt = models.load_checkpoint(args.checkpoint)
         payload = {key: ckpt["model"][key] for key in ("name", "args", "sd")}
         model = models.model_from_checkpoint(ckpt).to(device).eval()
@@ -125,20 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         torch.save({"model": stored}, f)
-    manifest_path = test.parent / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
-    card = model_card(payload, ckpt, table, "fp16" if keep_fp16 else "fp32", fp16_change, manifest, args.note, out)
+    manifest = read_manifest(test)
+    dtype = "fp16" if keep_fp16 else "fp32"
+    card = model_card(payload, ckpt, table, dtype, fp16_change, manifest, args.note, out)
     with atomic_path(out.parent / "MODEL_CARD.md") as tmp:
         tmp.write_text(card)
-    psnr = {row: {f"{s:g}": value for s, value in by_scale.items()} for row, by_scale in table.items()}
-    record = {"weights": out.name, "date": datetime.date.today().isoformat(),
-              "dtype": "fp16" if keep_fp16 else "fp32", "fp16_psnr_change": fp16_change, "psnr": psnr}
-    with atomic_path(out.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-    gain = table["model"].get(HEADLINE_SCALE, float("nan")) - table["bicubic"].get(HEADLINE_SCALE, float("nan"))
+    write_record(out, table, dtype, fp16_change)
     print(card)
-    print(f"wrote {out} ({out.stat().st_size / 2 ** 20:.1f} MiB, {record['dtype']}); gain at x{HEADLINE_SCALE}: "
-          f"{gain:+.2f} dB")
+    print(f"wrote {out} ({out.stat().st_size / 2 ** 20:.1f} MiB, {dtype}); gain at x{HEADLINE_SCALE}: "
+          f"{headline_gain(table):+.2f} dB")
     return EXIT_OK
 
 

@@ -60,3 +60,35 @@ def test_bad_checkpoint_exits_2(heldout, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a readable checkpoint" in err[0]
     assert not (tmp_path / "w.pth").exists()
+
+
+@pytest.mark.slow
+def test_rescore_replaces_only_the_table(tiny_checkpoint, heldout, tmp_path, capsys):
+    """--rescore: the weights file is untouched, the card keeps its training and data sections, an old held-out
+    table is replaced by the test split's (with its photographs), and the JSON holds the new numbers."""
+    weights = tmp_path / "weights" / "bundled.pth"
+    weights.parent.mkdir()
+    torch.save({"model": models.load_checkpoint(tiny_checkpoint)["model"]}, weights)
+    before = weights.read_bytes()
+    (weights.parent / "MODEL_CARD.md").write_text(
+        "# bundled.pth\n\n## Training\n\n- trained long ago\n\n## Held-out photographs (never trained on)\n\n"
+        "| | x4 |\n| --- | --- |\n| model | 99.00 |\n")
+    weights.with_suffix(".json").write_text(json.dumps({"dtype": "fp16", "fp16_psnr_change": 0.0001}))
+    assert main(["--rescore", str(weights), "--test", str(heldout), "--scales", "4", "--device", "cpu"]) == 0
+    assert weights.read_bytes() == before
+    card = (weights.parent / "MODEL_CARD.md").read_text()
+    assert "- trained long ago" in card and "Held-out" not in card and "99.00" not in card
+    assert card.count("## The test split") == 1 and "| test/p0.png | test: p0 | CC0 |" in card
+    record = json.loads(weights.with_suffix(".json").read_text())
+    config = split_config(heldout, 4)
+    expected = evaluate(models.model_from_checkpoint(weights).eval(), build_dataset(config),
+                        validate_config(config), progress=False).mean("psnr", 4)
+    assert record["psnr"]["model"]["4"] == pytest.approx(expected, abs=1e-9)
+    assert record["table_split"] == "test" and record["dtype"] == "fp16"
+    assert f"{record['psnr']['model']['4'] - record['psnr']['bicubic']['4']:+.2f}" in card
+
+
+def test_checkpoint_needs_out(heldout, tmp_path, capsys):
+    assert main(["--checkpoint", str(tmp_path / "x.pth"), "--test", str(heldout)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out is required" in err[0]
