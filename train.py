@@ -35,7 +35,8 @@ val_dataset):
   rasterizer_backend        auto | torch | numba | triton | ... (default auto)
   init_from                 null (default) or an official checkpoint whose model weights start a NEW run
                             (fine-tuning: fresh optimizer, scheduler and counters; the model specs must match);
-                            ignored when resuming, where the resumed checkpoint's weights are used
+                            ignored when resuming, where the resumed checkpoint's weights are used; with a
+                            val set they are validated first (epoch 0), so best.pth is never worse than them
 
 The output folder (--out, default save/<config name>) holds config.yaml (the config used), last.pth (every
 epoch), best.pth (best mean validation PSNR), epoch-<n>.pth, tensorboard/ (train/loss, train/lr,
@@ -511,6 +512,21 @@ class Trainer:
         bar.close()
         return total / count if count else None
 
+    def validate_epoch(self) -> tuple[str, bool]:
+        """Validate at the current epoch and log the scalars: the message's part (", val PSNR ...") and whether
+        this is the best epoch so far (then recorded as such)."""
+        results = validate(self.model, self.val_sets, self.cfg, self.ctx, self.log, self.out, self.epoch)
+        for scale, value in results.items():
+            self.log.scalar(f"val/psnr_x{scale:g}", value, self.epoch)
+        mean = sum(results.values()) / len(results)
+        self.log.scalar("val/psnr", mean, self.epoch)
+        message = ", val PSNR " + ", ".join(f"x{s:g} {v:.2f}" for s, v in results.items()) + " dB"
+        best = self.best_psnr is None or mean > self.best_psnr
+        if best:
+            self.best_psnr, self.best_epoch = mean, self.epoch
+            message += " (best)"
+        return message, best
+
     def run(self) -> None:
         cfg = self.cfg
         if self.ctx.is_main:
@@ -519,6 +535,12 @@ class Trainer:
                 save_config(cfg, self.out / "config.yaml")
             except OSError as exc:
                 raise OutputWriteError(f"cannot write {self.out / 'config.yaml'}: {one_line(exc)}") from None
+        if cfg["init_from"] and self.val_sets and self.step == 0:
+            # The starting point of the curve: best.pth stays the initial weights until training beats them.
+            start = time.perf_counter()
+            scores, _ = self.validate_epoch()
+            self.save("best.pth")
+            self.log(f"epoch 0 (the weights of {cfg['init_from']}){scores} [{time.perf_counter() - start:.1f} s]")
         while self.epoch < cfg["epoch_max"]:
             start = time.perf_counter()
             loss = self.train_epoch()
@@ -534,16 +556,9 @@ class Trainer:
                 self.log.scalar("train/epoch_loss", loss, self.epoch)
             names = ["last.pth"]
             if self.val_sets and (self.epoch % cfg["epoch_val"] == 0 or self.epoch == cfg["epoch_max"]):
-                results = validate(self.model, self.val_sets, cfg, self.ctx, self.log, self.out, self.epoch)
-                for scale, value in results.items():
-                    self.log.scalar(f"val/psnr_x{scale:g}", value, self.epoch)
-                mean = sum(results.values()) / len(results)
-                self.log.scalar("val/psnr", mean, self.epoch)
-                message += ", val PSNR " + ", ".join(f"x{s:g} {v:.2f}" for s, v in results.items()) + " dB"
-                if self.best_psnr is None or mean > self.best_psnr:
-                    self.best_psnr, self.best_epoch = mean, self.epoch
-                    names.append("best.pth")
-                    message += " (best)"
+                scores, best = self.validate_epoch()
+                message += scores
+                names += ["best.pth"] if best else []
             if cfg["epoch_save"] and self.epoch % cfg["epoch_save"] == 0:
                 names.append(f"epoch-{self.epoch}.pth")
             self.save(*names)

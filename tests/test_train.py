@@ -531,6 +531,22 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights(image_dir, straig
     assert not all(torch.equal(v, fresh.model.state_dict()[k]) for k, v in trainer.model.state_dict().items())
 
 
+@pytest.mark.slow
+def test_init_from_validates_the_initial_weights_first(image_dir, straight_run, tmp_path):
+    """Epoch 0 is the starting point of the curve, and best.pth the initial weights until training beats them."""
+    out = tmp_path / "run"
+    run(out, image_dir, "--val-path", str(image_dir), "--set", "val_dataset.scales=[2]", "--set", "epoch_max=1",
+        "--set", f"init_from={straight_run / 'last.pth'}", "--set", "optimizer.args.lr=0.05")
+    log = (out / "log.txt").read_text()
+    assert "epoch 0 (the weights of" in log and "val PSNR x2" in log.split("epoch 0")[1]
+    best = models.load_checkpoint(out / "best.pth")
+    source = models.load_checkpoint(straight_run / "last.pth")
+    # lr 0.05 wrecks the weights in one epoch: best.pth must still be the initial weights (epoch 0)
+    assert best["best_epoch"] == 0
+    for key, value in best["model"]["sd"].items():
+        assert torch.equal(value, source["model"]["sd"][key]), key
+
+
 def test_init_from_a_missing_checkpoint_is_refused_before_any_work(image_dir, tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as stop:
