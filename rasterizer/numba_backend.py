@@ -28,7 +28,7 @@ from numba.extending import intrinsic, overload
 import numpy as np
 import torch
 
-from .projection import ALPHA_MIN, EXTENT_SLACK, SIGMA_MAX
+from .projection import ALPHA_MIN, EXTENT_SLACK, SIGMA_MAX, WINDOW_SLACK
 
 # Output pixels per forward task (rows, columns): large enough to amortise the window set-up, small enough to
 # keep a tile's accumulators in cache and give every thread work on small images.
@@ -98,8 +98,9 @@ def _project(xy, cholesky, colour, consts, means, factors, colours, extents):
 
 @numba.njit(cache=True)
 def _reach(means, extents, height, width):
-    """(x_lo, x_hi, y_lo, y_hi) of (centre − anchor) ∓ half-width over the valid Gaussians, widened by the
-    slack; the anchor of lattice cell (r, c) is (c·W/Wg, r·H/Hg). lo > hi when no Gaussian is valid."""
+    """`projection.lattice_reach`, compiled (no torch operations on the host): (x_lo, x_hi, y_lo, y_hi) of
+    (centre − anchor) ∓ half-width over the valid Gaussians, widened by WINDOW_SLACK; the anchor of lattice cell
+    (r, c) is (c·W/Wg, r·H/Hg). lo > hi when no Gaussian is valid; non-finite entries are skipped."""
     batch, hg, wg = means.shape[0], means.shape[1], means.shape[2]
     x_lo, x_hi, y_lo, y_hi = np.inf, -np.inf, np.inf, -np.inf
     if hg == 0 or wg == 0:
@@ -117,7 +118,7 @@ def _reach(means, extents, height, width):
                     continue
                 x_lo, x_hi = min(x_lo, dx - ex), max(x_hi, dx + ex)
                 y_lo, y_hi = min(y_lo, dy - ey), max(y_hi, dy + ey)
-    return x_lo - SLACK_PIXELS, x_hi + SLACK_PIXELS, y_lo - SLACK_PIXELS, y_hi + SLACK_PIXELS
+    return x_lo - WINDOW_SLACK, x_hi + WINDOW_SLACK, y_lo - WINDOW_SLACK, y_hi + WINDOW_SLACK
 
 
 @numba.njit(cache=True, inline="always")

@@ -14,6 +14,8 @@ ALPHA_MIN = 1.0 / 255.0
 SIGMA_MAX = math.log(255.0)
 # Extents are widened by this much (relative and in pixels) so that float rounding never culls a drawn pixel.
 EXTENT_SLACK = 1e-3
+# Slack (pixels) on a lattice window's bounds so that float rounding never drops a Gaussian at the window's edge.
+WINDOW_SLACK = 1e-3
 
 
 @dataclass
@@ -51,3 +53,29 @@ def project(xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Tensor, heig
         half_widths = torch.sqrt(2 * SIGMA_MAX * variances)
         extents = (half_widths * (1 + EXTENT_SLACK) + EXTENT_SLACK) * valid.unsqueeze(-1)
     return ProjectedGaussians(torch.stack((x, y), -1), inv_factors, colours, extents)
+
+
+def lattice_reach(means: torch.Tensor, extents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(x_lo, x_hi, y_lo, y_hi), a float32 tensor on the Gaussians' device: bounds of (centre − anchor) ∓
+    half-width over every valid Gaussian (means, extents: (B, Hg, Wg, 2) from `project`), widened by
+    WINDOW_SLACK; lo > hi when none is valid. A Gaussian anchored at pixel position a (= W·c/Wg per axis) can only
+    draw pixels within [a + lo, a + hi], so a tile needs only the lattice window these bounds give. Torch ops on
+    the device, nothing copied to the host (the Triton backend); the numba backend computes the same bounds in a
+    compiled loop (`numba_backend._reach`, held to this by a test).
+    """
+    hg, wg = means.shape[1:3]
+    anchor_x = torch.arange(wg, device=means.device, dtype=means.dtype) * (width / wg)
+    anchor_y = torch.arange(hg, device=means.device, dtype=means.dtype).unsqueeze(-1) * (height / hg)
+    valid = extents[..., 0] > 0
+    drift_x = means[..., 0] - anchor_x
+    drift_y = means[..., 1] - anchor_y
+    big = torch.finfo(means.dtype).max
+    bounds = torch.stack((torch.where(valid, drift_x - extents[..., 0], big).amin(),
+                          torch.where(valid, drift_x + extents[..., 0], -big).amax(),
+                          torch.where(valid, drift_y - extents[..., 1], big).amin(),
+                          torch.where(valid, drift_y + extents[..., 1], -big).amax()))
+    # (−1, 1, −1, 1), made on the device so that nothing is copied from the host
+    outward = 2.0 * (torch.arange(4, device=means.device) % 2) - 1
+    # No valid Gaussian: an empty window (lo > hi) on both axes.
+    bounds = torch.where(valid.any(), bounds, -outward)
+    return (bounds + outward * WINDOW_SLACK).float().contiguous()

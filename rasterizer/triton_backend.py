@@ -5,7 +5,7 @@ them in fp32 — no sort, no atomics. Backward: one program per block of lattice
 footprint of its Gaussians and writes their gradients directly — no atomics either.
 
 The window comes from the actual field: every valid Gaussian's drift from its lattice anchor plus its α ≥ 1/255
-half-width lies in [lo, hi] per axis (`_reach`), computed on the device so that nothing synchronises with the
+half-width lies in [lo, hi] per axis (`projection.lattice_reach`), computed on the device so that nothing synchronises with the
 host. Runs on the CPU too under TRITON_INTERPRET=1, which is how the tests check it without a GPU.
 """
 from __future__ import annotations
@@ -16,15 +16,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .projection import ALPHA_MIN, ProjectedGaussians, project
+from .projection import ALPHA_MIN, ProjectedGaussians, lattice_reach, project
 from .torch_backend import rasterize_torch
 
 # Forward: output tile (pixels) per program and lattice columns evaluated at once.
 TILE_H, TILE_W, CHUNK_COLS = 16, 16, 16
 # Backward: lattice cells per program and output pixels evaluated at once.
 CELLS_H, CELLS_W, PIXELS_H, PIXELS_W = 4, 8, 8, 16
-# Slack (pixels) on the window bounds so that float rounding never drops a Gaussian at the window's edge.
-WINDOW_SLACK = 1e-3
 MAX_CHANNELS = 4
 # The probe's field: a small lattice (rows, columns) with three channels, rendered at an odd size; the largest
 # relative difference from the torch backend it accepts (both compute the same fp32 sum).
@@ -194,29 +192,6 @@ def _backward_kernel(means, factors, colours, reach, grad_out, grad_means, grad_
     tl.store(grad_colours + C * g + 3, gc3, mask=g_mask & (C > 3))
 
 
-def _reach(means: torch.Tensor, extents: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(x_lo, x_hi, y_lo, y_hi): bounds of (centre − anchor) ∓ half-width over every valid Gaussian, on device.
-
-    A Gaussian anchored at pixel position a (= W·c/Wg per axis) can only draw pixels within [a + lo, a + hi].
-    """
-    hg, wg = means.shape[1:3]
-    anchor_x = torch.arange(wg, device=means.device, dtype=means.dtype) * (width / wg)
-    anchor_y = torch.arange(hg, device=means.device, dtype=means.dtype).unsqueeze(-1) * (height / hg)
-    valid = extents[..., 0] > 0
-    drift_x = means[..., 0] - anchor_x
-    drift_y = means[..., 1] - anchor_y
-    big = torch.finfo(means.dtype).max
-    bounds = torch.stack((torch.where(valid, drift_x - extents[..., 0], big).amin(),
-                          torch.where(valid, drift_x + extents[..., 0], -big).amax(),
-                          torch.where(valid, drift_y - extents[..., 1], big).amin(),
-                          torch.where(valid, drift_y + extents[..., 1], -big).amax()))
-    # (−1, 1, −1, 1), made on the device so that nothing is copied from the host
-    outward = 2.0 * (torch.arange(4, device=means.device) % 2) - 1
-    # No valid Gaussian: an empty window (lo > hi) on both axes.
-    bounds = torch.where(valid.any(), bounds, -outward)
-    return (bounds + outward * WINDOW_SLACK).float().contiguous()
-
-
 Launch = tuple[tuple[int, int, int], tuple, dict[str, int]]
 
 
@@ -273,7 +248,7 @@ def rasterize_triton(gaussians: ProjectedGaussians, height: int, width: int) -> 
     dtype = gaussians.means.dtype
     means, factors, colours = (t.float().contiguous() for t in (gaussians.means, gaussians.inv_factors,
                                                                  gaussians.colours))
-    reach = _reach(gaussians.means.detach().float(), gaussians.extents.float(), height, width)
+    reach = lattice_reach(gaussians.means.detach().float(), gaussians.extents.float(), height, width)
     out = _RasterizeTriton.apply(means, factors, colours, reach, height, width)
     return out.to(dtype)
 

@@ -248,6 +248,23 @@ def test_gradients_of_wide_gaussians_match_the_torch_backend():
         assert ((ours - ref).abs().max() / ref.abs().max()) < 1e-4
 
 
+def test_compiled_reach_is_the_lattice_reach():
+    """The window margins the numba forward computes in a compiled loop are `projection.lattice_reach`'s."""
+    xy, chol, col, height, width = lattice_field(2, 5, 6, 3.3, 2.5, seed=29, dtype=torch.float64)
+    chol = chol.clone()
+    chol[1, 2, 3] *= 9  # one far-reaching Gaussian sets a margin
+    chol[0, :, 0, 0] = 0  # degenerate ones are left out
+    g = rasterizer.project(xy, chol, col, height, width)
+    ours = torch.tensor(numba_backend._reach(g.means.numpy(), g.extents.numpy(), height, width),
+                        dtype=torch.float64)
+    assert torch.allclose(ours, rasterizer.projection.lattice_reach(g.means, g.extents, height, width).double(),
+                          rtol=0, atol=1e-5)
+    none = torch.zeros_like(g.extents)
+    for lo_x, hi_x, lo_y, hi_y in (numba_backend._reach(g.means.numpy(), none.numpy(), height, width),
+                                   rasterizer.projection.lattice_reach(g.means, none, height, width).tolist()):
+        assert lo_x > hi_x and lo_y > hi_y  # nothing valid: empty windows
+
+
 def test_gradcheck_float64():
     xy, chol, col, height, width = lattice_field(1, 2, 3, 2.5, 3, seed=17, dtype=torch.float64)
     inputs = tuple(t.clone().requires_grad_(True) for t in (xy, chol, col))
