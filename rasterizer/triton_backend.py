@@ -5,8 +5,9 @@ them in fp32 — no sort, no atomics. Backward: one program per block of lattice
 footprint of its Gaussians and writes their gradients directly — no atomics either.
 
 The window comes from the actual field: every valid Gaussian's drift from its lattice anchor plus its α ≥ 1/255
-half-width lies in [lo, hi] per axis (`projection.lattice_reach`), computed on the device so that nothing synchronises with the
-host. Runs on the CPU too under TRITON_INTERPRET=1, which is how the tests check it without a GPU.
+half-width lies in [lo, hi] per axis (`projection.lattice_reach`), computed on the device so that nothing
+synchronises with the host. Runs on the CPU too under TRITON_INTERPRET=1, which is how the tests check it without
+a GPU.
 """
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ vs the model on the test split, and a model card.
 
 Steps: (1) the checkpoint's model and its fp16 round trip are both scored on the validation split (--val) at
 every scale; the weights are stored in fp16 only if no scale's mean PSNR moves by MAX_FP16_PSNR_CHANGE dB or
-more, else in fp32 (a choice, so never made on the test split). (2) Bicubic (MATLAB-compatible, 8-bit) and the model are scored with the benchmark protocol: LR made
-on the fly (PIL bicubic of the uint8 HR, HR cropped to the LR grid), PSNR on the luma, shave = ceil(scale). (3)
+more, else in fp32 (a choice, so never made on the test split). (2) Bicubic (MATLAB-compatible, 8-bit) and the
+model are scored with the benchmark protocol: LR made on the fly (PIL bicubic of the uint8 HR, HR cropped to the
+LR grid), PSNR on the luma, shave = ceil(scale). (3)
 The weights file (the official format, model only), MODEL_CARD.md and a JSON of the numbers are written beside
 each other, atomically. The splits' MANIFEST.json (scripts/prepare_photos.py) names the data. `--rescore`
 re-measures an already bundled model's table on the test split (step 2 only), leaving its weights as they are.
