@@ -219,11 +219,9 @@ def test_concurrent_calls_from_python_threads():
     assert all(torch.equal(out, expected) for out in outputs)
 
 
-@pytest.mark.parametrize("scale_h,scale_w,channels", [(1.5, 1.5, 3), (4, 4, 3), (2.5, 6, 3), (3, 3, 4)])
-def test_gradients_match_the_torch_backend(scale_h, scale_w, channels):
-    xy, chol, _, height, width = lattice_field(2, 5, 6, scale_h, scale_w, seed=11)
-    col = torch.rand(*xy.shape[:-1], channels, generator=torch.Generator().manual_seed(11))
-    weight = torch.randn(2, channels, height, width, generator=torch.Generator().manual_seed(1))
+def assert_gradients_match_torch(xy, chol, col, height, width, seed: int) -> None:
+    """The numba backend's gradients of a random weighting of the render are the torch backend's."""
+    weight = torch.randn(xy.shape[0], col.shape[-1], height, width, generator=torch.Generator().manual_seed(seed))
     grads = {}
     for backend in ("numba", "torch"):
         inputs = [t.clone().requires_grad_(True) for t in (xy, chol, col)]
@@ -231,6 +229,13 @@ def test_gradients_match_the_torch_backend(scale_h, scale_w, channels):
         grads[backend] = [t.grad for t in inputs]
     for ours, ref in zip(grads["numba"], grads["torch"]):
         assert ((ours - ref).abs().max() / ref.abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("scale_h,scale_w,channels", [(1.5, 1.5, 3), (4, 4, 3), (2.5, 6, 3), (3, 3, 4)])
+def test_gradients_match_the_torch_backend(scale_h, scale_w, channels):
+    xy, chol, _, height, width = lattice_field(2, 5, 6, scale_h, scale_w, seed=11)
+    col = torch.rand(*xy.shape[:-1], channels, generator=torch.Generator().manual_seed(11))
+    assert_gradients_match_torch(xy, chol, col, height, width, seed=1)
 
 
 def test_gradients_of_wide_gaussians_match_the_torch_backend():
@@ -238,14 +243,7 @@ def test_gradients_of_wide_gaussians_match_the_torch_backend():
     xy, chol, col, height, width = lattice_field(1, 6, 8, 8, 8, seed=21)
     chol = chol * 3
     assert box_widths(xy, chol, col, height, width).max() > numba_backend.ROW_SPAN_MIN_WIDTH  # trimmed rows
-    weight = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(5))
-    grads = {}
-    for backend in ("numba", "torch"):
-        inputs = [t.clone().requires_grad_(True) for t in (xy, chol, col)]
-        (rasterize(*inputs, height, width, backend=backend) * weight).sum().backward()
-        grads[backend] = [t.grad for t in inputs]
-    for ours, ref in zip(grads["numba"], grads["torch"]):
-        assert ((ours - ref).abs().max() / ref.abs().max()) < 1e-4
+    assert_gradients_match_torch(xy, chol, col, height, width, seed=5)
 
 
 def test_compiled_reach_is_the_lattice_reach():
