@@ -44,6 +44,8 @@ train/grad_norm, val/psnr_x<s>, val/psnr, sample images), samples/ (the latest s
 Checkpoints use the official format {'model': {'name', 'args', 'sd'}, 'optimizer', 'epoch', 'config'} plus what
 resuming needs ('step', 'batch_in_epoch', 'lr_scheduler', 'rng', 'best_psnr', 'best_epoch'), written atomically;
 `--resume <ckpt>` continues at the same epoch, batch and step, with the same optimizer, scheduler and RNG state.
+`--time-limit MINUTES` stops the run after the step at which that much wall time has passed, with last.pth saved
+there (exit 0): training in time-boxed commands (a lent device, a CPU session) loses no step between them.
 A non-finite loss or gradient stops the run (exit 1) before the step is applied, a non-finite validation render
 before the epoch is saved; the checkpoints on disk are the last good ones.
 
@@ -100,6 +102,10 @@ class NonFiniteLoss(RuntimeError):
     """The loss or the gradient norm is NaN or infinite: training stops before the step is applied."""
 
 
+class TimeLimitReached(Exception):
+    """--time-limit has passed: last.pth holds the step just taken, and --resume continues from it."""
+
+
 class OutputWriteError(RuntimeError):
     """A file of the run (checkpoint, config, sample) could not be written, e.g. on a full disk; one line."""
 
@@ -126,6 +132,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="override a config key (repeatable); the value is parsed as YAML")
     parser.add_argument("--resume", help="checkpoint to continue from (e.g. save/<run>/last.pth)")
     parser.add_argument("--out", help="output folder (default: save/<config name>, or the resumed checkpoint's)")
+    parser.add_argument("--time-limit", type=float, metavar="MINUTES",
+                        help="stop cleanly once this much wall time has passed: last.pth is saved at the step "
+                             "reached (exit status 0) and --resume continues, e.g. in time-boxed device sessions")
     parser.add_argument("--device", default=DEVICE_AUTO,
                         help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU; under torchrun "
                              "each process takes CUDA device LOCAL_RANK)")
@@ -396,6 +405,7 @@ class Trainer:
     def __init__(self, cfg: dict[str, Any], ctx: distributed.Context, out: Path, log: Logger,
                  ckpt: dict[str, Any] | None):
         self.cfg, self.ctx, self.out, self.log = cfg, ctx, out, log
+        self.deadline: float | None = None  # time.monotonic() at which --time-limit stops the run
         seed_everything(cfg["seed"])
         self.model = built("model", models.make, cfg["model"]).to(ctx.device)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -509,8 +519,20 @@ class Trainer:
                 self.log.scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
             if self.cfg["save_every_steps"] and self.step % self.cfg["save_every_steps"] == 0:
                 self.save("last.pth")
+            if self.out_of_time():
+                bar.close()
+                self.save("last.pth")
+                raise TimeLimitReached(f"stopped at the time limit after step {self.step} (epoch {epoch}, batch "
+                                       f"{self.batch_in_epoch}); continue with --resume {self.out / 'last.pth'}")
         bar.close()
         return total / count if count else None
+
+    def out_of_time(self) -> bool:
+        """Whether the --time-limit deadline has passed, decided together by all processes (one stops, all stop)."""
+        if self.deadline is None:
+            return False
+        expired = torch.tensor(float(time.monotonic() >= self.deadline), device=self.ctx.device)
+        return float(distributed.all_reduce_sum(expired, self.ctx)) > 0
 
     def validate_epoch(self) -> tuple[str, bool]:
         """Validate at the current epoch and log the scalars: the message's part (", val PSNR ...") and whether
@@ -596,15 +618,20 @@ def main(argv: Sequence[str] | None = None) -> nn.Module:
     """Run training; returns the trained model (this process's replica) for callers such as tests."""
     stop_cleanly_on_sigterm()
     warnings.showwarning = show_skipped_image
+    started = time.monotonic()
     args = parse_args(argv)
     ctx = log = trainer = out = None
     try:
         try:  # everything is checked and built before the first file is written
+            if args.time_limit is not None and not (math.isfinite(args.time_limit) and args.time_limit > 0):
+                raise UsageError(f"--time-limit must be a positive number of minutes, got {args.time_limit:g}")
             device = resolve_device(args.device)
             cfg, ckpt, out = prepare_config(args, device)
             ctx = distributed.setup(device)
             log = Logger(out, ctx.is_main)
             trainer = Trainer(cfg, ctx, out, log, ckpt)
+            if args.time_limit is not None:
+                trainer.deadline = started + 60 * args.time_limit
         except USAGE_ERRORS as exc:
             fail(str(exc), EXIT_USAGE)
         try:
@@ -612,6 +639,9 @@ def main(argv: Sequence[str] | None = None) -> nn.Module:
         except OSError as exc:
             fail(f"cannot write to {out}: {one_line(exc)}", EXIT_USAGE)
         trainer.run()
+        return trainer.model
+    except TimeLimitReached as exc:
+        log(str(exc))
         return trainer.model
     except NonFiniteLoss as exc:
         log(f"stopped: {exc} at epoch {trainer.epoch + 1}, step {trainer.step + 1}; nothing was saved after the "

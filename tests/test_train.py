@@ -531,6 +531,29 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights(image_dir, straig
     assert not all(torch.equal(v, fresh.model.state_dict()[k]) for k, v in trainer.model.state_dict().items())
 
 
+def test_time_limit_saves_the_step_reached_and_resumes(image_dir, tmp_path):
+    """A limit that has passed after the first step: last.pth holds step 1 (mid-epoch), exit 0, and --resume goes
+    on from that batch to the end."""
+    out = tmp_path / "run"
+    run(out, image_dir, "--time-limit", "1e-6")
+    stopped = models.load_checkpoint(out / "last.pth")
+    assert (stopped["step"], stopped["batch_in_epoch"], stopped["epoch"]) == (1, 1, 0)
+    assert "stopped at the time limit after step 1" in (out / "log.txt").read_text()
+    run(out, image_dir, resume=out / "last.pth")
+    finished = models.load_checkpoint(out / "last.pth")
+    assert finished["epoch"] == train.load_yaml(TINY)["epoch_max"] and finished["step"] > 1
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "nan", "inf"])
+def test_a_bad_time_limit_is_refused_before_any_work(image_dir, tmp_path, capsys, limit):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        run(out, image_dir, f"--time-limit={limit}")
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--time-limit must be a positive number" in err[0] and not out.exists()
+
+
 @pytest.mark.slow
 def test_init_from_validates_the_initial_weights_first(image_dir, straight_run, tmp_path):
     """Epoch 0 is the starting point of the curve, and best.pth the initial weights until training beats them."""
