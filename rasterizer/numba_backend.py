@@ -45,14 +45,14 @@ ROW_STRIDE = TILE_W + VECTOR
 # Rows are trimmed to the span where σ can be ≤ ln 255 only for boxes wider than this many pixels: on narrower
 # boxes the trim saves at most a vector or two, less than the square root and division that find it.
 ROW_SPAN_MIN_WIDTH = 4 * VECTOR
-# Pixels (absolute) and fraction (relative) by which windows and row spans are widened so that rounding never
-# drops a drawn pixel; the per-pixel test, not these bounds, decides what is drawn.
+# Pixels (absolute) and fraction (relative) by which row spans are widened so that rounding never drops a drawn
+# pixel; the per-pixel test, not these bounds, decides what is drawn (windows: projection.WINDOW_SLACK).
 SLACK_PIXELS = 1e-3
 SLACK_RELATIVE = 1e-3
 # ... and by this fraction of the centre's coordinate: a float32 dx = X − j is off by up to 2⁻²⁴·|X|.
 SLACK_POSITION = 1e-6
 # Row spans cover σ ≤ SIGMA_SKIP; σ is clamped to SIGMA_CLAMP before the exp (exp(−6) < 1/255: no pixel
-# changes, and the float32 exp's range reduction stays within 2⁻¹⁵ ≤ 2⁻ⁿ ≤ 1).
+# changes, and the float32 exp's 2⁻ⁿ stays a normal number, 0 ≤ n ≤ 9).
 SIGMA_SKIP = SIGMA_MAX * (1 + SLACK_RELATIVE)
 SIGMA_CLAMP = 6.0
 # ln 2 split so that n·LN2_HI is exact for the n the float32 exp meets (Cody–Waite).
