@@ -248,6 +248,9 @@ def bench_cpu(args, device: torch.device) -> list[dict]:
                 record(f"40-scale sweep x4..x12 LR {lr_w}x{lr_h} (encode included)", backend, lambda: [
                     model.render(model.encode(inp) if k == 0 else field, scale=s, backend=backend)
                     for k, s in enumerate(SWEEP_SCALES)], max(1, args.repeats // 4), per_pixel * sweep_pixels)
+                record(f"40 renders x4..x12 LR {lr_w}x{lr_h} (the sweep less its encode)", backend,
+                       lambda: [model.render(field, scale=s, backend=backend) for s in SWEEP_SCALES],
+                       max(1, args.repeats // 4), per_pixel * sweep_pixels)
     # The viewer's frame, from the last (largest) field.
     reach = field_reach(field)
     # Zoomed x8, or further where the field is too small for the frame: the window lies inside the image.
