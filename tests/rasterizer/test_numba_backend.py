@@ -11,15 +11,12 @@ import rasterizer
 from rasterizer import rasterize
 from rasterizer.brute_force import rasterize_brute_force
 from conftest import lattice_field
+from backend_checks import assert_gradients_match_finite_differences, border_field, relative_error
 
 numba = pytest.importorskip("numba")
 from rasterizer import numba_backend  # noqa: E402
 
 TOLERANCE = 1e-5  # of max |output|, as for the other backends in float32
-
-
-def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((out.double() - ref).abs().max() / ref.abs().max()).item()
 
 
 def box_widths(xy, chol, col, height, width) -> torch.Tensor:
@@ -93,17 +90,10 @@ def test_float64_is_exact():
 
 
 def test_gaussians_at_and_beyond_the_border():
-    xy, chol, col, height, width = lattice_field(1, 4, 4, 4, 4, seed=7, dtype=torch.float64)
-    xy = xy.clone()
-    xy[0, 0, :, 1] = -1.0 - torch.linspace(0, 0.6, xy.shape[2], dtype=torch.float64)
-    xy[0, -1, :, 1] = 1.0 + torch.linspace(0, 0.6, xy.shape[2], dtype=torch.float64)
-    xy[0, :, 0, 0] = -1.05
-    xy[0, :, -1, 0] = 3.0  # far beyond: contributes nothing
-    chol = chol * 3  # wide Gaussians whose tails reach in from outside
-    out = render(xy, chol, col, height, width)
+    xy, chol, col, height, width = border_field()
     ref = rasterize_brute_force(xy, chol, col, height, width)
     assert ref.abs().max() > 0
-    assert relative_error(out, ref) <= 1e-12
+    assert relative_error(render(xy, chol, col, height, width), ref) <= 1e-12
 
 
 def test_degenerate_and_oversized_gaussians():
@@ -271,23 +261,7 @@ def test_gradcheck_float64():
 
 
 def test_float32_gradients_match_float64_finite_differences():
-    """Directional derivative of a weighted sum: analytic fp32 gradient vs central differences in float64."""
-    xy, chol, col, height, width = lattice_field(1, 3, 3, 2.5, 2.5, seed=13, dtype=torch.float64)
-    weight = torch.randn(1, 3, height, width, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    inputs = [t.float().requires_grad_(True) for t in (xy, chol, col)]
-    (render(*inputs, height, width) * weight.float()).sum().backward()
-    g = torch.Generator().manual_seed(3)
-    directions = [torch.randn(t.shape, dtype=torch.float64, generator=g) for t in (xy, chol, col)]
-    directions[0] *= 1e-2  # xy is normalised: a pixel is ~0.1 of it here
-
-    def loss(step):
-        shifted = [t + step * d for t, d in zip((xy, chol, col), directions)]
-        return (rasterize_brute_force(*shifted, height, width) * weight).sum()
-
-    eps = 1e-6
-    numeric = (loss(eps) - loss(-eps)) / (2 * eps)
-    analytic = sum((t.grad.double() * d).sum() for t, d in zip(inputs, directions))
-    assert abs(analytic - numeric) <= 1e-3 * abs(numeric)
+    assert_gradients_match_finite_differences(render)
 
 
 def test_auto_picks_numba_on_cpu_and_torch_without_it(monkeypatch):

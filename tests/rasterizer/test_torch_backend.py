@@ -8,12 +8,9 @@ import rasterizer
 from rasterizer import rasterize, torch_backend
 from rasterizer.brute_force import rasterize_brute_force
 from conftest import lattice_field
+from backend_checks import border_field, relative_error
 
 TOLERANCE = 1e-5  # of max |output|, the bound for float32
-
-
-def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((out.double() - ref).abs().max() / ref.abs().max()).item()
 
 
 @pytest.mark.parametrize("scale_h,scale_w", [(1.5, 1.5), (2, 2), (3, 3), (4, 4), (7.3, 7.3), (2.5, 5.25),
@@ -39,18 +36,10 @@ def test_float64_is_exact():
 
 
 def test_gaussians_at_and_beyond_the_border():
-    xy, chol, col, height, width = lattice_field(1, 4, 4, 4, 4, seed=7, dtype=torch.float64)
-    # Push centres onto, just outside and far outside the image edges.
-    xy = xy.clone()
-    xy[0, 0, :, 1] = -1.0 - torch.linspace(0, 0.6, xy.shape[2], dtype=torch.float64)
-    xy[0, -1, :, 1] = 1.0 + torch.linspace(0, 0.6, xy.shape[2], dtype=torch.float64)
-    xy[0, :, 0, 0] = -1.05
-    xy[0, :, -1, 0] = 3.0  # far beyond: contributes nothing
-    chol = chol * 3  # wide Gaussians whose tails reach in from outside
-    out = rasterize(xy, chol, col, height, width, backend="torch")
+    xy, chol, col, height, width = border_field()
     ref = rasterize_brute_force(xy, chol, col, height, width)
     assert ref.abs().max() > 0
-    assert relative_error(out, ref) <= 1e-12
+    assert relative_error(rasterize(xy, chol, col, height, width, backend="torch"), ref) <= 1e-12
 
 
 def test_degenerate_covariances_contribute_nothing():

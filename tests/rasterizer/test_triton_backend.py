@@ -13,6 +13,7 @@ import torch
 import rasterizer
 from rasterizer import rasterize
 from rasterizer.brute_force import rasterize_brute_force
+from backend_checks import assert_gradients_match_finite_differences
 from conftest import lattice_field
 
 pytestmark = [pytest.mark.triton,
@@ -79,23 +80,7 @@ def test_gradients_match_the_torch_backend(scale_h, scale_w):
 
 
 def test_gradients_match_float64_finite_differences():
-    """Directional derivative of a weighted sum: analytic fp32 gradient vs central differences in float64."""
-    xy, chol, col, height, width = lattice_field(1, 3, 3, 2.5, 2.5, seed=13, dtype=torch.float64)
-    weight = torch.randn(1, 3, height, width, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    inputs = [t.float().to(DEVICE).requires_grad_(True) for t in (xy, chol, col)]
-    (rasterize(*inputs, height, width, backend="triton") * weight.float().to(DEVICE)).sum().backward()
-    g = torch.Generator().manual_seed(3)
-    directions = [torch.randn(t.shape, dtype=torch.float64, generator=g) for t in (xy, chol, col)]
-    directions[0] *= 1e-2  # xy is normalised: a pixel is ~0.1 of it here
-
-    def loss(step):
-        shifted = [t + step * d for t, d in zip((xy, chol, col), directions)]
-        return (rasterize_brute_force(*shifted, height, width) * weight).sum()
-
-    eps = 1e-6
-    numeric = (loss(eps) - loss(-eps)) / (2 * eps)
-    analytic = sum((t.grad.double().cpu() * d).sum() for t, d in zip(inputs, directions))
-    assert abs(analytic - numeric) <= 1e-3 * abs(numeric)
+    assert_gradients_match_finite_differences(lambda *args: rasterize(*args, backend="triton"), DEVICE)
 
 
 def test_auto_picks_triton_only_on_cuda():
