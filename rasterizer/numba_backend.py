@@ -5,9 +5,10 @@ lattice window whose Gaussians can reach it: the window's margins come from the 
 Gaussian's drift from its lattice anchor plus its α ≥ 1/255 half-width, `_reach`), so the sum is exact for
 any field. Each Gaussian is evaluated only on the pixels of its α ≥ 1/255 box inside the tile and, on each
 row of a wide box, only on the span where σ can be ≤ ln 255 (solved from the quadratic, with slack), which
-skips the box's empty corners; the cut-off itself is then decided per pixel exactly as the torch reference
-does: σ = ½|L⁻¹d|² in the input's precision, drawn iff σ ≥ 0 and exp(−σ) ≥ 1/255. A row is evaluated in
-whole 8-lane vectors with no per-row alias checks (a flat accumulator with a constant channel stride).
+skips the box's empty corners; the cut-off itself is then decided per pixel by the torch reference's test:
+σ = ½|L⁻¹d|² in the input's precision, drawn iff σ ≥ 0 and exp(−σ) ≥ 1/255 (fused multiply-adds and the
+≤ 1.3-ulp exp can move only a pixel within an ulp of the cut-off). A row is evaluated in whole 8-lane vectors
+with no per-row alias checks (a flat accumulator with a constant channel stride).
 
 Backward: one parallel task per lattice row; each Gaussian gathers the output gradient over the same pixels
 and writes only its own gradients (no races). Gradient sums are accumulated in float64.
