@@ -58,6 +58,12 @@ def score(model: torch.nn.Module, folder: Path, scales, device: torch.device) ->
     return means
 
 
+def score_table(model: torch.nn.Module, test: Path, scales, device: torch.device) -> dict[str, dict[float, float]]:
+    """The card's numbers: mean PSNR per scale of the model and of bicubic on the test split."""
+    return {"model": score(model, test, scales, device),
+            "bicubic": score(load_model(BICUBIC_MODEL, device), test, scales, device)}
+
+
 def half_payload(payload: dict) -> dict:
     """The same model entry with its floating-point weights in fp16."""
     state = {k: v.half() if v.is_floating_point() else v for k, v in payload["sd"].items()}
@@ -122,9 +128,7 @@ def write_record(weights: Path, table: dict, dtype: str, fp16_change: float | No
 def rescore(weights: Path, test: Path, scales: list[float], device: torch.device) -> dict:
     """Re-measure a bundled model's card on the test split, weights untouched: the card keeps its training and
     data sections and gets a new table (replacing the one from its first table heading on)."""
-    model = models.sr_model_from_checkpoint(weights, device)
-    table = {"model": score(model, test, scales, device),
-             "bicubic": score(load_model(BICUBIC_MODEL, device), test, scales, device)}
+    table = score_table(models.sr_model_from_checkpoint(weights, device), test, scales, device)
     card_path = weights.parent / "MODEL_CARD.md"
     card = card_path.read_text() if card_path.is_file() else f"# {weights.name}\n"
     cut = min((card.find(h) for h in (TABLE_HEADING, *OLD_TABLE_HEADINGS) if h in card), default=len(card))
@@ -173,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         model = models.model_from_checkpoint(ckpt).to(device).eval()
         test = Path(args.test)
         val = Path(args.val) if args.val else test.parent / "val"
-        table = {"model": score(model, test, scales, device),
-                 "bicubic": score(load_model(BICUBIC_MODEL, device), test, scales, device)}
+        table = score_table(model, test, scales, device)
         halved = half_payload(payload)
         fp32_val = score(model, val, scales, device)
         fp16_val = score(models.model_from_checkpoint({"model": halved}).to(device).eval(), val, scales, device)
