@@ -517,11 +517,11 @@ class Trainer:
                 self.log.scalar("train/loss", loss, self.step)
                 self.log.scalar("train/grad_norm", grad_norm, self.step)
                 self.log.scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
-            if self.cfg["save_every_steps"] and self.step % self.cfg["save_every_steps"] == 0:
+            out_of_time = self.out_of_time()
+            if out_of_time or (self.cfg["save_every_steps"] and self.step % self.cfg["save_every_steps"] == 0):
                 self.save("last.pth")
-            if self.out_of_time():
+            if out_of_time:
                 bar.close()
-                self.save("last.pth")
                 raise TimeLimitReached(f"stopped at the time limit after step {self.step} (epoch {epoch}, batch "
                                        f"{self.batch_in_epoch}); continue with --resume {self.out / 'last.pth'}")
         bar.close()
