@@ -46,6 +46,11 @@ def _integer_plane(image: Image.Image) -> np.ndarray:
     return np.clip(array.astype(np.float64) / scale, 0.0, 1.0).astype(np.float32)
 
 
+def _unreadable(label: str, exc: Exception) -> ImageError:
+    """The one-line error for a file PIL cannot open or decode: its reason on one line, or the error's type."""
+    return ImageError(f"cannot read {label}: {' '.join(str(exc).split()) or type(exc).__name__}")
+
+
 def _open(source: str | os.PathLike | BinaryIO, label: str, max_pixels: int) -> Image.Image:
     """The image opened lazily (only its header read), refused with one ImageError line if it is not an image or
     holds more than `max_pixels` pixels: the one place every image is opened through."""
@@ -59,7 +64,7 @@ def _open(source: str | os.PathLike | BinaryIO, label: str, max_pixels: int) -> 
         raise ImageError(f"{label} is too large to decode (its header claims more than {2 * MAX_INPUT_PIXELS:,} "
                          "pixels)") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"cannot read {label}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+        raise _unreadable(label, exc) from None
     if image.width * image.height > max_pixels:
         image.close()
         raise ImageError(f"{label} is {image.width}x{image.height} ({image.width * image.height:,} pixels), above "
@@ -90,7 +95,7 @@ def _decode(source: str | os.PathLike | BinaryIO, label: str, max_pixels: int
             has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La")
             array = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / MAX_8BIT
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"cannot read {label}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+        raise _unreadable(label, exc) from None
     tensor = torch.from_numpy(array.transpose(2, 0, 1).copy())
     if has_alpha:
         return tensor[:3], tensor[3:]

@@ -18,11 +18,11 @@ from .registry import UnknownModelError, make
 from .state_dict import CheckpointError
 
 REASON_CHARS = 120  # how long a load failure's reason may be
+# How a file torch.save wrote starts: a zip archive (torch >= 1.6), or a pickle (the legacy format).
+CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
 # The dry run that checks a loaded super-resolution model: encode a blank LR image of this size (rounded up to the
 # encoder's tile multiple) and render it at this scale; a spec that builds a model whose parts do not fit fails here.
 DRY_RUN_LR_SIZE = 8
-# How a file torch.save wrote starts: a zip archive (torch >= 1.6), or a pickle (the legacy format).
-CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
 DRY_RUN_SCALE = 2
 
 
