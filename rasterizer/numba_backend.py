@@ -7,8 +7,10 @@ any field. Each Gaussian is evaluated only on the pixels of its α ≥ 1/255 box
 row of a wide box, only on the span where σ can be ≤ ln 255 (solved from the quadratic, with slack), which
 skips the box's empty corners; the cut-off itself is then decided per pixel by the torch reference's test:
 σ = ½|L⁻¹d|² in the input's precision, drawn iff σ ≥ 0 and exp(−σ) ≥ 1/255 (fused multiply-adds and the
-≤ 1.3-ulp exp can move only a pixel within an ulp of the cut-off). A row is evaluated in whole 8-lane vectors
-with no per-row alias checks (a flat accumulator with a constant channel stride).
+≤ 1.3-ulp exp can move only a pixel within an ulp of the cut-off). A narrow box (the common case: 8x8 pixels at
+x4) is drawn in 8-column strips, each row of a strip one fixed 8-lane body whose only set-up is the row's dy; a
+wide box row by row in whole 8-lane vectors over its trimmed span. Neither needs per-row alias checks (a flat
+accumulator with a constant channel stride).
 
 Backward: one parallel task per lattice row; each Gaussian gathers the output gradient over the same pixels
 and writes only its own gradients (no races). Gradient sums are accumulated in float64.
@@ -44,7 +46,8 @@ CHANNEL_GROUP = 3
 # vectorises the row loop without run-time alias checks.
 ROW_STRIDE = TILE_W + VECTOR
 # Rows are trimmed to the span where σ can be ≤ ln 255 only for boxes wider than this many pixels: on narrower
-# boxes the trim saves at most a vector or two, less than the square root and division that find it.
+# boxes the trim saves at most a vector or two, less than the square root and division that find it (and the
+# forward draws them in fixed 8-column strips instead, `_strip_row`).
 ROW_SPAN_MIN_WIDTH = 4 * VECTOR
 # Pixels (absolute) and fraction (relative) by which row spans are widened so that rounding never drops a drawn
 # pixel; the per-pixel test, not these bounds, decides what is drawn (windows: projection.WINDOW_SLACK).
@@ -216,6 +219,29 @@ def _accumulate(X, dy, p, q, r, xs, stop, consts, n, c0, c1, c2, rows):
         rows[k + 2 * ROW_STRIDE] += w * c2
 
 
+def _offset(x0, k):
+    """x0 + k in x0's dtype (exact: pixel coordinates are integers)."""
+    return x0 + k
+
+
+@overload(_offset, inline="always")
+def _offset_overload(x0, k):
+    if x0 == numba.float32:
+        return lambda x0, k: x0 + np.float32(k)
+    return lambda x0, k: x0 + np.float64(k)
+
+
+@numba.njit(cache=True, inline="always")
+def _strip_row(X, dy, p, q, r, x0, stop, consts, c0, c1, c2, rows):
+    """rows[c·ROW_STRIDE + k] += colour_c·`_weight` at pixel x = x0 + k for three channels c, k < VECTOR: one
+    row of an 8-column strip, a loop of compile-time length that compiles to straight vector code."""
+    for k in range(VECTOR):
+        w = _weight(X, dy, p, q, r, _offset(x0, k), stop, consts)
+        rows[k] += w * c0
+        rows[k + ROW_STRIDE] += w * c1
+        rows[k + 2 * ROW_STRIDE] += w * c2
+
+
 @numba.njit(cache=True, inline="always")
 def _box(X, Y, ex, ey, row_first, row_last, col_first, col_last):
     """The pixels (ya, yb, xa, xb) of a Gaussian's α ≥ 1/255 box within rows/columns [first, last], for
@@ -276,18 +302,30 @@ def _forward(means, factors, colours, extents, grid_x, grid_y, consts, out):
             for gc in range(c_start, c_stop):
                 X, Y = means[b, gr, gc, 0], means[b, gr, gc, 1]
                 ya, yb, xa, xb = _box(X, Y, extents[b, gr, gc, 0], extents[b, gr, gc, 1], i0, i1, j0, j1)
+                if ya >= yb:
+                    continue
                 p, q, r = factors[b, gr, gc, 0], factors[b, gr, gc, 1], factors[b, gr, gc, 2]
-                for i in range(ya, yb):
-                    ja, jb = _row(X, Y, p, q, r, i, xa, xb)
-                    if ja >= jb:
-                        continue
-                    n, dy, xs, stop = _vectors(ja, jb), Y - grid_y[i], grid_x[ja:], grid_x[jb]
-                    for ch in range(0, channels, CHANNEL_GROUP):
-                        c0 = colours[b, gr, gc, ch]
-                        c1 = colours[b, gr, gc, ch + 1] if ch + 1 < channels else zero
-                        c2 = colours[b, gr, gc, ch + 2] if ch + 2 < channels else zero
-                        at = _tile_row(ch // CHANNEL_GROUP, i - i0) + ja - j0
-                        _accumulate(X, dy, p, q, r, xs, stop, consts, n, c0, c1, c2, acc[at:])
+                for ch in range(0, channels, CHANNEL_GROUP):
+                    c0 = colours[b, gr, gc, ch]
+                    c1 = colours[b, gr, gc, ch + 1] if ch + 1 < channels else zero
+                    c2 = colours[b, gr, gc, ch + 2] if ch + 2 < channels else zero
+                    group = ch // CHANNEL_GROUP
+                    if xb - xa <= ROW_SPAN_MIN_WIDTH:  # 8-column strips, each drawn row by row
+                        stop = grid_x[xb]
+                        for xs0 in range(xa, xb, VECTOR):
+                            x0 = grid_x[xs0]
+                            at = _tile_row(group, ya - i0) + xs0 - j0
+                            for i in range(ya, yb):
+                                _strip_row(X, Y - grid_y[i], p, q, r, x0, stop, consts, c0, c1, c2, acc[at:])
+                                at += CHANNEL_GROUP * ROW_STRIDE
+                    else:  # rows, each trimmed to its span
+                        for i in range(ya, yb):
+                            ja, jb = _row(X, Y, p, q, r, i, xa, xb)
+                            if ja >= jb:
+                                continue
+                            n, dy, xs, stop = _vectors(ja, jb), Y - grid_y[i], grid_x[ja:], grid_x[jb]
+                            at = _tile_row(group, i - i0) + ja - j0
+                            _accumulate(X, dy, p, q, r, xs, stop, consts, n, c0, c1, c2, acc[at:])
         for ch in range(channels):
             for i in range(i0, i1 + 1):
                 at = _tile_row(ch // CHANNEL_GROUP, i - i0) + ch % CHANNEL_GROUP * ROW_STRIDE - j0
