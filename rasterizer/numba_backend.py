@@ -1,19 +1,21 @@
 """Numba CPU rasterizer: the docs/DESIGN.md §4 sum, compiled and multi-threaded, forward and backward.
 
-Forward: one parallel task per output tile. A tile owns its pixels (no races, no atomics) and visits only the
-lattice window whose Gaussians can reach it: the window's margins come from the actual field (every valid
-Gaussian's drift from its lattice anchor plus its α ≥ 1/255 half-width, `_reach`), so the sum is exact for
-any field. Each Gaussian is evaluated only on the pixels of its α ≥ 1/255 box inside the tile and, on each
-row of a wide box, only on the span where σ can be ≤ ln 255 (solved from the quadratic, with slack), which
-skips the box's empty corners; the cut-off itself is then decided per pixel by the torch reference's test:
-σ = ½|L⁻¹d|² in the input's precision, drawn iff σ ≥ 0 and exp(−σ) ≥ 1/255 (fused multiply-adds and the
-≤ 1.3-ulp exp can move only a pixel within an ulp of the cut-off). A narrow box (the common case: 8x8 pixels at
-x4) is drawn in 8-column strips, each row of a strip one fixed 8-lane body whose only set-up is the row's dy; a
-wide box row by row in whole 8-lane vectors over its trimmed span. Neither needs per-row alias checks (a flat
-accumulator with a constant channel stride).
+Forward: one parallel task per output tile, and one parallel region per render (waking the threads for a
+region costs more than projecting a Gaussian twice). A tile owns its pixels (no races, no atomics), visits only
+the lattice window whose Gaussians can reach it and projects each Gaussian it meets there (`projection.project`'s
+formulas in its order, so the same values). The window's margins come from the actual field (every valid
+Gaussian's drift from its lattice anchor plus its α ≥ 1/255 half-width, `_reach`), so the sum is exact for any
+field. Each Gaussian is evaluated only on the pixels of its α ≥ 1/255 box inside the tile and, on each row of a
+wide box, only on the span where σ can be ≤ ln 255 (solved from the quadratic, with slack), which skips the
+box's empty corners; the cut-off itself is then decided per pixel by the torch reference's test: σ = ½|L⁻¹d|²
+in the input's precision, drawn iff σ ≥ 0 and exp(−σ) ≥ 1/255 (fused multiply-adds and the ≤ 1.3-ulp exp can
+move only a pixel within an ulp of the cut-off). A narrow box (the common case: 8x8 pixels at x4) is drawn in
+8-column strips, each row of a strip one fixed 8-lane body whose only set-up is the row's dy; a wide box row by
+row in whole 8-lane vectors over its trimmed span. Neither needs per-row alias checks (a flat accumulator with
+a constant channel stride).
 
-Backward: one parallel task per lattice row; each Gaussian gathers the output gradient over the same pixels
-and writes only its own gradients (no races). Gradient sums are accumulated in float64.
+Backward: one parallel task per lattice row; each Gaussian, projected as in the forward, gathers the output
+gradient over the same pixels and writes only its own gradients (no races). Gradient sums are accumulated in float64.
 
 Kernels are compiled for float32 and float64 on first use and cached on disk (`cache=True`), so later
 processes load them instead of compiling.
@@ -72,40 +74,44 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 _KERNEL_LOCK = threading.Lock()
 
 
-@numba.njit(cache=True, parallel=True)
-def _project(xy, cholesky, colour, consts, means, factors, colours, extents):
-    """`projection.project`, compiled: its operations in its order and the input's dtype (so the same roundings),
-    one pass over the Gaussians instead of ~20 small tensor operations. consts: (W, H, 2·ln 255, 1 + slack,
-    slack, 1, 2) in the input's dtype; the outputs are written whole."""
-    batch, hg, wg, channels = colour.shape
+@numba.njit(cache=True, inline="always")
+def _centre_extents(xy, cholesky, b, gr, gc, consts):
+    """Gaussian (b, gr, gc)'s centre (X, Y) in output pixels and the half-widths (ex, ey) of its α ≥ 1/255 box
+    (zero for a degenerate one): `projection.project`'s formulas in its order and the input's dtype, so the same
+    roundings. consts: (W, H, 2·ln 255, 1 + slack, slack, 1, 2) in the input's dtype (`_projection_consts`)."""
     width, height, two_sigma, widen, slack, one, two = (consts[0], consts[1], consts[2], consts[3], consts[4],
                                                        consts[5], consts[6])
     zero = one - one
-    for task in numba.prange(batch * hg):
-        b, gr = task // hg, task % hg
-        for gc in range(wg):
-            means[b, gr, gc, 0] = width * (xy[b, gr, gc, 0] + one) / two
-            means[b, gr, gc, 1] = height * (xy[b, gr, gc, 1] + one) / two
-            l11, l21, l22 = cholesky[b, gr, gc, 0], cholesky[b, gr, gc, 1], cholesky[b, gr, gc, 2]
-            det = l11 * l22
-            valid = det * det > zero
-            for ch in range(channels):
-                colours[b, gr, gc, ch] = colour[b, gr, gc, ch] if valid else zero
-            if valid:
-                factors[b, gr, gc, 0], factors[b, gr, gc, 1], factors[b, gr, gc, 2] = one / l11, l21 / l11, one / l22
-                extents[b, gr, gc, 0] = np.sqrt(two_sigma * (l11 * l11)) * widen + slack
-                extents[b, gr, gc, 1] = np.sqrt(two_sigma * (l21 * l21 + l22 * l22)) * widen + slack
-            else:
-                factors[b, gr, gc, 0] = factors[b, gr, gc, 1] = factors[b, gr, gc, 2] = zero
-                extents[b, gr, gc, 0] = extents[b, gr, gc, 1] = zero
+    X = width * (xy[b, gr, gc, 0] + one) / two
+    Y = height * (xy[b, gr, gc, 1] + one) / two
+    l11, l21, l22 = cholesky[b, gr, gc, 0], cholesky[b, gr, gc, 1], cholesky[b, gr, gc, 2]
+    det = l11 * l22
+    if not det * det > zero:
+        return X, Y, zero, zero
+    return (X, Y, np.sqrt(two_sigma * (l11 * l11)) * widen + slack,
+            np.sqrt(two_sigma * (l21 * l21 + l22 * l22)) * widen + slack)
+
+
+@numba.njit(cache=True, inline="always")
+def _factors(cholesky, b, gr, gc, one):
+    """Gaussian (b, gr, gc)'s inverse factor (p, q, r) = (1/l11, l21/l11, 1/l22), zero for a degenerate one (as
+    `projection.project`); `one` in the input's dtype."""
+    zero = one - one
+    l11, l21, l22 = cholesky[b, gr, gc, 0], cholesky[b, gr, gc, 1], cholesky[b, gr, gc, 2]
+    det = l11 * l22
+    if not det * det > zero:
+        return zero, zero, zero
+    return one / l11, l21 / l11, one / l22
 
 
 @numba.njit(cache=True)
-def _reach(means, extents, height, width):
-    """`projection.lattice_reach`, compiled (no torch operations on the host): (x_lo, x_hi, y_lo, y_hi) of
-    (centre − anchor) ∓ half-width over the valid Gaussians, widened by WINDOW_SLACK; the anchor of lattice cell
-    (r, c) is (c·W/Wg, r·H/Hg). lo > hi when no Gaussian is valid; non-finite entries are skipped."""
-    batch, hg, wg = means.shape[0], means.shape[1], means.shape[2]
+def _reach(xy, cholesky, consts, height, width, boxes):
+    """`projection.lattice_reach` of the projected Gaussians, compiled (no torch operations on the host):
+    (x_lo, x_hi, y_lo, y_hi) of (centre − anchor) ∓ half-width over the valid Gaussians, widened by
+    WINDOW_SLACK; the anchor of lattice cell (r, c) is (c·W/Wg, r·H/Hg). lo > hi when no Gaussian is valid;
+    non-finite entries are skipped. consts: as `_centre_extents`; boxes (B, Hg, Wg, 4) receives every
+    Gaussian's (X, Y, ex, ey)."""
+    batch, hg, wg = xy.shape[0], xy.shape[1], xy.shape[2]
     x_lo, x_hi, y_lo, y_hi = np.inf, -np.inf, np.inf, -np.inf
     if hg == 0 or wg == 0:
         return x_lo, x_hi, y_lo, y_hi
@@ -113,11 +119,13 @@ def _reach(means, extents, height, width):
     for b in range(batch):
         for r in range(hg):
             for c in range(wg):
-                ex, ey = float(extents[b, r, c, 0]), float(extents[b, r, c, 1])
+                X, Y, ex, ey = _centre_extents(xy, cholesky, b, r, c, consts)
+                boxes[b, r, c, 0], boxes[b, r, c, 1], boxes[b, r, c, 2], boxes[b, r, c, 3] = X, Y, ex, ey
+                ex, ey = float(ex), float(ey)
                 if not (ex > 0 and ey > 0 and math.isfinite(ex) and math.isfinite(ey)):
                     continue
-                dx = float(means[b, r, c, 0]) - c * step_x
-                dy = float(means[b, r, c, 1]) - r * step_y
+                dx = float(X) - c * step_x
+                dy = float(Y) - r * step_y
                 if not (math.isfinite(dx) and math.isfinite(dy)):
                     continue
                 x_lo, x_hi = min(x_lo, dx - ex), max(x_hi, dx + ex)
@@ -275,12 +283,15 @@ def _tile_row(group, row):
 # `contract` lets the compiler fuse multiply-adds (one rounding instead of two: no less exact), here and in the
 # backward, whose weights must be the forward's.
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def _forward(means, factors, colours, extents, grid_x, grid_y, consts, out):
-    """out (B, C, H, W) = Σ_g colour_g·α_g. grid_x/grid_y: pixel coordinates 0..W−1+VECTOR / 0..H−1 in the
-    input's dtype; consts: (½, 1/255, SIGMA_CLAMP) in the input's dtype."""
-    batch, hg, wg, channels = colours.shape
+def _forward(xy, cholesky, colour, projection, grid_x, grid_y, consts, out):
+    """out (B, C, H, W) = Σ_g colour_g·α_g of `rasterize`'s inputs, each Gaussian projected where a tile meets it
+    (`_centre_extents`, `_factors`). projection: `_centre_extents`'s constants; grid_x/grid_y: pixel coordinates
+    0..W−1+VECTOR / 0..H−1, consts: (½, 1/255, SIGMA_CLAMP), all in the input's dtype."""
+    batch, hg, wg, channels = colour.shape
     height, width = out.shape[2], out.shape[3]
-    x_lo, x_hi, y_lo, y_hi = _reach(means, extents, height, width)
+    one = projection[5]
+    boxes = np.empty((batch, hg, wg, 4), grid_x.dtype)
+    x_lo, x_hi, y_lo, y_hi = _reach(xy, cholesky, projection, height, width, boxes)
     if not (x_lo <= x_hi and y_lo <= y_hi):  # no valid Gaussian
         out[:] = 0
         return
@@ -300,15 +311,15 @@ def _forward(means, factors, colours, extents, grid_x, grid_y, consts, out):
         c_start, c_stop = _span((j0 - x_hi) * wg / width, (j1 - x_lo) * wg / width, 0, wg - 1)
         for gr in range(r_start, r_stop):
             for gc in range(c_start, c_stop):
-                X, Y = means[b, gr, gc, 0], means[b, gr, gc, 1]
-                ya, yb, xa, xb = _box(X, Y, extents[b, gr, gc, 0], extents[b, gr, gc, 1], i0, i1, j0, j1)
-                if ya >= yb:
+                X, Y, ex, ey = boxes[b, gr, gc, 0], boxes[b, gr, gc, 1], boxes[b, gr, gc, 2], boxes[b, gr, gc, 3]
+                ya, yb, xa, xb = _box(X, Y, ex, ey, i0, i1, j0, j1)
+                if ya >= yb:  # outside the tile, or degenerate
                     continue
-                p, q, r = factors[b, gr, gc, 0], factors[b, gr, gc, 1], factors[b, gr, gc, 2]
+                p, q, r = _factors(cholesky, b, gr, gc, one)
                 for ch in range(0, channels, CHANNEL_GROUP):
-                    c0 = colours[b, gr, gc, ch]
-                    c1 = colours[b, gr, gc, ch + 1] if ch + 1 < channels else zero
-                    c2 = colours[b, gr, gc, ch + 2] if ch + 2 < channels else zero
+                    c0 = colour[b, gr, gc, ch]
+                    c1 = colour[b, gr, gc, ch + 1] if ch + 1 < channels else zero
+                    c2 = colour[b, gr, gc, ch + 2] if ch + 2 < channels else zero
                     group = ch // CHANNEL_GROUP
                     if xb - xa <= ROW_SPAN_MIN_WIDTH:  # 8-column strips, each drawn row by row
                         stop = grid_x[xb]
@@ -358,16 +369,16 @@ def _row_gradients(X, dy, p, q, r, xs, weights, n, zero, c0, c1, c2, g0, g1, g2)
 
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def _backward(means, factors, colours, extents, grid_x, grid_y, consts, grad_out, grad_xy, grad_cholesky,
+def _backward(xy, cholesky, colour, projection, grid_x, grid_y, consts, grad_out, grad_xy, grad_cholesky,
               grad_colour):
-    """Gradients of Σ grad_out·out with respect to `_project`'s inputs (normalised centres, Cholesky factors,
-    colours): each Gaussian gathers the gradients of its centre (X, Y), inverse factor (p, q, r) and colour over
+    """Gradients of Σ grad_out·out with respect to `rasterize`'s inputs (normalised centres, Cholesky factors,
+    colours), the constants as `_forward`'s: each Gaussian, projected as the forward projects it, gathers the gradients of its centre (X, Y), inverse factor (p, q, r) and colour over
     its own pixels (row sums in the input's dtype, totals in float64), then takes them through the projection
     (X = W(x + 1)/2, p = 1/l11, q = l21/l11, r = 1/l22; nothing for a degenerate Gaussian). The grad_* arrays
     are written whole. grad_out: (B, C, H, W + VECTOR), zero beyond W."""
-    batch, hg, wg, channels = colours.shape
+    batch, hg, wg, channels = colour.shape
     height, width = grad_out.shape[2], grad_out.shape[3] - VECTOR
-    zero = consts[0] - consts[0]
+    zero, one = consts[0] - consts[0], projection[5]
     groups = (channels + CHANNEL_GROUP - 1) // CHANNEL_GROUP
     for task in numba.prange(batch * hg):
         b, gr = task // hg, task % hg
@@ -377,9 +388,9 @@ def _backward(means, factors, colours, extents, grid_x, grid_y, consts, grad_out
         for gc in range(wg):
             g_colour[:] = 0.0
             g_x = g_y = g_p = g_q = g_r = 0.0
-            X, Y = means[b, gr, gc, 0], means[b, gr, gc, 1]
-            ya, yb, xa, xb = _box(X, Y, extents[b, gr, gc, 0], extents[b, gr, gc, 1], 0, height - 1, 0, width - 1)
-            p, q, r = factors[b, gr, gc, 0], factors[b, gr, gc, 1], factors[b, gr, gc, 2]
+            X, Y, ex, ey = _centre_extents(xy, cholesky, b, gr, gc, projection)
+            ya, yb, xa, xb = _box(X, Y, ex, ey, 0, height - 1, 0, width - 1)
+            p, q, r = _factors(cholesky, b, gr, gc, one)
             for i in range(ya, yb):
                 ja, jb = _row(X, Y, p, q, r, i, xa, xb)
                 if ja >= jb:
@@ -387,9 +398,9 @@ def _backward(means, factors, colours, extents, grid_x, grid_y, consts, grad_out
                 n, dy, xs = _vectors(ja, jb), Y - grid_y[i], grid_x[ja:]
                 _weights(X, dy, p, q, r, xs, grid_x[jb], consts, n, weights)
                 for ch in range(0, channels, CHANNEL_GROUP):
-                    c0 = colours[b, gr, gc, ch]
-                    c1 = colours[b, gr, gc, ch + 1] if ch + 1 < channels else zero
-                    c2 = colours[b, gr, gc, ch + 2] if ch + 2 < channels else zero
+                    c0 = colour[b, gr, gc, ch]
+                    c1 = colour[b, gr, gc, ch + 1] if ch + 1 < channels else zero
+                    c2 = colour[b, gr, gc, ch + 2] if ch + 2 < channels else zero
                     g0 = grad_out[b, ch, i, ja:]
                     g1 = grad_out[b, ch + 1, i, ja:] if ch + 1 < channels else zero_row
                     g2 = grad_out[b, ch + 2, i, ja:] if ch + 2 < channels else zero_row
@@ -403,7 +414,7 @@ def _backward(means, factors, colours, extents, grid_x, grid_y, consts, grad_out
                     g_q += sums[6]
                     g_r += sums[7]
             grad_xy[b, gr, gc, 0], grad_xy[b, gr, gc, 1] = g_x * (width / 2), g_y * (height / 2)
-            valid = extents[b, gr, gc, 0] > 0
+            valid = ex > 0
             p64, q64, r64 = float(p), float(q), float(r)
             grad_cholesky[b, gr, gc, 0] = -(g_p * p64 + g_q * q64) * p64 if valid else 0.0
             grad_cholesky[b, gr, gc, 1] = g_q * p64 if valid else 0.0
@@ -429,41 +440,35 @@ def _set_threads() -> None:
 
 
 def _projection_consts(dtype: torch.dtype, height: int, width: int) -> np.ndarray:
-    """`_project`'s constants in the kernel's dtype, as torch rounds the Python numbers of `projection.project`."""
+    """`_centre_extents`'s constants in the kernel's dtype, as torch rounds the Python numbers of `projection.project`."""
     return torch.tensor([width, height, 2 * SIGMA_MAX, 1 + EXTENT_SLACK, EXTENT_SLACK, 1, 2], dtype=dtype).numpy()
 
 
 class _RasterizeNumba(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xy, cholesky, colour, height, width):
-        batch, hg, wg, channels = colour.shape
-        dtype = colour.dtype
-        means, extents = torch.empty(batch, hg, wg, 2, dtype=dtype), torch.empty(batch, hg, wg, 2, dtype=dtype)
-        factors, colours = torch.empty(batch, hg, wg, 3, dtype=dtype), torch.empty_like(colour)
-        out = torch.empty(batch, channels, height, width, dtype=dtype)
-        projected = [t.numpy() for t in (means, factors, colours, extents)]
+        batch, _, _, channels = colour.shape
+        out = torch.empty(batch, channels, height, width, dtype=colour.dtype)
         with _KERNEL_LOCK:
             _set_threads()
-            _project(*(_numpy(t) for t in (xy, cholesky, colour)), _projection_consts(dtype, height, width),
-                     *projected)
-            _forward(*projected, *_grids_and_consts(dtype, height, width), out.numpy())
-        ctx.save_for_backward(means, factors, colours, extents)
+            _forward(*(_numpy(t) for t in (xy, cholesky, colour)), _projection_consts(colour.dtype, height, width),
+                     *_grids_and_consts(colour.dtype, height, width), out.numpy())
+        ctx.save_for_backward(xy, cholesky, colour)
         ctx.size = (height, width)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        means, factors, colours, extents = ctx.saved_tensors
+        xy, cholesky, colour = ctx.saved_tensors
         height, width = ctx.size
-        batch, hg, wg, _ = colours.shape
-        grads = [torch.empty(batch, hg, wg, 2, dtype=colours.dtype), torch.empty_like(factors),
-                 torch.empty_like(colours)]
-        grad_pix = torch.nn.functional.pad(grad_out.to(colours.dtype), (0, VECTOR)).numpy()
+        dtype = colour.dtype
+        grads = [torch.empty(t.shape, dtype=dtype) for t in (xy, cholesky, colour)]
+        grad_pix = torch.nn.functional.pad(grad_out.to(dtype), (0, VECTOR)).numpy()
         with _KERNEL_LOCK:
             _set_threads()
-            _backward(*(t.numpy() for t in (means, factors, colours, extents)),
-                      *_grids_and_consts(colours.dtype, height, width), grad_pix, *(g.numpy() for g in grads))
+            _backward(*(_numpy(t) for t in (xy, cholesky, colour)), _projection_consts(dtype, height, width),
+                      *_grids_and_consts(dtype, height, width), grad_pix, *(g.numpy() for g in grads))
         return (*grads, None, None)
 
 
@@ -474,7 +479,7 @@ def supports(device: torch.device) -> bool:
 def rasterize_numba(xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Tensor, height: int,
                     width: int) -> torch.Tensor:
     """The plain α-weighted colour sum, (B, C, height, width), of `rasterizer.rasterize`'s inputs, projected
-    here (`_project`), in float32 or float64 as the input (other dtypes are computed in float32 and returned in
+    here (`_centre_extents`, `_factors`), in float32 or float64 as the input (other dtypes are computed in float32 and returned in
     their own)."""
     dtype = colour.dtype
     kernel_dtype = dtype if dtype in DTYPES else torch.float32

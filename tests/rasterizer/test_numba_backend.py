@@ -139,9 +139,22 @@ def test_other_dtypes_are_computed_in_float32():
     assert torch.equal(out, single.bfloat16())
 
 
+@numba.njit
+def compiled_projection(xy, chol, consts, means, factors, extents):
+    """The projection the numba kernels apply to each Gaussian they meet, over a whole lattice."""
+    batch, hg, wg = xy.shape[0], xy.shape[1], xy.shape[2]
+    for b in range(batch):
+        for r in range(hg):
+            for c in range(wg):
+                X, Y, ex, ey = numba_backend._centre_extents(xy, chol, b, r, c, consts)
+                means[b, r, c, 0], means[b, r, c, 1], extents[b, r, c, 0], extents[b, r, c, 1] = X, Y, ex, ey
+                p, q, rr = numba_backend._factors(chol, b, r, c, consts[5])
+                factors[b, r, c, 0], factors[b, r, c, 1], factors[b, r, c, 2] = p, q, rr
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_compiled_projection_is_the_torch_projection(dtype):
-    """`_project` (the numba backend projects its own Gaussians) gives exactly `projection.project`'s tensors,
+    """The numba kernels project each Gaussian (`_centre_extents`, `_factors`) exactly as `projection.project`,
     degenerate factors included; extents (used only to cull, with slack) to an ulp, as torch's vectorised square
     root is not always correctly rounded."""
     xy, chol, col, height, width = lattice_field(2, 5, 7, 3.7, 2.2, seed=23, dtype=dtype)
@@ -151,13 +164,14 @@ def test_compiled_projection_is_the_torch_projection(dtype):
     chol[1, 0, 0] = -chol[1, 0, 0]  # negative diagonals are valid factors
     ref = rasterizer.project(xy, chol, col, height, width)
     batch, hg, wg, _ = col.shape
-    ours = [torch.full((batch, hg, wg, k), float("nan"), dtype=dtype) for k in (2, 3, 3, 2)]
-    numba_backend._project(xy.numpy(), chol.numpy(), col.numpy(),
-                           numba_backend._projection_consts(dtype, height, width), *(t.numpy() for t in ours))
-    for name, tensor in zip(("means", "inv_factors", "colours"), ours):
-        assert torch.equal(tensor, getattr(ref, name)), name
-    assert torch.equal(ours[3] == 0, ref.extents == 0)
-    assert torch.allclose(ours[3], ref.extents, rtol=2 * torch.finfo(dtype).eps, atol=0)
+    means, factors, extents = (torch.full((batch, hg, wg, k), float("nan"), dtype=dtype) for k in (2, 3, 2))
+    compiled_projection(xy.numpy(), chol.numpy(), numba_backend._projection_consts(dtype, height, width),
+                        means.numpy(), factors.numpy(), extents.numpy())
+    assert torch.equal(means, ref.means) and torch.equal(factors, ref.inv_factors)
+    assert torch.equal(extents == 0, ref.extents == 0)
+    assert torch.allclose(extents, ref.extents, rtol=2 * torch.finfo(dtype).eps, atol=0)
+    valid = (ref.extents[..., 0] > 0)[..., None]
+    assert torch.equal(ref.colours, torch.where(valid, col, 0))  # what the kernels skip: degenerate Gaussians
 
 
 def test_float32_exp_is_within_two_ulp():
@@ -242,14 +256,21 @@ def test_compiled_reach_is_the_lattice_reach():
     chol = chol.clone()
     chol[1, 2, 3] *= 9  # one far-reaching Gaussian sets a margin
     chol[0, :, 0, 0] = 0  # degenerate ones are left out
+    consts = numba_backend._projection_consts(torch.float64, height, width)
     g = rasterizer.project(xy, chol, col, height, width)
-    ours = torch.tensor(numba_backend._reach(g.means.numpy(), g.extents.numpy(), height, width),
+    boxes = torch.full(xy.shape[:-1] + (4,), float("nan"), dtype=torch.float64)
+    ours = torch.tensor(numba_backend._reach(xy.numpy(), chol.numpy(), consts, height, width, boxes.numpy()),
                         dtype=torch.float64)
     assert torch.allclose(ours, rasterizer.projection.lattice_reach(g.means, g.extents, height, width).double(),
                           rtol=0, atol=1e-5)
-    none = torch.zeros_like(g.extents)
-    for lo_x, hi_x, lo_y, hi_y in (numba_backend._reach(g.means.numpy(), none.numpy(), height, width),
-                                   rasterizer.projection.lattice_reach(g.means, none, height, width).tolist()):
+    # ... and it leaves every Gaussian's centre and half-widths for the tiles
+    assert torch.equal(boxes[..., :2], g.means)
+    assert torch.allclose(boxes[..., 2:], g.extents, rtol=2 * torch.finfo(torch.float64).eps, atol=0)
+    none = torch.zeros_like(chol)
+    g = rasterizer.project(xy, none, col, height, width)
+    for lo_x, hi_x, lo_y, hi_y in (numba_backend._reach(xy.numpy(), none.numpy(), consts, height, width,
+                                                        boxes.numpy()),
+                                   rasterizer.projection.lattice_reach(g.means, g.extents, height, width).tolist()):
         assert lo_x > hi_x and lo_y > hi_y  # nothing valid: empty windows
 
 
