@@ -19,7 +19,7 @@ import torch.nn as nn
 from models.mlp import MLP
 from models.registry import make, register
 from utils import check_finite
-from rasterizer import rasterize
+from rasterizer import compiled_lattice_points, rasterize
 
 # Gaussians per LR pixel along each axis (PixelUnshuffle(2) of the x4 features).
 LATTICE_FACTOR = 2
@@ -162,15 +162,20 @@ def output_gaussians(field: GaussianField, size: tuple[int, int],
     top, left, win_h, win_w = window if window is not None else (0.0, 0.0, float(h), float(w))
     (r0, r1), (c0, c1) = cells if cells is not None else ((0, h), (0, w))
     f = LATTICE_FACTOR
+    # l11 scales with the width, l21 and l22 with the height (python scalars: no host-to-device copy)
+    scale_x, scale_y = width / win_w / DGP_UNIT, height / win_h / DGP_UNIT
     kept = (slice(None), slice(f * r0, f * r1), slice(f * c0, f * c1))
-    colour, cholesky, offset = field.colour[kept], field.cholesky[kept], field.offset[kept]
+    colour = field.colour[kept]
+    compiled = compiled_lattice_points(field.offset, field.cholesky, (f * r0, f * r1), (f * c0, f * c1),
+                                       (f, left, top, win_w, win_h, 1 / width, 1 / height, scale_x, scale_y))
+    if compiled is not None:  # the same numbers, bit for bit, from one compiled pass (CPU inference)
+        return (*compiled, colour)
+    cholesky, offset = field.cholesky[kept], field.offset[kept]
     rows = torch.arange(f * r0, f * r1, device=offset.device, dtype=offset.dtype)[:, None] / f
     cols = torch.arange(f * c0, f * c1, device=offset.device, dtype=offset.dtype) / f
     x = 2 * (cols + offset[..., 0] - left) / win_w - 1 - 1 / width
     y = 2 * (rows + offset[..., 1] - top) / win_h - 1 - 1 / height
-    # l11 scales with the width, l21 and l22 with the height (python scalars: no host-to-device copy)
-    cholesky = torch.cat((cholesky[..., :1] * (width / win_w / DGP_UNIT),
-                          cholesky[..., 1:] * (height / win_h / DGP_UNIT)), -1)
+    cholesky = torch.cat((cholesky[..., :1] * scale_x, cholesky[..., 1:] * scale_y), -1)
     return torch.stack((x, y), -1), cholesky, colour
 
 

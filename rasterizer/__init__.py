@@ -104,6 +104,20 @@ def _rasterize_numba(xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Ten
     return _numba_module().rasterize_numba(xy, cholesky, colour, height, width)
 
 
+def compiled_lattice_points(offset: torch.Tensor, cholesky: torch.Tensor, rows: tuple[int, int],
+                            cols: tuple[int, int], consts: tuple[float, ...]
+                            ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`gaussian.output_gaussians`'s (xy, cholesky), bit for bit, from the numba backend's one compiled pass
+    (`numba_backend.lattice_points`) where it applies: CPU tensors in float32 or float64 that need no gradient,
+    numba importable. None elsewhere: the caller computes them in torch (on the CPU ~15 tensor operations on
+    (…, 2|3)-shaped tensors take ~0.3 ms, as long as an x4 render's whole sum)."""
+    needs_grad = torch.is_grad_enabled() and (offset.requires_grad or cholesky.requires_grad)
+    if offset.device.type != "cpu" or offset.dtype not in (torch.float32, torch.float64) or needs_grad:
+        return None
+    module = _numba_module()
+    return None if module is None else module.lattice_points(offset, cholesky, rows, cols, consts)
+
+
 if importlib.util.find_spec("numba") is not None:  # the compiled CPU backend, `auto` there; it projects itself
     register_backend("numba", _rasterize_numba, _numba_supports, auto_device_types=("cpu",), projects=True)
 try:  # The official rasterizer (the GaussianImage gsplat fork): only where it is installed, only by name.

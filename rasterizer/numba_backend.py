@@ -22,6 +22,7 @@ processes load them instead of compiling.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -131,6 +132,30 @@ def _reach(xy, cholesky, consts, height, width, boxes):
                 x_lo, x_hi = min(x_lo, dx - ex), max(x_hi, dx + ex)
                 y_lo, y_hi = min(y_lo, dy - ey), max(y_hi, dy + ey)
     return x_lo - WINDOW_SLACK, x_hi + WINDOW_SLACK, y_lo - WINDOW_SLACK, y_hi + WINDOW_SLACK
+
+
+@numba.njit(cache=True)
+def _lattice_points(offset, cholesky, rows, cols, consts, xy, scaled):
+    """`gaussian.output_gaussians`'s centres and factors of the lattice block `rows` x `cols` (first, stop) of
+    the field, in its expression's order and dtype (so the same roundings), in one pass instead of ~15 tensor
+    operations: x = 2·(c/f + offset_x − left)/win_w − 1 − 1/W (y likewise), factors × (s_x, s_y, s_y).
+    consts: (f, left, top, win_w, win_h, 1/W, 1/H, s_x, s_y, 1, 2) in the field's dtype."""
+    f, left, top, win_w, win_h, inv_w, inv_h, s_x, s_y, one, two = (
+        consts[0], consts[1], consts[2], consts[3], consts[4], consts[5], consts[6], consts[7], consts[8],
+        consts[9], consts[10])
+    zero = one - one
+    for b in range(offset.shape[0]):
+        for r in range(rows[1] - rows[0]):
+            gr = rows[0] + r
+            y_anchor = _offset(zero, gr) / f
+            for c in range(cols[1] - cols[0]):
+                gc = cols[0] + c
+                x_anchor = _offset(zero, gc) / f
+                xy[b, r, c, 0] = two * (x_anchor + offset[b, gr, gc, 0] - left) / win_w - one - inv_w
+                xy[b, r, c, 1] = two * (y_anchor + offset[b, gr, gc, 1] - top) / win_h - one - inv_h
+                scaled[b, r, c, 0] = cholesky[b, gr, gc, 0] * s_x
+                scaled[b, r, c, 1] = cholesky[b, gr, gc, 1] * s_y
+                scaled[b, r, c, 2] = cholesky[b, gr, gc, 2] * s_y
 
 
 @numba.njit(cache=True, inline="always")
@@ -427,6 +452,12 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+# The per-size constants below are remembered for the last few sizes (a sweep or a viewer asks for the same
+# sizes again); the kernels only read them.
+SIZE_CACHE = 64
+
+
+@functools.lru_cache(maxsize=SIZE_CACHE)
 def _grids_and_consts(dtype: torch.dtype, height: int, width: int) -> tuple[np.ndarray, ...]:
     """Pixel coordinates and the constants (½, 1/255, SIGMA_CLAMP) in the kernel's dtype, so that every operation on
     per-pixel values stays in that dtype (as in the torch reference)."""
@@ -439,6 +470,7 @@ def _set_threads() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
+@functools.lru_cache(maxsize=SIZE_CACHE)
 def _projection_consts(dtype: torch.dtype, height: int, width: int) -> np.ndarray:
     """`_centre_extents`'s constants in the kernel's dtype, as torch rounds the Python numbers of `projection.project`."""
     return torch.tensor([width, height, 2 * SIGMA_MAX, 1 + EXTENT_SLACK, EXTENT_SLACK, 1, 2], dtype=dtype).numpy()
@@ -485,3 +517,16 @@ def rasterize_numba(xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Tens
     kernel_dtype = dtype if dtype in DTYPES else torch.float32
     out = _RasterizeNumba.apply(*(t.to(kernel_dtype) for t in (xy, cholesky, colour)), height, width)
     return out.to(dtype)
+
+
+def lattice_points(offset: torch.Tensor, cholesky: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int],
+                   consts: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`gaussian.output_gaussians`'s (xy, cholesky) for the lattice block rows x cols ((first, stop) cells) of a
+    field's offset (B, Hg, Wg, 2) and cholesky (B, Hg, Wg, 3), float32 or float64, without gradients;
+    consts: (f, left, top, win_w, win_h, 1/W, 1/H, s_x, s_y) as Python numbers (`_lattice_points`)."""
+    dtype = offset.dtype
+    shape = (offset.shape[0], rows[1] - rows[0], cols[1] - cols[0])
+    xy, scaled = torch.empty(shape + (2,), dtype=dtype), torch.empty(shape + (3,), dtype=dtype)
+    _lattice_points(_numpy(offset), _numpy(cholesky), np.array(rows, np.int64), np.array(cols, np.int64),
+                    torch.tensor((*consts, 1, 2), dtype=dtype).numpy(), xy.numpy(), scaled.numpy())
+    return xy, scaled
