@@ -362,11 +362,10 @@ def _forward(xy, cholesky, colour, projection, grid_x, grid_y, consts, out):
                             n, dy, xs, stop = _vectors(ja, jb), Y - grid_y[i], grid_x[ja:], grid_x[jb]
                             at = _tile_row(group, i - i0) + ja - j0
                             _accumulate(X, dy, p, q, r, xs, stop, consts, n, c0, c1, c2, acc[at:])
-        for ch in range(channels):
+        for ch in range(channels):  # whole rows at once (an element-wise copy would check each index's sign)
             for i in range(i0, i1 + 1):
-                at = _tile_row(ch // CHANNEL_GROUP, i - i0) + ch % CHANNEL_GROUP * ROW_STRIDE - j0
-                for j in range(j0, j1 + 1):
-                    out[b, ch, i, j] = acc[at + j]
+                at = _tile_row(ch // CHANNEL_GROUP, i - i0) + ch % CHANNEL_GROUP * ROW_STRIDE
+                out[b, ch, i, j0:j1 + 1] = acc[at:at + j1 + 1 - j0]
 
 
 @numba.njit(cache=True, fastmath={"reassoc", "contract"})
