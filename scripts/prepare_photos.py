@@ -12,7 +12,8 @@ images left out by hand, after looking at every image the packages hold):
   butterfly (a monarch, as in Set5/Set14);
 - photographs shipped inside scikit-image (public domain or CC0, as its docstrings say).
 Never used, in any way: Debian's lomiri-wallpapers* (kept for independent evaluation). ukui-wallpapers,
-gnome-backgrounds and sway-backgrounds were looked at and hold no photographs.
+gnome-backgrounds and sway-backgrounds were looked at and hold no photographs; docs/PHOTO_SOURCES.md lists the
+sources surveyed since (about 160 more photographs, not yet built here).
 
     apt-get install plasma-workspace-wallpapers mate-backgrounds palapeli-data opencv-doc
     python scripts/prepare_photos.py --out data/photos   # → data/photos/{train,val,test}/*.png + MANIFEST.json
