@@ -153,9 +153,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp, _new_file_mode())  # mkstemp makes it private; give it the permissions open() would
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        interruption = _interruption_behind(exc)
+        if interruption is not None and interruption is not exc:
+            raise interruption from None
         raise
+
+
+def _interruption_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The SIGINT/SIGTERM interruption that `exc` was raised while handling, if any: a writer's clean-up can fail
+    because the write was cut short (torch.save's zip writer reports "unexpected pos"), and that failure must not
+    turn a user's Ctrl-C into a failed write."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__context__
+    return None
 
 
 class UnknownNameError(KeyError):

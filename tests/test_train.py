@@ -387,7 +387,7 @@ def test_a_signal_during_training_exits_130_with_one_line_and_keeps_the_checkpoi
         _, err = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == utils.EXIT_INTERRUPTED
+    assert process.returncode == utils.EXIT_INTERRUPTED, err
     assert reported_lines(err) == [f"train.py: interrupted; the last checkpoint is {out / 'last.pth'} "
                                 f"(continue with --resume {out / 'last.pth'})"]
     assert models.load_checkpoint(out / "last.pth")["step"] >= 1

@@ -116,3 +116,43 @@ def test_one_yaml_loader_reads_exponents_as_floats(tmp_path):
     (tmp_path / "bad.yaml").write_text("a: [unclosed")
     with pytest.raises(UsageError, match="bad.yaml is not valid YAML"):
         load_yaml(tmp_path / "bad.yaml")
+
+
+class _InterruptedAfter:
+    """A binary file that raises SIGTERM's exception on its `n`-th write, as the signal handler would mid-save."""
+
+    def __init__(self, f, n: int):
+        self.f, self.left = f, n
+
+    def write(self, data):
+        self.left -= 1
+        if self.left == 0:
+            from utils import Terminated
+            raise Terminated("terminated by signal 15")
+        return self.f.write(data)
+
+    def flush(self):
+        self.f.flush()
+
+
+def test_an_interrupted_torch_save_is_reported_as_the_interruption_not_a_failed_write(tmp_path):
+    """torch.save's zip writer fails on its way out ("unexpected pos") when a signal cuts a write short; the user
+    pressed Ctrl-C (or sent SIGTERM), so the interruption is what must come out, with no temporary left."""
+    import torch
+
+    from utils import Terminated
+
+    target = tmp_path / "last.pth"
+    target.write_bytes(b"old")
+    payload = {"a": torch.zeros(1000), "b": torch.ones(1000)}
+    with pytest.raises(Terminated, match="signal 15"):
+        with atomic_path(target) as tmp, open(tmp, "wb") as f:
+            torch.save(payload, _InterruptedAfter(f, 5))
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]
+    with pytest.raises(RuntimeError, match="boom"):  # a failure with no interruption behind it stays a failure
+        with atomic_path(target):
+            try:
+                raise ValueError("first")
+            except ValueError:
+                raise RuntimeError("boom")
