@@ -453,6 +453,13 @@ class Trainer:
         models.load_state_dict_strict(self.model, source["model"]["sd"])
         self.log(f"initialised the model from {path}")
 
+    def release_ddp(self) -> None:
+        """Free the DDP wrapper before the process group is destroyed. Its C++ reducer holds the group, and a gloo
+        group whose last holder is the reducer is destroyed holding the GIL: it joins its worker threads while one
+        may still be freeing a finished collective's tensors, which needs the GIL — a deadlock (pytorch#56297).
+        Freed here first, the group's last holder is torch.distributed itself, which destroys it without the GIL."""
+        self.net = None
+
     def checkpoint(self) -> dict[str, Any]:
         return {"model": models.model_payload(self.cfg["model"], self.model), "optimizer": self.optimizer.state_dict(),
                 "epoch": self.epoch, "config": self.cfg, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
@@ -663,6 +670,8 @@ def main(argv: Sequence[str] | None = None) -> nn.Module:
     finally:
         if log is not None:
             log.close()
+        if trainer is not None:
+            trainer.release_ddp()
         if ctx is not None:
             distributed.cleanup(ctx)
 

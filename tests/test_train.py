@@ -500,12 +500,26 @@ def ddp_worker(rank: int, world_size: int, port: int, argv: list[str], out: str)
     torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
 
 
+DDP_DEADLINE_S = 180  # ~10 s alone; a hang (e.g. the gloo teardown deadlock train.Trainer.release_ddp avoids) fails
+
+
+def spawn_within(seconds: float, fn, args: tuple, nprocs: int) -> None:
+    """mp.spawn that fails the test, killing the processes, if they have not all ended within `seconds`."""
+    context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + seconds
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the {nprocs} training processes had not ended after {seconds} s")
+
+
 @pytest.mark.slow
 def test_two_process_gloo_ddp_run_ends_with_identical_replicas(image_dir, tmp_path):
     out = tmp_path / "ddp"
     argv = ["--config", TINY, "--path", str(image_dir), "--out", str(out), "--device", "cpu",
             "--set", "train_dataset.batch_size=4", "--val-path", str(image_dir), "--set", "val_dataset.scales=[3]"]
-    mp.spawn(ddp_worker, args=(2, free_port(), argv, str(tmp_path)), nprocs=2, join=True)
+    spawn_within(DDP_DEADLINE_S, ddp_worker, (2, free_port(), argv, str(tmp_path)), nprocs=2)
     replicas = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     saved = models.load_checkpoint(out / "last.pth")
     assert (saved["epoch"], saved["step"]) == (2, 2)  # 4 images, global batch 4: one step per epoch
