@@ -50,7 +50,7 @@ CHANNEL_GROUP = 3
 ROW_STRIDE = TILE_W + VECTOR
 # Rows are trimmed to the span where σ can be ≤ ln 255 only for boxes wider than this many pixels: on narrower
 # boxes the trim saves at most a vector or two, less than the square root and division that find it (and the
-# forward draws them in fixed 8-column strips instead, `_strip_row`).
+# forward draws them in fixed 8-column strips instead, `_accumulate` with n = VECTOR).
 ROW_SPAN_MIN_WIDTH = 4 * VECTOR
 # Pixels (absolute) and fraction (relative) by which row spans are widened so that rounding never drops a drawn
 # pixel; the per-pixel test, not these bounds, decides what is drawn (windows: projection.WINDOW_SLACK).
@@ -241,17 +241,6 @@ def _weights(X, dy, p, q, r, xs, stop, consts, n, weights):
         weights[k] = _weight(X, dy, p, q, r, xs[k], stop, consts)
 
 
-@numba.njit(cache=True, inline="always")
-def _accumulate(X, dy, p, q, r, xs, stop, consts, n, c0, c1, c2, rows):
-    """rows[c·ROW_STRIDE + k] += colour_c·`_weight` at pixel x = xs[k], for three channels c at once, k < n
-    (the weights of `_weights`, fused: one pass, no buffer)."""
-    for k in range(n):
-        w = _weight(X, dy, p, q, r, xs[k], stop, consts)
-        rows[k] += w * c0
-        rows[k + ROW_STRIDE] += w * c1
-        rows[k + 2 * ROW_STRIDE] += w * c2
-
-
 def _offset(x0, k):
     """x0 + k in x0's dtype (exact: pixel coordinates are integers)."""
     return x0 + k
@@ -265,10 +254,11 @@ def _offset_overload(x0, k):
 
 
 @numba.njit(cache=True, inline="always")
-def _strip_row(X, dy, p, q, r, x0, stop, consts, c0, c1, c2, rows):
-    """rows[c·ROW_STRIDE + k] += colour_c·`_weight` at pixel x = x0 + k for three channels c, k < VECTOR: one
-    row of an 8-column strip, a loop of compile-time length that compiles to straight vector code."""
-    for k in range(VECTOR):
+def _accumulate(X, dy, p, q, r, x0, stop, consts, n, c0, c1, c2, rows):
+    """rows[c·ROW_STRIDE + k] += colour_c·`_weight` at pixel x = x0 + k, for three channels c at once, k < n (the
+    weights of `_weights`, fused: one pass, no buffer). Called with n = VECTOR, a compile-time constant once
+    inlined, the loop compiles to straight vector code (a strip row)."""
+    for k in range(n):
         w = _weight(X, dy, p, q, r, _offset(x0, k), stop, consts)
         rows[k] += w * c0
         rows[k + ROW_STRIDE] += w * c1
@@ -352,16 +342,17 @@ def _forward(xy, cholesky, colour, projection, grid_x, grid_y, consts, out):
                             x0 = grid_x[xs0]
                             at = _tile_row(group, ya - i0) + xs0 - j0
                             for i in range(ya, yb):
-                                _strip_row(X, Y - grid_y[i], p, q, r, x0, stop, consts, c0, c1, c2, acc[at:])
+                                _accumulate(X, Y - grid_y[i], p, q, r, x0, stop, consts, VECTOR, c0, c1, c2,
+                                            acc[at:])
                                 at += CHANNEL_GROUP * ROW_STRIDE
                     else:  # rows, each trimmed to its span
                         for i in range(ya, yb):
                             ja, jb = _row(X, Y, p, q, r, i, xa, xb)
                             if ja >= jb:
                                 continue
-                            n, dy, xs, stop = _vectors(ja, jb), Y - grid_y[i], grid_x[ja:], grid_x[jb]
+                            n, dy, stop = _vectors(ja, jb), Y - grid_y[i], grid_x[jb]
                             at = _tile_row(group, i - i0) + ja - j0
-                            _accumulate(X, dy, p, q, r, xs, stop, consts, n, c0, c1, c2, acc[at:])
+                            _accumulate(X, dy, p, q, r, grid_x[ja], stop, consts, n, c0, c1, c2, acc[at:])
         for ch in range(channels):  # whole rows at once (an element-wise copy would check each index's sign)
             for i in range(i0, i1 + 1):
                 at = _tile_row(ch // CHANNEL_GROUP, i - i0) + ch % CHANNEL_GROUP * ROW_STRIDE
