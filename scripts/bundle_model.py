@@ -86,6 +86,9 @@ def model_card(payload: dict, ckpt: dict, table: dict, dtype: str, fp16_change: 
              f"{optimizer.get('name', '?')} lr {(optimizer.get('args') or {}).get('lr', '?')}, "
              f"{(config.get('lr_scheduler') or {}).get('name', 'constant lr')}"
              f"{', bf16 autocast' if config.get('bf16') else ''}"]
+    if config.get("init_from"):
+        lines.append(f"- fine-tuned from {config['init_from']}: the epochs, steps and lr above are this run's, on "
+                     "top of that model's own training")
     if note:
         lines.append(f"- {note}")
     if manifest:

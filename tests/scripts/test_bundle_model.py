@@ -53,6 +53,22 @@ def test_bundles_weights_table_and_card(tiny_checkpoint, heldout, tmp_path, caps
                            atol=1e-2)
 
 
+def test_the_card_of_a_fine_tune_names_the_model_it_started_from(tmp_path):
+    from scripts.bundle_model import model_card
+
+    payload = {"name": "continuous-gaussian", "args": {"encoder_spec": {"name": "edsr-baseline"}},
+               "sd": {"w": torch.zeros(3)}}
+    table = {"model": {4.0: 30.0}, "bicubic": {4.0: 29.0}}
+    config = {"optimizer": {"name": "adam", "args": {"lr": 3e-5}}, "init_from": "weights/old.pth"}
+    card = model_card(payload, {"epoch": 3, "step": 741, "config": config}, table, "fp16", 0.0, None, "",
+                      tmp_path / "w.pth")
+    assert "epochs 3, steps 741" in card and "- fine-tuned from weights/old.pth:" in card
+    del config["init_from"]
+    card = model_card(payload, {"epoch": 3, "step": 741, "config": config}, table, "fp16", 0.0, None, "",
+                      tmp_path / "w.pth")
+    assert "fine-tuned" not in card and "| gain | +1.00 |" in card
+
+
 def test_bad_checkpoint_exits_2(heldout, tmp_path, capsys):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"nope")
