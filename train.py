@@ -32,6 +32,9 @@ val_dataset):
                             rasterizer stays float32); about 3x faster steps on a CPU with AVX512-BF16;
                             on a CPU without native bf16 it warns once and runs fp32 (bf16 would be far slower)
   grad_clip                 max gradient norm, or null (default)
+  warmup_steps              the first N steps of a run take lr x step / N (step = 1..N), then the schedule's own
+                            lr (default 0: none). A fine-tune (init_from) starts Adam's moments afresh, and its
+                            first full-size steps move every weight by about lr; the warm-up keeps them small
   rasterizer_backend        auto | torch | numba | triton | ... (default auto)
   init_from                 null (default) or an official checkpoint whose model weights start a NEW run
                             (fine-tuning: fresh optimizer, scheduler and counters; the model specs must match);
@@ -39,8 +42,9 @@ val_dataset):
                             val set they are validated first (epoch 0), so best.pth is never worse than them
 
 The output folder (--out, default save/<config name>) holds config.yaml (the config used), last.pth (every
-epoch), best.pth (best mean validation PSNR), epoch-<n>.pth, tensorboard/ (train/loss, train/lr,
-train/grad_norm, val/psnr_x<s>, val/psnr, sample images), samples/ (the latest sample renders) and log.txt.
+epoch), best.pth (best mean validation PSNR), epoch-<n>.pth, tensorboard/ (train/loss, train/lr, train/grad_norm,
+val/psnr_x<s>, val/psnr, sample images; written with tensorboardX, else with torch's writer where the tensorboard
+package is installed, else not at all), samples/ (the latest sample renders) and log.txt.
 Checkpoints use the official format {'model': {'name', 'args', 'sd'}, 'optimizer', 'epoch', 'config'} plus what
 resuming needs ('step', 'batch_in_epoch', 'lr_scheduler', 'rng', 'best_psnr', 'best_epoch'), written atomically;
 `--resume <ckpt>` continues at the same epoch, batch and step, with the same optimizer, scheduler and RNG state.
@@ -232,6 +236,19 @@ def check_optimisation(cfg: dict[str, Any]) -> None:
                 raise ValueError(f"the lr would be {lr} after epoch {epoch + 1}")
 
 
+def summary_writer_class() -> type | None:
+    """TensorBoard's SummaryWriter: tensorboardX's (requirements.txt), else torch's own (needs the tensorboard
+    package, which stock CUDA images carry), else None: training must not fail for want of its charts."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+    return SummaryWriter
+
+
 class Logger:
     """Messages to the console (without breaking progress bars) and to log.txt; TensorBoard; rank 0 only.
 
@@ -246,14 +263,17 @@ class Logger:
     def open(self) -> None:
         """Create the output folder, log.txt (with the messages so far) and the TensorBoard writer."""
         if self.active:
-            from tensorboardX import SummaryWriter
-
             self.out.mkdir(parents=True, exist_ok=True)
             self.log_file = open(self.out / "log.txt", "a")
             self.log_file.writelines(message + "\n" for message in self.held)
             self.log_file.flush()
             self.held = []
-            self.writer = SummaryWriter(str(self.out / "tensorboard"))
+            writer_class = summary_writer_class()
+            if writer_class is None:
+                self("TensorBoard logging is off: neither tensorboardX nor tensorboard is installed (log.txt has "
+                     "every epoch's loss, lr and validation PSNR)")
+            else:
+                self.writer = writer_class(str(self.out / "tensorboard"))
 
     def __call__(self, message: str, console: bool = True) -> None:
         if self.active:
@@ -322,6 +342,25 @@ def make_scheduler(cfg: dict[str, Any], optimizer: torch.optim.Optimizer):
     if spec.get("name") not in SCHEDULERS:
         raise ConfigError(f"unknown lr_scheduler {spec.get('name')!r} (known: {', '.join(SCHEDULERS)})")
     return SCHEDULERS[spec["name"]](optimizer, **(spec.get("args") or {}))
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The lr multiplier of the run's `step`-th step (1-based): step / warmup_steps during the warm-up, else 1."""
+    return min(1.0, step / warmup_steps) if warmup_steps else 1.0
+
+
+@contextlib.contextmanager
+def warmed_up(optimizer: torch.optim.Optimizer, factor: float) -> Iterator[None]:
+    """Every group's lr times `factor` for the enclosed optimizer step, restored after: the epoch scheduler (whose
+    chainable forms read the current lr) never sees the warm-up."""
+    saved = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * factor
+    try:
+        yield
+    finally:
+        for group, lr in zip(optimizer.param_groups, saved):
+            group["lr"] = lr
 
 
 def make_train_loader(cfg: dict[str, Any], ctx: distributed.Context) -> DataLoader:
@@ -503,7 +542,8 @@ class Trainer:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg["grad_clip"] or math.inf))
         if not math.isfinite(grad_norm):
             raise NonFiniteLoss(f"the gradient norm is {grad_norm}")
-        self.optimizer.step()
+        with warmed_up(self.optimizer, warmup_factor(self.step + 1, self.cfg["warmup_steps"])):
+            self.optimizer.step()
         return mean_loss, grad_norm
 
     def train_epoch(self) -> float | None:
@@ -523,7 +563,8 @@ class Trainer:
             if self.cfg["log_every_steps"] and self.step % self.cfg["log_every_steps"] == 0:
                 self.log.scalar("train/loss", loss, self.step)
                 self.log.scalar("train/grad_norm", grad_norm, self.step)
-                self.log.scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
+                lr = self.optimizer.param_groups[0]["lr"] * warmup_factor(self.step, self.cfg["warmup_steps"])
+                self.log.scalar("train/lr", lr, self.step)
             out_of_time = self.out_of_time()
             if out_of_time or (self.cfg["save_every_steps"] and self.step % self.cfg["save_every_steps"] == 0):
                 self.save("last.pth")

@@ -88,6 +88,42 @@ def test_gradient_clipping_bounds_the_norm_of_the_step(image_dir, tmp_path):
     assert float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))) == pytest.approx(1e-3, rel=1e-3)
 
 
+def first_step_change(trainer, batch) -> float:
+    """The largest change of any weight in one train_step (Adam's first step moves each by about its lr)."""
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train_step(batch)
+    return max(float((p.detach() - b).abs().max()) for p, b in zip(trainer.model.parameters(), before))
+
+
+def test_warmup_scales_the_first_steps_and_leaves_the_schedule_alone(image_dir, tmp_path):
+    plain, batch = trainer_and_batch(image_dir, tmp_path / "plain")
+    warm, _ = trainer_and_batch(image_dir, tmp_path / "warm", "warmup_steps=4")
+    full = first_step_change(plain, batch)
+    assert full == pytest.approx(2e-4, rel=0.05)  # the tiny config's lr
+    assert first_step_change(warm, batch) == pytest.approx(full / 4, rel=0.05)
+    assert warm.optimizer.param_groups[0]["lr"] == plain.optimizer.param_groups[0]["lr"] == 2e-4
+    assert [train.warmup_factor(k, 4) for k in (1, 2, 4, 5, 100)] == [0.25, 0.5, 1.0, 1.0, 1.0]
+    assert train.warmup_factor(1, 0) == 1.0
+
+
+def test_a_failed_step_under_warmup_still_restores_the_lr(image_dir, tmp_path):
+    trainer, _ = trainer_and_batch(image_dir, tmp_path / "run", "warmup_steps=10")
+    with pytest.raises(RuntimeError), train.warmed_up(trainer.optimizer, 0.1):
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(2e-5)
+        raise RuntimeError("a step that fails")
+    assert trainer.optimizer.param_groups[0]["lr"] == 2e-4
+
+
+def test_training_logs_without_tensorboardx(image_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import tensorboardX now raises ImportError
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    assert train.summary_writer_class() is None
+    run(tmp_path / "run", image_dir, "--set", "epoch_max=1")
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "TensorBoard logging is off" in log and "epoch 1/1" in log
+    assert (tmp_path / "run" / "last.pth").is_file() and not (tmp_path / "run" / "tensorboard").exists()
+
+
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
                                                                                  reason="needs CUDA")])]
 

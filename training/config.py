@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "bf16": False,
     "grad_clip": None,
+    "warmup_steps": 0,
     "rasterizer_backend": "auto",
     "init_from": None,
 }
@@ -128,7 +129,7 @@ def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
         value = get_key(full, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"{key} must be a positive integer, got {value!r}")
-    for key in ("epoch_save", "save_every_steps", "log_every_steps", "val_samples", "seed",
+    for key in ("epoch_save", "save_every_steps", "log_every_steps", "val_samples", "seed", "warmup_steps",
                 "train_dataset.num_workers"):
         value = get_key(full, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

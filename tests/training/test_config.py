@@ -54,6 +54,8 @@ def test_bad_set_is_a_clear_error(assignment, message):
     ({"epoch_max": 0}, "epoch_max must be a positive integer"),
     ({"epoch_save": -1}, "epoch_save must be a non-negative"),
     ({"grad_clip": 0}, "grad_clip"),
+    ({"warmup_steps": -1}, "warmup_steps must be a non-negative integer"),
+    ({"warmup_steps": 1.5}, "warmup_steps must be a non-negative integer"),
     ({"bf16": "yes"}, "bf16"),
     ({"val_dataset": {"scales": [4]}}, "val_dataset needs a dataset"),
     ({"val_dataset": {"dataset": {"name": "image-folder"}, "scales": []}}, "val_dataset.scales"),
