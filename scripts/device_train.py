@@ -18,7 +18,8 @@ What it does, all within --minutes of wall time:
    device_train.json (machine, plan, measured rate, exit status, the validation curve).
 Back here: score best.pth on val at every scale, then `scripts/bundle_model.py --checkpoint best.pth --test
 data/photos/test` (the test split is never carried there). Exit status: 0 when training ended well (the time
-limit included), 1 when it failed (what exists is exported all the same), 2 on bad options.
+limit included), 1 when timing or training failed (what a failed training left is exported all the same), 2 on
+bad options.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import models  # noqa: E402
+import rasterizer  # noqa: E402
 from datasets.image_folder import DatasetError  # noqa: E402
 from inference.image_io import is_image_file  # noqa: E402
 from training.config import ConfigError, apply_overrides, complete, load_yaml  # noqa: E402
@@ -111,7 +113,8 @@ def measure_step_s(config: Path, overrides: list[str], device: str, smoke: bool,
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"timing the step took over {timeout_s:.0f} s; give more --minutes") from None
         if proc.returncode != 0:
-            raise RuntimeError(f"timing the step failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+            last = (proc.stderr or proc.stdout or "no output").strip().splitlines()[-1]
+            raise RuntimeError(f"timing the step failed (exit {proc.returncode}): {last}")
         return 1 / json.loads(out.read_text())["iterations_per_s"]
 
 
@@ -174,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=7.0, help="wall time of the whole command")
     parser.add_argument("--run", default="save/device-bundled",
                         help="the training run's folder; resumed when it holds last.pth")
+    parser.add_argument("--backend", help="rasterizer backend (default: the recipe's auto; e.g. torch, should the "
+                                          "device check find the Triton kernels failing there)")
     parser.add_argument("--cpu-smoke", action="store_true", help="the same steps with the tiny recipe on the CPU")
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -186,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("no CUDA device: this command is for a GPU machine (--cpu-smoke tries it on the CPU)")
         train_images = check_data(data)
         config, overrides = recipe(args.cpu_smoke, data)
+        if args.backend:
+            overrides.append(f"rasterizer_backend={rasterizer.check_backend(args.backend, torch.device(device))}")
         resume = run / "last.pth"
         record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "device": device_name(device), "torch": torch.__version__, "minutes": args.minutes,
@@ -205,9 +212,12 @@ def main(argv: list[str] | None = None) -> int:
                                      f"warmup_steps={warmup}"] for a in ("--set", o)]]
             print(f"device_train: {step_s:.3f} s a step -> {epochs} epochs of {record['plan']['steps_per_epoch']} "
                   f"steps, warm-up {warmup}", flush=True)
-    except (UsageError, ConfigError, DatasetError, OSError, RuntimeError) as exc:
+    except (UsageError, ConfigError, DatasetError) as exc:
         print(f"device_train.py: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (OSError, RuntimeError) as exc:  # the step could not be timed: nothing was trained
+        print(f"device_train.py: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     limit_min = (60 * args.minutes - EXPORT_RESERVE_S - (time.monotonic() - started)) / 60
     if limit_min <= 0:
         print("device_train.py: error: no time left to train after planning; give more --minutes", file=sys.stderr)

@@ -95,6 +95,7 @@ def test_the_val_curve_is_read_from_train_logs():
     (["--minutes", "-1"], "--minutes must be a positive number"),
     (["--minutes", "nan"], "--minutes must be a positive number"),
     (["--data", "{missing}"], "holds no images"),
+    (["--backend", "splat9"], "unknown rasterizer backend 'splat9'"),
     ([], "no CUDA device"),
 ])
 def test_bad_options_exit_2_with_one_line_before_any_work(argv, message, photos, tmp_path, capsys):
