@@ -22,9 +22,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from evaluation import metrics  # noqa: E402
 from inference.image_io import MAX_8BIT, is_image_file  # noqa: E402
 from utils import EXIT_OK, EXIT_USAGE, UsageError  # noqa: E402
 
@@ -46,9 +48,9 @@ def encode(image: Image.Image, kind: str) -> tuple[bytes, str]:
 
 
 def psnr_8bit(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) of two uint8 images; inf when they are identical."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(MAX_8BIT ** 2 / mse)
+    """RGB PSNR (dB, evaluation.metrics.psnr) of two (H, W, 3) uint8 images; inf when they are identical."""
+    as_unit = [torch.tensor(x).permute(2, 0, 1).double() / MAX_8BIT for x in (a, b)]
+    return float(metrics.psnr(*as_unit))
 
 
 def pack_split(source: Path, target: Path, kind: str) -> list[dict]:
