@@ -97,9 +97,15 @@ def check_data(data: Path) -> int:
     return counts["train"]
 
 
-def measure_step_s(config: Path, overrides: list[str], device: str, smoke: bool, timeout_s: float) -> float:
-    """Mean seconds of one training step of the recipe at its mean-cost scale (scripts/benchmark_train.py)."""
-    cfg = complete(apply_overrides(load_yaml(config), overrides))
+def recipe_config(config: Path, overrides: list[str]) -> dict:
+    """The training config train.py will run: `config` with `overrides`, completed and checked."""
+    return complete(apply_overrides(load_yaml(config), overrides))
+
+
+def measure_step_s(config: Path, overrides: list[str], cfg: dict, device: str, smoke: bool,
+                   timeout_s: float) -> float:
+    """Mean seconds of one training step of the recipe (`cfg`, i.e. `config` with `overrides`) at its mean-cost
+    scale (scripts/benchmark_train.py)."""
     args = cfg["train_dataset"]["wrapper"]["args"]
     scale = mean_cost_scale(args["scale_min"], args["scale_max"])
     steps, warmup = (SMOKE_BENCHMARK_STEPS, SMOKE_BENCHMARK_WARMUP) if smoke else (BENCHMARK_STEPS,
@@ -120,9 +126,8 @@ def measure_step_s(config: Path, overrides: list[str], device: str, smoke: bool,
         return 1 / json.loads(out.read_text())["iterations_per_s"]
 
 
-def plan(train_images: int, config: Path, overrides: list[str], step_s: float, train_s: float) -> dict:
+def plan(train_images: int, cfg: dict, step_s: float, train_s: float) -> dict:
     """Epochs (= the cosine's T_max) and warm-up steps that fill PLAN_FILL of `train_s` at `step_s` a step."""
-    cfg = complete(apply_overrides(load_yaml(config), overrides))
     repeat = cfg["train_dataset"]["dataset"]["args"].get("repeat", 1)
     steps_per_epoch = math.ceil(train_images * repeat / cfg["train_dataset"]["batch_size"])
     epochs = max(1, math.floor(PLAN_FILL * train_s / (step_s * steps_per_epoch)))
@@ -205,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             if run.exists():
                 raise UsageError(f"{run} exists without last.pth: remove it, or give another --run")
             budget_s = 60 * args.minutes - EXPORT_RESERVE_S
-            step_s = measure_step_s(config, overrides, device, args.cpu_smoke, timeout_s=budget_s / 2)
-            record["plan"] = plan(train_images, config, overrides, step_s,
-                                  budget_s - (time.monotonic() - started))
+            cfg = recipe_config(config, overrides)
+            step_s = measure_step_s(config, overrides, cfg, device, args.cpu_smoke, timeout_s=budget_s / 2)
+            record["plan"] = plan(train_images, cfg, step_s, budget_s - (time.monotonic() - started))
             epochs, warmup = record["plan"]["epochs"], record["plan"]["warmup_steps"]
             command = ["--config", str(config), "--out", str(run),
                        *[a for o in [*overrides, f"epoch_max={epochs}", f"lr_scheduler.args.T_max={epochs}",

@@ -56,23 +56,21 @@ def test_the_mean_cost_scale_has_the_mean_lr_area_of_the_range():
 
 
 def test_the_plan_fills_the_time_with_whole_epochs():
-    config, overrides = device_train.recipe(False, Path("data/device"))
-    plan = device_train.plan(179, config, overrides, step_s=0.2, train_s=400)
+    cfg = device_train.recipe_config(*device_train.recipe(False, Path("data/device")))
+    plan = device_train.plan(179, cfg, step_s=0.2, train_s=400)
     # the device recipe: 179 photographs x 11 repeats in batches of 16
     assert plan["steps_per_epoch"] == math.ceil(179 * 11 / 16) == 124
     assert plan["epochs"] == math.floor(device_train.PLAN_FILL * 400 / (0.2 * 124))
     assert plan["epochs"] * 124 * 0.2 <= 400 < (plan["epochs"] + 2) * 124 * 0.2 / device_train.PLAN_FILL
     assert plan["warmup_steps"] == min(device_train.MAX_WARMUP_STEPS,
                                        math.ceil(device_train.WARMUP_FRACTION * plan["planned_steps"]))
-    slow = device_train.plan(179, config, overrides, step_s=60, train_s=400)
+    slow = device_train.plan(179, cfg, step_s=60, train_s=400)
     assert slow["epochs"] == 1 and slow["warmup_steps"] == math.ceil(device_train.WARMUP_FRACTION * 124)
 
 
 def test_the_device_recipe_is_the_bundled_one_at_the_papers_crop_and_batch():
-    from training.config import apply_overrides, complete, load_yaml
-
     config, overrides = device_train.recipe(False, Path("/data/pack"))
-    cfg = complete(apply_overrides(load_yaml(config), overrides))
+    cfg = device_train.recipe_config(config, overrides)
     assert config.name == "bundled-edsr-baseline.yaml"
     assert cfg["train_dataset"]["wrapper"]["args"] == {"inp_size": 256, "scale_min": 1.5, "scale_max": 8,
                                                         "augment": True}
