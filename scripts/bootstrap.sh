@@ -13,11 +13,22 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv
 fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  echo "bootstrap: installing $TORCH_SPEC"
-  .venv/bin/python -m pip install -q "$TORCH_SPEC"
+  echo "bootstrap: installing $TORCH_SPEC and $requirements"
+  if [[ $requirements == requirements.txt ]]; then
+    # The runtime from nothing (README's first command): pip's bytecode pass goes through every installed module on
+    # one core, most of torch's install time. Instead import the entry points once, which writes the bytecode of
+    # exactly the modules they use (also where PYTHONDONTWRITEBYTECODE is set, as pip's pass would); any other
+    # module compiles when first imported. --dev keeps pip's pass: the tests import far more.
+    .venv/bin/python -m pip install -q --disable-pip-version-check --no-compile "$TORCH_SPEC" -r "$requirements"
+    echo "bootstrap: compiling the bytecode of what the entry points import"
+    env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -c "import demo, test, train, viewer"
+  else
+    .venv/bin/python -m pip install -q --disable-pip-version-check "$TORCH_SPEC" -r "$requirements"
+  fi
+else
+  echo "bootstrap: checking $requirements"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
 fi
-echo "bootstrap: checking $requirements"
-.venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
 
 # --dev: the browser test of the viewer (tests/test_viewer_browser.py) drives Debian's chromium; install it when
 # missing and we may (root, apt-get present). Non-fatal: without it that test skips.
