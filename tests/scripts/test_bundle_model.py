@@ -33,7 +33,8 @@ def test_bundles_weights_table_and_card(tiny_checkpoint, heldout, tmp_path, caps
                  "--scales", "2,4", "--note", "trained in a test", "--device", "cpu"]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     stored = torch.load(out, weights_only=True)["model"]
-    assert record["dtype"] == "fp16" and record["fp16_psnr_change"] < 0.01
+    assert record["dtype"] == "fp16" and list(record["psnr_changes"]) == ["fp16"]
+    assert record["psnr_changes"]["fp16"] < 0.01
     assert all(v.dtype == torch.float16 for v in stored["sd"].values() if v.is_floating_point())
     for scale in (2, 4):
         config = split_config(heldout, scale)
@@ -60,11 +61,11 @@ def test_the_card_of_a_fine_tune_names_the_model_it_started_from(tmp_path):
                "sd": {"w": torch.zeros(3)}}
     table = {"model": {4.0: 30.0}, "bicubic": {4.0: 29.0}}
     config = {"optimizer": {"name": "adam", "args": {"lr": 3e-5}}, "init_from": "weights/old.pth"}
-    card = model_card(payload, {"epoch": 3, "step": 741, "config": config}, table, "fp16", 0.0, None, "",
+    card = model_card(payload, {"epoch": 3, "step": 741, "config": config}, table, "fp16", {"fp16": 0.0}, None, "",
                       tmp_path / "w.pth")
     assert "epochs 3, steps 741" in card and "- fine-tuned from weights/old.pth:" in card
     del config["init_from"]
-    card = model_card(payload, {"epoch": 3, "step": 741, "config": config}, table, "fp16", 0.0, None, "",
+    card = model_card(payload, {"epoch": 3, "step": 741, "config": config}, table, "fp16", {"fp16": 0.0}, None, "",
                       tmp_path / "w.pth")
     assert "fine-tuned" not in card and "| gain | +1.00 |" in card
 
@@ -89,7 +90,7 @@ def test_rescore_replaces_only_the_table(tiny_checkpoint, heldout, tmp_path, cap
     (weights.parent / "MODEL_CARD.md").write_text(
         "# bundled.pth\n\n## Training\n\n- trained long ago\n\n## Held-out photographs (never trained on)\n\n"
         "| | x4 |\n| --- | --- |\n| model | 99.00 |\n")
-    weights.with_suffix(".json").write_text(json.dumps({"dtype": "fp16", "fp16_psnr_change": 0.0001}))
+    weights.with_suffix(".json").write_text(json.dumps({"dtype": "fp16", "fp16_psnr_change": 0.0001}))  # older
     assert main(["--rescore", str(weights), "--test", str(heldout), "--scales", "4", "--device", "cpu"]) == 0
     assert weights.read_bytes() == before
     card = (weights.parent / "MODEL_CARD.md").read_text()
@@ -101,6 +102,7 @@ def test_rescore_replaces_only_the_table(tiny_checkpoint, heldout, tmp_path, cap
                         validate_config(config), progress=False).mean("psnr", 4)
     assert record["psnr"]["model"]["4"] == pytest.approx(expected, abs=1e-9)
     assert record["table_split"] == "test" and record["dtype"] == "fp16"
+    assert record["psnr_changes"] == {"fp16": 0.0001}
     assert f"{record['psnr']['model']['4'] - record['psnr']['bicubic']['4']:+.2f}" in card
 
 
@@ -108,3 +110,51 @@ def test_checkpoint_needs_out(heldout, tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "x.pth"), "--test", str(heldout)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--out is required" in err[0]
+
+
+def _payload() -> dict:
+    return {"name": "m", "args": {}, "sd": {"encoder.w": torch.full((4,), 1 / 3), "head.w": torch.full((4,), 1 / 3),
+                                           "head.n": torch.tensor([7])}}
+
+
+def _scorer(loss_per_fp16_weight: float):
+    """A val score that falls by `loss_per_fp16_weight` dB for each fp16 weight, at scales 2 and 4."""
+    def score(payload: dict) -> dict[float, float]:
+        n = sum(v.numel() for v in payload["sd"].values() if v.dtype == torch.float16)
+        return {2.0: 30.0 - loss_per_fp16_weight * n, 4.0: 28.0}
+    return score
+
+
+@pytest.mark.parametrize("loss, dtype, fp16_keys, tried", [
+    (0.001, "fp16", {"encoder.w", "head.w"}, ["fp16"]),                         # 0.008 dB: all fp16
+    (0.002, "fp16, encoder fp32", {"head.w"}, ["fp16", "fp16, encoder fp32"]),  # 0.016 dB, then 0.008
+    (0.003, "fp32", set(), ["fp16", "fp16, encoder fp32"]),                      # 0.024, then 0.012: fp32
+])
+def test_storage_is_the_smallest_within_the_val_bound(loss, dtype, fp16_keys, tried):
+    from scripts.bundle_model import choose_storage
+
+    payload = _payload()
+    name, stored, changes = choose_storage(payload, {2.0: 30.0, 4.0: 28.0}, _scorer(loss))
+    assert name == dtype and list(changes) == tried
+    assert {k for k, v in stored["sd"].items() if v.dtype == torch.float16} == fp16_keys
+    assert stored["sd"]["head.n"].dtype == torch.int64
+    assert changes["fp16"] == pytest.approx(8 * loss)
+    for key, value in stored["sd"].items():  # fp32 where kept, fp16 rounding where not
+        assert torch.equal(value.float(), payload["sd"][key].half().float() if key in fp16_keys
+                           else payload["sd"][key].float())
+
+
+def test_weights_stored_partly_in_fp16_load_as_fp32(tiny_checkpoint):
+    from scripts.bundle_model import half_payload
+
+    payload = models.load_checkpoint(tiny_checkpoint)["model"]
+    mixed = half_payload(payload, ("encoder.",))
+    dtypes = {k.startswith("encoder."): v.dtype for k, v in mixed["sd"].items() if v.is_floating_point()}
+    assert dtypes == {True: torch.float32, False: torch.float16}
+    loaded = models.model_from_checkpoint({"model": mixed}).eval()
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    original = models.model_from_checkpoint(tiny_checkpoint).eval()
+    inp = torch.from_numpy(smooth_rgb(12, 10).transpose(2, 0, 1).copy()).float()[None] / 255
+    with torch.no_grad():
+        assert torch.allclose(loaded(inp, torch.tensor([[2.0, 2.0]])), original(inp, torch.tensor([[2.0, 2.0]])),
+                              atol=1e-2)
