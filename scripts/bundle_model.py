@@ -160,10 +160,7 @@ def rescore(weights: Path, test: Path, scales: list[float], device: torch.device
         tmp.write_text(card[:cut].rstrip("\n") + "\n" + table_section(table, photographs))
     old_record = weights.with_suffix(".json")
     old = json.loads(old_record.read_text()) if old_record.is_file() else {}
-    changes = old.get("psnr_changes")
-    if changes is None and "fp16_psnr_change" in old:  # a record written before STORAGES
-        changes = {"fp16": old["fp16_psnr_change"]}
-    write_record(weights, table, old.get("dtype", "?"), changes)
+    write_record(weights, table, old.get("dtype", "?"), old.get("psnr_changes"))
     return table
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import models
-from conftest import smooth_rgb, write_rgb
+from conftest import smooth_image, smooth_rgb, write_rgb
 from evaluation.protocol import BICUBIC_MODEL, build_dataset, evaluate, load_model, validate_config
 from scripts.bundle_model import split_config, main
 
@@ -48,7 +48,7 @@ def test_bundles_weights_table_and_card(tiny_checkpoint, heldout, tmp_path, caps
     assert " lr " in card
     bundled = models.model_from_checkpoint(out).eval()
     original = models.model_from_checkpoint(tiny_checkpoint).eval()
-    inp = torch.from_numpy(smooth_rgb(12, 10).transpose(2, 0, 1).copy()).float()[None] / 255
+    inp = smooth_image(12, 10)[None]
     with torch.no_grad():
         assert np.allclose(bundled(inp, torch.tensor([[3.0, 3.0]])), original(inp, torch.tensor([[3.0, 3.0]])),
                            atol=1e-2)
@@ -90,7 +90,7 @@ def test_rescore_replaces_only_the_table(tiny_checkpoint, heldout, tmp_path, cap
     (weights.parent / "MODEL_CARD.md").write_text(
         "# bundled.pth\n\n## Training\n\n- trained long ago\n\n## Held-out photographs (never trained on)\n\n"
         "| | x4 |\n| --- | --- |\n| model | 99.00 |\n")
-    weights.with_suffix(".json").write_text(json.dumps({"dtype": "fp16", "fp16_psnr_change": 0.0001}))  # older
+    weights.with_suffix(".json").write_text(json.dumps({"dtype": "fp16", "psnr_changes": {"fp16": 0.0001}}))
     assert main(["--rescore", str(weights), "--test", str(heldout), "--scales", "4", "--device", "cpu"]) == 0
     assert weights.read_bytes() == before
     card = (weights.parent / "MODEL_CARD.md").read_text()
@@ -154,7 +154,7 @@ def test_weights_stored_partly_in_fp16_load_as_fp32(tiny_checkpoint):
     loaded = models.model_from_checkpoint({"model": mixed}).eval()
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
     original = models.model_from_checkpoint(tiny_checkpoint).eval()
-    inp = torch.from_numpy(smooth_rgb(12, 10).transpose(2, 0, 1).copy()).float()[None] / 255
+    inp = smooth_image(12, 10)[None]
     with torch.no_grad():
         assert torch.allclose(loaded(inp, torch.tensor([[2.0, 2.0]])), original(inp, torch.tensor([[2.0, 2.0]])),
                               atol=1e-2)
