@@ -2,6 +2,7 @@
 a photograph it never saw (the example image, one of its held-out photographs)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,11 @@ from evaluation import metrics
 from evaluation.imresize import imresize
 from evaluation.protocol import BicubicBaseline
 from inference.image_io import read_image, to_uint8
+from scripts.bundle_model import STORAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights" / "continuoussr-edsr-baseline.pth"
+RECORD = WEIGHTS.with_suffix(".json")  # scripts/bundle_model.py's record: storage, test-split table
 EXAMPLE = ROOT / "assets" / "example.png"
 MAX_WEIGHTS_BYTES = 16 * 2 ** 20  # the issue's bound on one file
 
@@ -35,10 +38,15 @@ def test_the_weights_are_demo_defaults_in_the_official_format():
     assert checkpoint["model"]["args"]["encoder_spec"]["name"] == "edsr-baseline"
 
 
-def test_the_fp16_file_loads_into_float32_parameters_holding_its_values(bundled):
-    """The file stores fp16 (half the size); the model computes in float32 with exactly the stored values."""
+def test_the_file_stores_the_recorded_storage_and_loads_into_float32_parameters_holding_its_values(bundled):
+    """The file stores the storage its record names (fp16, the encoder perhaps in fp32: smaller than fp32); the
+    model computes in float32 with exactly the stored values."""
     stored = models.load_checkpoint(WEIGHTS)["model"]["sd"]
-    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    keep_fp32 = dict(STORAGES)[json.loads(RECORD.read_text())["dtype"]]
+    floats = {name: value for name, value in stored.items() if value.is_floating_point()}
+    assert {name for name, value in floats.items() if value.dtype == torch.float32} == {
+        name for name in floats if name.startswith(keep_fp32)}
+    assert {value.dtype for name, value in floats.items() if not name.startswith(keep_fp32)} == {torch.float16}
     for name, value in bundled.state_dict().items():
         assert value.dtype == torch.float32 and torch.equal(value, stored[name].float()), name
 
