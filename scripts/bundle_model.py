@@ -97,8 +97,8 @@ def model_card(payload: dict, ckpt: dict, table: dict, dtype: str, changes: dict
     lines = [f"# {weights.name}", "",
              f"ContinuousSR `{payload['name']}` with the `{payload['args']['encoder_spec']['name']}` encoder "
              f"({sum(v.numel() for v in payload['sd'].values() if v.is_floating_point()):,} weights, stored in "
-             f"{dtype}; on the validation split, the largest change of a scale's mean PSNR: "
-             + ", ".join(f"{name} {change:.4f} dB" for name, change in changes.items()) + ").", "",
+             f"`{dtype}`; on the validation split, the largest change of a scale's mean PSNR: "
+             + "; ".join(f"`{name}` {change:.4f} dB" for name, change in changes.items()) + ").", "",
              "## Training", "",
              f"- epochs {ckpt.get('epoch', '?')}, steps {ckpt.get('step', '?')}; crops {wrapper.get('inp_size', '?')}, "
              f"s ~ U({wrapper.get('scale_min', '?')}, {wrapper.get('scale_max', '?')}), batch "

@@ -70,6 +70,18 @@ def test_the_card_of_a_fine_tune_names_the_model_it_started_from(tmp_path):
     assert "fine-tuned" not in card and "| gain | +1.00 |" in card
 
 
+def test_the_card_delimits_each_storage_it_tried(tmp_path):
+    """A storage's name holds a comma ("fp16, encoder fp32"): the card quotes each name and separates the tries."""
+    from scripts.bundle_model import STORAGES, model_card
+
+    payload = {"name": "continuous-gaussian", "args": {"encoder_spec": {"name": "edsr-baseline"}},
+               "sd": {"w": torch.zeros(3)}}
+    (first, _), (second, _) = STORAGES
+    card = model_card(payload, {"config": {}}, {"model": {4.0: 30.0}, "bicubic": {4.0: 29.0}}, second,
+                      {first: 0.0129, second: 0.009}, None, "", tmp_path / "w.pth")
+    assert f"stored in `{second}`;" in card and f"`{first}` 0.0129 dB; `{second}` 0.0090 dB)." in card
+
+
 def test_bad_checkpoint_exits_2(heldout, tmp_path, capsys):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"nope")
