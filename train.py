@@ -35,6 +35,12 @@ val_dataset):
   warmup_steps              the first N steps of a run take lr x step / N (step = 1..N), then the schedule's own
                             lr (default 0: none). A fine-tune (init_from) starts Adam's moments afresh, and its
                             first full-size steps move every weight by about lr; the warm-up keeps them small
+  ema_decay                 null (default) or d in (0, 1): keep an exponential moving average of the weights,
+                            ema <- d * ema + (1 - d) * weights after every step, starting from the initial
+                            weights; validation, best.pth and every checkpoint's model are then the average
+                            (what test.py, demo.py and bundle_model.py load), and the trained weights go in the
+                            checkpoint's train_sd for resuming. Small batches make noisy steps; the average
+                            keeps their mean (horizon about 1 / (1 - d) steps, e.g. 0.999: 1000)
   rasterizer_backend        auto | torch | numba | triton | ... (default auto)
   init_from                 null (default) or an official checkpoint whose model weights start a NEW run
                             (fine-tuning: fresh optimizer, scheduler and counters; the model specs must match);
@@ -46,7 +52,8 @@ epoch), best.pth (best mean validation PSNR), epoch-<n>.pth, tensorboard/ (train
 val/psnr_x<s>, val/psnr, sample images; written with tensorboardX, else with torch's writer where the tensorboard
 package is installed, else not at all), samples/ (the latest sample renders) and log.txt.
 Checkpoints use the official format {'model': {'name', 'args', 'sd'}, 'optimizer', 'epoch', 'config'} plus what
-resuming needs ('step', 'batch_in_epoch', 'lr_scheduler', 'rng', 'best_psnr', 'best_epoch'), written atomically;
+resuming needs ('step', 'batch_in_epoch', 'lr_scheduler', 'rng', 'best_psnr', 'best_epoch'; 'train_sd' with
+ema_decay), written atomically;
 `--resume <ckpt>` continues at the same epoch, batch and step, with the same optimizer, scheduler and RNG state.
 `--time-limit MINUTES` stops the run after the step at which that much wall time has passed, with last.pth saved
 there (exit 0): training in time-boxed commands (a lent device, a CPU session) loses no step between them.
@@ -65,6 +72,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import random
@@ -419,6 +427,15 @@ def validate(model: nn.Module, val_sets: dict[float, Any], cfg: dict[str, Any], 
     return results
 
 
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter, in place; buffers are copied."""
+    with torch.no_grad():
+        for average, param in zip(ema.parameters(), model.parameters()):
+            average.lerp_(param, 1.0 - decay)
+        for average, buffer in zip(ema.buffers(), model.buffers()):
+            average.copy_(buffer)
+
+
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -453,10 +470,16 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best_psnr: float | None = None
         self.best_epoch: int | None = None
+        self.ema: nn.Module | None = None  # the moving average of the weights (ema_decay), else None
         if ckpt is not None:
             self.restore(ckpt)
         elif cfg["init_from"]:
             self.initialise(cfg["init_from"])
+        if cfg["ema_decay"] is not None:
+            self.ema = copy.deepcopy(self.model).requires_grad_(False)
+            if ckpt is not None and "train_sd" in ckpt:  # its model holds the average, train_sd the weights
+                models.load_state_dict_strict(self.ema, ckpt["model"]["sd"])
+            log(f"validating and saving the moving average of the weights (ema_decay {cfg['ema_decay']})")
         runner = RenderAtTarget(self.model, cfg["bf16"], cfg["rasterizer_backend"])
         # static_graph: the encoders keep weights that the head never uses (e.g. EDSR's final RGB conv).
         self.net = (DistributedDataParallel(runner, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
@@ -470,7 +493,7 @@ class Trainer:
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         try:
-            models.load_state_dict_strict(self.model, ckpt["model"]["sd"])
+            models.load_state_dict_strict(self.model, ckpt.get("train_sd", ckpt["model"]["sd"]))
             self.optimizer.load_state_dict(ckpt["optimizer"])
             if self.scheduler is not None and ckpt.get("lr_scheduler") is not None:
                 self.scheduler.load_state_dict(ckpt["lr_scheduler"])
@@ -499,11 +522,20 @@ class Trainer:
         Freed here first, the group's last holder is torch.distributed itself, which destroys it without the GIL."""
         self.net = None
 
+    @property
+    def published(self) -> nn.Module:
+        """The weights that are validated and saved as the checkpoint's model: the moving average if kept."""
+        return self.model if self.ema is None else self.ema
+
     def checkpoint(self) -> dict[str, Any]:
-        return {"model": models.model_payload(self.cfg["model"], self.model), "optimizer": self.optimizer.state_dict(),
-                "epoch": self.epoch, "config": self.cfg, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
+        ckpt = {"model": models.model_payload(self.cfg["model"], self.published),
+                "optimizer": self.optimizer.state_dict(), "epoch": self.epoch, "config": self.cfg, "step": self.step,
+                "batch_in_epoch": self.batch_in_epoch,
                 "lr_scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "rng": rng_state(), "best_psnr": self.best_psnr, "best_epoch": self.best_epoch}
+        if self.ema is not None:
+            ckpt["train_sd"] = self.model.state_dict()
+        return ckpt
 
     def save(self, *names: str) -> None:
         """Write the checkpoint under each name (atomically: a failed write keeps the previous file)."""
@@ -544,6 +576,8 @@ class Trainer:
             raise NonFiniteLoss(f"the gradient norm is {grad_norm}")
         with warmed_up(self.optimizer, warmup_factor(self.step + 1, self.cfg["warmup_steps"])):
             self.optimizer.step()
+        if self.ema is not None:
+            update_ema(self.ema, self.model, self.cfg["ema_decay"])
         return mean_loss, grad_norm
 
     def train_epoch(self) -> float | None:
@@ -585,7 +619,7 @@ class Trainer:
     def validate_epoch(self) -> tuple[str, bool]:
         """Validate at the current epoch and log the scalars: the message's part (", val PSNR ...") and whether
         this is the best epoch so far (then recorded as such)."""
-        results = validate(self.model, self.val_sets, self.cfg, self.ctx, self.log, self.out, self.epoch)
+        results = validate(self.published, self.val_sets, self.cfg, self.ctx, self.log, self.out, self.epoch)
         for scale, value in results.items():
             self.log.scalar(f"val/psnr_x{scale:g}", value, self.epoch)
         mean = sum(results.values()) / len(results)

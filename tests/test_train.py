@@ -114,6 +114,45 @@ def test_a_failed_step_under_warmup_still_restores_the_lr(image_dir, tmp_path):
     assert trainer.optimizer.param_groups[0]["lr"] == 2e-4
 
 
+def test_ema_keeps_the_moving_average_and_publishes_it_as_the_checkpoints_model(image_dir, tmp_path):
+    """ema_decay d: after each step ema = d * ema + (1 - d) * weights, from the initial weights; the checkpoint's
+    model is the average and train_sd the trained weights; without it there is no train_sd."""
+    trainer, batch = trainer_and_batch(image_dir, tmp_path / "ema", "ema_decay=0.75")
+    initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    for step in range(2):
+        before = {k: v.clone() for k, v in trainer.ema.state_dict().items()}
+        trainer.train_step(batch)
+        trained = trainer.model.state_dict()
+        for name, value in trainer.ema.state_dict().items():
+            expected = 0.75 * before[name] + 0.25 * trained[name]
+            assert torch.allclose(value, expected, rtol=0, atol=1e-6), (step, name)
+    moved = [k for k in initial if not torch.equal(trainer.ema.state_dict()[k], trained[k])]
+    assert len(moved) > len(initial) // 2  # the average lags the weights
+    ckpt = trainer.checkpoint()
+    for name, value in ckpt["model"]["sd"].items():
+        assert torch.equal(value, trainer.ema.state_dict()[name]) and torch.equal(ckpt["train_sd"][name],
+                                                                                  trained[name]), name
+    plain, _ = trainer_and_batch(image_dir, tmp_path / "plain")
+    assert plain.ema is None and "train_sd" not in plain.checkpoint()
+
+
+@pytest.mark.slow
+def test_an_ema_run_validates_the_average_and_resumes_exactly(image_dir, tmp_path):
+    ema = ("--val-path", str(image_dir), "--set", "val_dataset.scales=[2]", "--set", "ema_decay=0.5")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run(straight, image_dir, *ema, "--set", "epoch_max=2")
+    run(resumed, image_dir, *ema, "--set", "epoch_max=1")
+    run(resumed, image_dir, "--set", "epoch_max=2", resume=resumed / "last.pth")
+    a, b = models.load_checkpoint(resumed / "last.pth"), models.load_checkpoint(straight / "last.pth")
+    assert_same_training_state(a, b)
+    assert all(torch.equal(a["train_sd"][k], b["train_sd"][k]) for k in b["train_sd"])
+    assert not all(torch.equal(b["train_sd"][k], b["model"]["sd"][k]) for k in b["train_sd"])
+    best = models.load_checkpoint(straight / "best.pth")
+    logged = dict(read_scalars(straight / "tensorboard")["val/psnr_x2"])[best["best_epoch"]]
+    assert logged == pytest.approx(independent_psnr(models.model_from_checkpoint(best).eval(), image_dir, 2.0),
+                                   abs=1e-3)
+
+
 def test_training_logs_without_tensorboardx(image_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import tensorboardX now raises ImportError
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "bf16": False,
     "grad_clip": None,
     "warmup_steps": 0,
+    "ema_decay": None,
     "rasterizer_backend": "auto",
     "init_from": None,
 }
@@ -137,6 +138,9 @@ def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
     clip = full["grad_clip"]
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip <= 0):
         raise ConfigError(f"grad_clip must be a positive number or null, got {clip!r}")
+    decay = full["ema_decay"]
+    if decay is not None and (isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1):
+        raise ConfigError(f"ema_decay must be a number in (0, 1) or null, got {decay!r}")
     if not isinstance(full["bf16"], bool):
         raise ConfigError(f"bf16 must be true or false, got {full['bf16']!r}")
     return full
