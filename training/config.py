@@ -100,6 +100,11 @@ def get_key(cfg: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
+def is_number(value: Any) -> bool:
+    """An int or float, not a bool (YAML's true and false are Python ints)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The config merged over the defaults and checked: unknown keys, missing keys and bad values are errors."""
     unknown = sorted(set(cfg) - set(DEFAULTS))
@@ -120,7 +125,7 @@ def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError("val_dataset needs a dataset spec (or set val_dataset to null)")
         scales = full["val_dataset"]["scales"]
         if not isinstance(scales, list) or not scales or not all(
-                isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in scales):
+                is_number(s) and s > 0 for s in scales):
             raise ConfigError(f"val_dataset.scales must be a non-empty list of positive numbers, got {scales!r}")
     for key in REQUIRED:
         value = get_key(full, key)
@@ -136,10 +141,10 @@ def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{key} must be a non-negative integer, got {value!r}")
     clip = full["grad_clip"]
-    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip <= 0):
+    if clip is not None and not (is_number(clip) and clip > 0):
         raise ConfigError(f"grad_clip must be a positive number or null, got {clip!r}")
     decay = full["ema_decay"]
-    if decay is not None and (isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1):
+    if decay is not None and not (is_number(decay) and 0 < decay < 1):
         raise ConfigError(f"ema_decay must be a number in (0, 1) or null, got {decay!r}")
     if not isinstance(full["bf16"], bool):
         raise ConfigError(f"bf16 must be true or false, got {full['bf16']!r}")
