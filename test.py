@@ -1,8 +1,11 @@
 """Evaluate a checkpoint on a test config with the paper's protocol (LIIF family; docs/DESIGN.md §7).
 
     python test.py --config configs/test/test-set5-4.yaml --model ckpt.pth [--root DATA] [--scales 2,3,4] [--gpu N]
+                   [--self-ensemble]
 
 Prints PSNR / SSIM per image and their means, and the model's time per image (one encode plus one render).
+--self-ensemble scores the mean over the eight flips and transposes of each input instead (EDSR's "+" rows;
+inference/self_ensemble.py): eight encodes per image.
 The config keys are documented in evaluation/protocol.py. Everything is checked before the model is loaded.
 Exit code 2, with a one-line message, for a bad option (--workers < 0, --scales), a bad config, a missing or empty
 data folder, an image that cannot be read or is too small to score at a requested scale (the shave and SSIM's 11x11
@@ -20,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluation.protocol import (build_dataset, check_scales, check_workers,  # noqa: E402
                                  evaluate, format_report, load_config, load_model, parse_scales, resolve_data_paths,
                                  validate_config)
+from inference.self_ensemble import SelfEnsemble  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,  # noqa: E402
                    NonFiniteError, UsageError, resolve_device, stop_cleanly_on_sigterm)
@@ -44,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="CUDA device N (the official flag; the same as --device cuda:N)")
     parser.add_argument("--backend", default="auto", help="rasterizer backend (auto, torch, triton, gsplat)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data loader processes")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="average the outputs over the 8 flips and transposes of the input (8x the time)")
     args = parser.parse_args(argv)
     try:
         check_workers(args.workers)
@@ -55,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device, args.gpu)
         check_backend(args.backend, device)
         model = load_model(args.model, device)
+        if args.self_ensemble:
+            model = SelfEnsemble(model)
         result = evaluate(model, dataset, protocol, scales=scales, data_norm=config.get("data_norm"),
                           device=device, backend=args.backend, save_dir=args.save_dir, workers=args.workers,
                           description=Path(args.config).stem)
@@ -67,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # SIGINT, or SIGTERM through stop_cleanly_on_sigterm
         print("test.py: interrupted; no scores were reported", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(format_report(result, title=f"{args.config} with {args.model}"))
+    ensemble = ", self-ensemble of 8" if args.self_ensemble else ""
+    print(format_report(result, title=f"{args.config} with {args.model}{ensemble}"))
     return EXIT_OK
 
 

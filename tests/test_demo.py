@@ -15,6 +15,7 @@ import demo
 from conftest import smooth_image
 from inference import tiling
 from inference.image_io import read_image, to_uint8, write_image
+from inference.self_ensemble import SelfEnsemble
 
 ROOT = Path(__file__).resolve().parents[1]
 LR_H, LR_W = 12, 16
@@ -204,6 +205,20 @@ def test_compare_is_bicubic_then_sr(capsys, tmp_path, lr_png, tiny_checkpoint, t
     assert np.abs(result[:, :width] - to_uint8(bicubic)).max() <= 1
     assert (result[:, width:width + sep] == 255).all()
     assert np.abs(result[:, width + sep:] - expected_sr(tiny_sr_model, lr_png, (height, width))).max() <= 1
+
+
+@pytest.mark.parametrize("tile", ["0", "5"])
+def test_self_ensemble_is_the_mean_over_the_eight_transforms(capsys, tmp_path, lr_png, tiny_checkpoint,
+                                                             tiny_sr_model, tile):
+    """--self-ensemble writes the library's SelfEnsemble render, with the image's field made in tiles or not."""
+    out = tmp_path / "sr.png"
+    assert run(capsys, "--input", lr_png, "--output", out, "--scale", "3,2", "--model", tiny_checkpoint,
+               "--self-ensemble", "--tile", tile)[0] == 0
+    ensemble = SelfEnsemble(tiny_sr_model)
+    with torch.no_grad():
+        expected = ensemble.render(ensemble.encode(read_image(lr_png)[None]), size=(3 * LR_H, 2 * LR_W))[0]
+    assert np.abs(pixels(out) - to_uint8(expected).astype(np.int16)).max() <= 1
+    assert np.abs(pixels(out) - expected_sr(tiny_sr_model, lr_png, (3 * LR_H, 2 * LR_W))).max() > 1
 
 
 @pytest.mark.parametrize("name,extra,frames,size", [("z.gif", ["--zoom", "1:3:3"], 3, (LR_W, LR_H)),

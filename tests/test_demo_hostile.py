@@ -78,6 +78,7 @@ OPTION_CASES = [
     ["--scale", "1e-9"], ["--size", "0x10"], ["--size", "10"], ["--scale", "2", "--size", "4x4"],
     ["--scale", "2", "--tile", "-1"], ["--scale", "2", "--device", "tpu"], ["--scale", "2", "--gpu", "-1"],
     ["--scale", "2", "--backend", "bogus"], ["--scale", "2", "--max-pixels", "0"], ["--focus", "1,1", "--scale", "2"],
+    ["--zoom", "1:2:2", "--self-ensemble"],
 ]
 
 

@@ -19,6 +19,7 @@ import models
 import utils
 from conftest import TINY_MODEL_SPEC, make_tiny_model, reported_lines, smooth_rgb, write_rgb
 from evaluation.protocol import build_dataset, evaluate, load_model, resolve_data_paths, validate_config
+from inference.self_ensemble import SelfEnsemble
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "test" / "test-set5-4.yaml"
@@ -59,6 +60,20 @@ def test_cli_reports_per_image_and_mean_scores(benchmark_root, tiny_checkpoint, 
     result = re.search(r"^result: PSNR (\S+) dB, SSIM (\S+) at x4 over 3 images", done.stdout, re.M)
     assert result and float(result.group(1)) == pytest.approx(np.mean(expected.psnr[4.0]), abs=1e-4)
     assert sorted(p.name for p in (tmp_path / "sr" / "x4").iterdir()) == ["img0.png", "img1.png", "img2.png"]
+
+
+def test_cli_self_ensemble_scores_the_mean_over_the_transforms(benchmark_root, tiny_checkpoint, capsys):
+    code = load_cli().main(["--config", str(CONFIG), "--model", str(tiny_checkpoint), "--root", str(benchmark_root),
+                            "--workers", "0", "--device", "cpu", "--self-ensemble"])
+    out = capsys.readouterr().out
+    assert code == 0 and "self-ensemble of 8" in out.splitlines()[0]
+    config = resolve_data_paths(yaml.safe_load(CONFIG.read_text()), benchmark_root)
+    model = load_model(tiny_checkpoint, torch.device("cpu"))
+    scores = {name: evaluate(m, build_dataset(config), validate_config(config), progress=False).psnr[4.0]
+              for name, m in (("ensemble", SelfEnsemble(model)), ("plain", model))}
+    result = re.search(r"^result: PSNR (\S+) dB", out, re.M)
+    assert result and float(result.group(1)) == pytest.approx(np.mean(scores["ensemble"]), abs=1e-4)
+    assert abs(np.mean(scores["ensemble"]) - np.mean(scores["plain"])) > 1e-3
 
 
 def test_cli_missing_data_folder_exits_2_with_one_line(tmp_path, tiny_checkpoint):
