@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluation.protocol import (build_dataset, check_scales, check_workers,  # noqa: E402
                                  evaluate, format_report, load_config, load_model, parse_scales, resolve_data_paths,
                                  validate_config)
-from inference.self_ensemble import SelfEnsemble  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,  # noqa: E402
                    NonFiniteError, UsageError, resolve_device, stop_cleanly_on_sigterm)
@@ -60,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         scales = check_scales(dataset, protocol, scales)
         device = resolve_device(args.device, args.gpu)
         check_backend(args.backend, device)
-        model = load_model(args.model, device)
-        if args.self_ensemble:
-            model = SelfEnsemble(model)
+        model = load_model(args.model, device, args.self_ensemble)
         result = evaluate(model, dataset, protocol, scales=scales, data_norm=config.get("data_norm"),
                           device=device, backend=args.backend, save_dir=args.save_dir, workers=args.workers,
                           description=Path(args.config).stem)

@@ -45,6 +45,7 @@ from datasets.wrappers import floor_div, hr_first, integer_ratio
 from evaluation.imresize import imresize
 from evaluation.metrics import SSIM_WINDOW, EvalProtocol
 from inference.image_io import ImageError, MAX_8BIT, to_uint8, write_image
+from inference.self_ensemble import SelfEnsemble
 from utils import UsageError, check_finite, load_yaml
 
 DEFAULT_DATA_ROOT = "load"
@@ -209,15 +210,18 @@ class BicubicBaseline(torch.nn.Module):
         return torch.from_numpy(np.stack(upscaled)).to(lr) / MAX_8BIT
 
 
-def load_model(path: str | Path, device: torch.device) -> torch.nn.Module:
+def load_model(path: str | Path, device: torch.device, self_ensemble: bool = False) -> torch.nn.Module:
     """A checkpoint's model on `device`, in eval mode; it must produce a Gaussian field (encode/render).
-    `path` = BICUBIC_MODEL gives the bicubic baseline instead."""
+    `path` = BICUBIC_MODEL gives the bicubic baseline instead. `self_ensemble` wraps it in SelfEnsemble (the
+    mean over the eight flips and transposes of the input: test.py and eval_all.py --self-ensemble)."""
     if str(path) == BICUBIC_MODEL:
-        return BicubicBaseline()
-    try:
-        return models.sr_model_from_checkpoint(path, device)
-    except models.CheckpointError as exc:
-        raise UsageError(str(exc)) from None
+        model = BicubicBaseline()
+    else:
+        try:
+            model = models.sr_model_from_checkpoint(path, device)
+        except models.CheckpointError as exc:
+            raise UsageError(str(exc)) from None
+    return SelfEnsemble(model) if self_ensemble else model
 
 
 def check_workers(workers: int) -> None:

@@ -5,7 +5,8 @@
 Every config is checked, and its data folders listed, before anything runs (a missing folder stops the run
 at once with exit code 2). The model is loaded once. Rows are named after the configs (test-set5-4-paired.yaml
 → set5-paired), columns are scales; cells hold mean PSNR (dB) / SSIM, and a second table the model's time per
-image (one encode + one render). OUT.json adds the per-image scores. Both files are written atomically.
+image (one encode + one render). OUT.json adds the per-image scores. Both files are written atomically. --self-ensemble scores the mean over the
+eight flips and transposes of each input (inference/self_ensemble.py; the tables say so).
 With no config given, every configs/test/*.yaml runs.
 """
 from __future__ import annotations
@@ -48,17 +49,19 @@ def markdown_table(rows: list[str], scales: list[float], cells: dict[tuple[str, 
     return lines
 
 
-def render_markdown(records: list[dict], model: str, device: str, date: str) -> str:
+def render_markdown(records: list[dict], model: str, device: str, date: str, self_ensemble: bool = False) -> str:
     rows = list(dict.fromkeys(r["benchmark"] for r in records))
     scales = sorted({r["scale"] for r in records})
     quality = {(r["benchmark"], r["scale"]): f"{r['psnr']:.2f} / {r['ssim']:.4f}" for r in records}
     timing = {(r["benchmark"], r["scale"]): f"{r['seconds_per_image']:.3f}" for r in records}
-    lines = [f"# Evaluation of `{model}`", "",
+    ensemble = " (self-ensemble: the mean over 8 flips and transposes)" if self_ensemble else ""
+    lines = [f"# Evaluation of `{model}`{ensemble}", "",
              f"{date}, device {device}. PSNR (dB) / SSIM, mean over each test set. Benchmarks: PSNR on Y, shave = "
              "scale; DIV2K: PSNR on RGB, shave = scale + 6; SSIM on Y with the same shave. `-paired` rows use the "
              "benchmark's own LR images, the others LR made on the fly.", ""]
     lines += markdown_table(rows, scales, quality)
-    lines += ["", "## Time per image (s): one encode + one render", ""]
+    work = "eight encodes + eight renders" if self_ensemble else "one encode + one render"
+    lines += ["", f"## Time per image (s): {work}", ""]
     lines += markdown_table(rows, scales, timing)
     return "\n".join(lines) + "\n"
 
@@ -70,7 +73,7 @@ def device_name(device: torch.device) -> str:
 
 
 def run(config_paths: list[Path], model_path: str, root: str | None, device: torch.device, backend: str,
-        workers: int, progress: bool = True) -> list[dict]:
+        workers: int, progress: bool = True, self_ensemble: bool = False) -> list[dict]:
     """Evaluate every config; one record per config (see the module docstring)."""
     jobs = []
     for path in config_paths:  # check everything first: fail before hours of work, not after
@@ -82,7 +85,7 @@ def run(config_paths: list[Path], model_path: str, root: str | None, device: tor
         except UsageError as exc:
             raise UsageError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
         jobs.append((path, config, protocol, dataset))
-    model = load_model(model_path, device)
+    model = load_model(model_path, device, self_ensemble)
     records = []
     for path, config, protocol, dataset in jobs:
         result = evaluate(model, dataset, protocol, data_norm=config.get("data_norm"), device=device,
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", type=int, metavar="N", help="CUDA device N (the same as --device cuda:N)")
     parser.add_argument("--backend", default="auto", help="rasterizer backend")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data loader processes")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="average the outputs over the 8 flips and transposes of the input (8x the time)")
     args = parser.parse_args(argv)
     configs = args.configs or sorted(CONFIG_DIR.glob("*.yaml"))
     stop_cleanly_on_sigterm()
@@ -116,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         check_workers(args.workers)
         device = resolve_device(args.device, args.gpu)
         check_backend(args.backend, device)
-        records = run(configs, args.model, args.root, device, args.backend, args.workers)
-        write_tables(records, args.model, device, args.out)
+        records = run(configs, args.model, args.root, device, args.backend, args.workers,
+                      self_ensemble=args.self_ensemble)
+        write_tables(records, args.model, device, args.out, args.self_ensemble)
     except UsageError as exc:
         print(f"eval_all: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -133,13 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
-def write_tables(records: list[dict], model: str, device: torch.device, out: Path) -> None:
+def write_tables(records: list[dict], model: str, device: torch.device, out: Path, self_ensemble: bool = False
+                 ) -> None:
     """OUT.md and OUT.json, each written atomically."""
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     markdown, table = out.with_name(out.name + ".md"), out.with_name(out.name + ".json")
     with atomic_path(markdown) as tmp:
-        tmp.write_text(render_markdown(records, model, device_name(device), date))
-    payload = {"model": model, "device": device_name(device), "date": date, "results": records}
+        tmp.write_text(render_markdown(records, model, device_name(device), date, self_ensemble))
+    payload = {"model": model, "self_ensemble": self_ensemble, "device": device_name(device), "date": date,
+               "results": records}
     with atomic_path(table) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
     print(f"eval_all: wrote {markdown} and {table}")

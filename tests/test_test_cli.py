@@ -219,7 +219,7 @@ class NaNOnRealImages(torch.nn.Module):
 def test_a_non_finite_output_is_an_error_never_a_nan_score(benchmark_root, tiny_sr_model, tmp_path, monkeypatch,
                                                            capsys):
     cli = load_cli()
-    monkeypatch.setattr(cli, "load_model", lambda path, device: NaNOnRealImages(tiny_sr_model))
+    monkeypatch.setattr(cli, "load_model", lambda path, device, self_ensemble: NaNOnRealImages(tiny_sr_model))
     code = cli.main(["--config", str(CONFIG), "--model", "any.pth", "--root", str(benchmark_root), "--workers", "0",
                      "--device", "cpu", "--save-dir", str(tmp_path / "sr")])
     captured = capsys.readouterr()

@@ -50,6 +50,21 @@ def test_tables_hold_the_evaluation_of_every_config(benchmark_root, tiny_checkpo
     assert markdown.count(f"| set5-paired | {records[('set5-paired', 2.0)]['seconds_per_image']:.3f} |") == 1
 
 
+def test_self_ensemble_is_scored_and_labelled(benchmark_root, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "ens"
+    code = main([str(CONFIGS / "test-set5-4.yaml"), "--model", str(tiny_checkpoint), "--root", str(benchmark_root),
+                 "--out", str(out), "--workers", "0", "--device", "cpu", "--self-ensemble"])
+    assert code == 0, capsys.readouterr().err
+    payload = json.loads(out.with_suffix(".json").read_text())
+    config = resolve_data_paths(load_config(CONFIGS / "test-set5-4.yaml"), benchmark_root)
+    protocol = validate_config(config)
+    scores = {flag: evaluate(load_model(tiny_checkpoint, torch.device("cpu"), flag), build_dataset(config), protocol,
+                             progress=False).mean("psnr", 4.0) for flag in (True, False)}
+    assert payload["self_ensemble"] is True and abs(scores[True] - scores[False]) > 1e-3
+    assert payload["results"][0]["psnr"] == pytest.approx(scores[True], abs=1e-9)
+    assert "(self-ensemble" in out.with_suffix(".md").read_text().splitlines()[0]
+
+
 def test_a_missing_folder_stops_before_any_work(benchmark_root, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "tiny"
     code = main([str(CONFIGS / "test-set5-4.yaml"), str(CONFIGS / "test-b100-4.yaml"), "--model",
