@@ -207,13 +207,13 @@ def test_compare_is_bicubic_then_sr(capsys, tmp_path, lr_png, tiny_checkpoint, t
     assert np.abs(result[:, width + sep:] - expected_sr(tiny_sr_model, lr_png, (height, width))).max() <= 1
 
 
-@pytest.mark.parametrize("tile", ["0", "5"])
 def test_self_ensemble_is_the_mean_over_the_eight_transforms(capsys, tmp_path, lr_png, tiny_checkpoint,
-                                                             tiny_sr_model, tile):
-    """--self-ensemble writes the library's SelfEnsemble render, with the image's field made in tiles or not."""
+                                                             tiny_sr_model):
+    """--self-ensemble writes the library's SelfEnsemble render, each member's field made in tiles (stitched
+    fields equal the untiled ones for a convolutional encoder)."""
     out = tmp_path / "sr.png"
     assert run(capsys, "--input", lr_png, "--output", out, "--scale", "3,2", "--model", tiny_checkpoint,
-               "--self-ensemble", "--tile", tile)[0] == 0
+               "--self-ensemble", "--tile", "8")[0] == 0
     ensemble = SelfEnsemble(tiny_sr_model)
     with torch.no_grad():
         expected = ensemble.render(ensemble.encode(read_image(lr_png)[None]), size=(3 * LR_H, 2 * LR_W))[0]

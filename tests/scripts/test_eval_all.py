@@ -50,6 +50,7 @@ def test_tables_hold_the_evaluation_of_every_config(benchmark_root, tiny_checkpo
     assert markdown.count(f"| set5-paired | {records[('set5-paired', 2.0)]['seconds_per_image']:.3f} |") == 1
 
 
+@pytest.mark.slow
 def test_self_ensemble_is_scored_and_labelled(benchmark_root, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "ens"
     code = main([str(CONFIGS / "test-set5-4.yaml"), "--model", str(tiny_checkpoint), "--root", str(benchmark_root),
