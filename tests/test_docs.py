@@ -1,5 +1,5 @@
 """The documents match the code: the README's file map lists the tree, every path it names exists, and every
-reference to the design cites a section that docs/DESIGN.md has."""
+reference to the design cites a section that docs/DESIGN.md has, and the README's Python example runs."""
 from __future__ import annotations
 
 import re
@@ -66,3 +66,16 @@ def test_ci_runs_the_readme_test_command_then_the_slow_tests():
     ci = [line.strip() for line in ROOT.joinpath(".ci", "run").read_text().splitlines()]
     assert ci.index(command) < ci.index(f"{command} -m slow")
     assert '-m "not slow"' in ROOT.joinpath("pytest.ini").read_text()
+
+
+def test_the_readmes_python_example_runs(tiny_checkpoint):
+    """'Using the model' as written, with the tiny checkpoint for ckpt.pth and a small image for lr."""
+    import torch
+
+    section = ROOT.joinpath("README.md").read_text().split("## Using the model", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace = {"lr": torch.rand(1, 3, 6, 7)}
+    exec(compile(code.replace('"ckpt.pth"', repr(str(tiny_checkpoint))), "README.md", "exec"), namespace)
+    assert namespace["x4"].shape == namespace["x4_plus"].shape == (1, 3, 24, 28)
+    assert namespace["odd"].shape == (1, 3, 21, 16) and namespace["hd"].shape == (1, 3, 1080, 1920)
+    assert torch.allclose(namespace["sr"], namespace["x4"], atol=1e-5)
