@@ -42,7 +42,7 @@ from inference import tiling, zoom
 from inference.image_io import (IMAGE_SUFFIXES, MAX_OUTPUT_PIXELS, ImageError, image_size, is_image_file,
                                 read_image_with_alpha, write_image)
 from inference.resize import resize_bicubic
-from inference.self_ensemble import TRANSFORMS, SelfEnsemble
+from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP, TRANSFORMS, SelfEnsemble
 from models import CheckpointError
 from rasterizer import check_backend
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, NonFiniteError,
@@ -186,8 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the point the zoom scales the image about (it stays still in the frame), in input "
                              "pixels from the top-left corner (default: the centre)")
     parser.add_argument("--self-ensemble", action="store_true",
-                        help=f"average the renders of the {len(TRANSFORMS)} flips and transposes of the input "
-                             f"({len(TRANSFORMS)}x the encode time; still images only)")
+                        help=f"{SELF_ENSEMBLE_HELP}; still images only")
     parser.add_argument("--fps", type=positive_float, default=DEFAULT_FPS, help="frames per second of a zoom")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
     return parser

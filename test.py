@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluation.protocol import (build_dataset, check_scales, check_workers,  # noqa: E402
                                  evaluate, format_report, load_config, load_model, parse_scales, resolve_data_paths,
                                  validate_config)
+from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,  # noqa: E402
                    NonFiniteError, UsageError, resolve_device, stop_cleanly_on_sigterm)
@@ -47,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="CUDA device N (the official flag; the same as --device cuda:N)")
     parser.add_argument("--backend", default="auto", help="rasterizer backend (auto, torch, triton, gsplat)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data loader processes")
-    parser.add_argument("--self-ensemble", action="store_true",
-                        help="average the outputs over the 8 flips and transposes of the input (8x the time)")
+    parser.add_argument("--self-ensemble", action="store_true", help=SELF_ENSEMBLE_HELP)
     args = parser.parse_args(argv)
     try:
         check_workers(args.workers)

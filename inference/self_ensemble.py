@@ -25,17 +25,18 @@ class Transform(NamedTuple):
     flip_rows: bool
     flip_cols: bool
 
-    def apply(self, image: torch.Tensor) -> torch.Tensor:
-        """(…, h, w) → the transformed (…, h, w), or (…, w, h) with a transpose."""
-        if self.transpose:
-            image = image.transpose(-2, -1)
+    def _flip(self, image: torch.Tensor) -> torch.Tensor:
+        """The flips alone (each is its own inverse)."""
         dims = [d for d, flip in ((-2, self.flip_rows), (-1, self.flip_cols)) if flip]
         return image.flip(dims) if dims else image
 
+    def apply(self, image: torch.Tensor) -> torch.Tensor:
+        """(…, h, w) → the transformed (…, h, w), or (…, w, h) with a transpose."""
+        return self._flip(image.transpose(-2, -1) if self.transpose else image)
+
     def invert(self, image: torch.Tensor) -> torch.Tensor:
         """The inverse of `apply`: flips first, then the transpose."""
-        dims = [d for d, flip in ((-2, self.flip_rows), (-1, self.flip_cols)) if flip]
-        image = image.flip(dims) if dims else image
+        image = self._flip(image)
         return image.transpose(-2, -1) if self.transpose else image
 
     def size(self, size: tuple[int, int]) -> tuple[int, int]:
@@ -45,6 +46,9 @@ class Transform(NamedTuple):
 
 # The dihedral group of the square: the identity first.
 TRANSFORMS = tuple(Transform(*bits) for bits in itertools.product((False, True), repeat=3))
+# The --self-ensemble option's help, shared by test.py, scripts/eval_all.py and demo.py.
+OPTION_HELP = (f"average the outputs over the {len(TRANSFORMS)} flips and transposes of the input "
+               f"({len(TRANSFORMS)}x the time)")
 
 
 @dataclass
@@ -81,8 +85,6 @@ class SelfEnsemble(torch.nn.Module):
                backend: str = "auto") -> torch.Tensor:
         """The mean of the members' renders at the (transformed) output size, each mapped back."""
         size = output_size(ensemble.lr_size, scale, size)
-        total = None
-        for t, member in zip(TRANSFORMS, ensemble.fields):
-            image = t.invert(self.model.render(member, size=t.size(size), backend=backend))
-            total = image if total is None else total + image
-        return total / len(TRANSFORMS)
+        renders = (t.invert(self.model.render(member, size=t.size(size), backend=backend))
+                   for t, member in zip(TRANSFORMS, ensemble.fields))
+        return sum(renders) / len(TRANSFORMS)

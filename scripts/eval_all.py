@@ -5,8 +5,9 @@
 Every config is checked, and its data folders listed, before anything runs (a missing folder stops the run
 at once with exit code 2). The model is loaded once. Rows are named after the configs (test-set5-4-paired.yaml
 → set5-paired), columns are scales; cells hold mean PSNR (dB) / SSIM, and a second table the model's time per
-image (one encode + one render). OUT.json adds the per-image scores. Both files are written atomically. --self-ensemble scores the mean over the
-eight flips and transposes of each input (inference/self_ensemble.py; the tables say so).
+image (one encode + one render). OUT.json adds the per-image scores. Both files are written atomically.
+--self-ensemble scores the mean over the eight flips and transposes of each input (inference/self_ensemble.py;
+the tables say so).
 With no config given, every configs/test/*.yaml runs.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evaluation.protocol import (build_dataset, check_scales, check_workers,  # noqa: E402
                                  evaluate, load_config, load_model, resolve_data_paths, validate_config)
+from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,  # noqa: E402
                    NonFiniteError, UsageError, atomic_path, resolve_device, stop_cleanly_on_sigterm)
@@ -112,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", type=int, metavar="N", help="CUDA device N (the same as --device cuda:N)")
     parser.add_argument("--backend", default="auto", help="rasterizer backend")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data loader processes")
-    parser.add_argument("--self-ensemble", action="store_true",
-                        help="average the outputs over the 8 flips and transposes of the input (8x the time)")
+    parser.add_argument("--self-ensemble", action="store_true", help=SELF_ENSEMBLE_HELP)
     args = parser.parse_args(argv)
     configs = args.configs or sorted(CONFIG_DIR.glob("*.yaml"))
     stop_cleanly_on_sigterm()
