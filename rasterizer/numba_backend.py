@@ -509,6 +509,17 @@ def rasterize_numba(xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Tens
     return out.to(dtype)
 
 
+def compile_kernels(dtype: torch.dtype = torch.float32) -> None:
+    """Compile the kernels an inference render calls in `dtype` (or load them from numba's disk cache) by running them
+    on a two-Gaussian field. Setup (scripts/bootstrap.sh) calls this so that a first render does not wait for the
+    compiler (~10 s on a 2-core CPU, most of it `_forward`)."""
+    height, width = 2, 4
+    offset = torch.zeros(1, 1, 2, 2, dtype=dtype)
+    cholesky = torch.tensor([1.0, 0.0, 1.0], dtype=dtype).expand(1, 1, 2, 3).contiguous()
+    rasterize_numba(offset, cholesky, torch.ones(1, 1, 2, 3, dtype=dtype), height, width)
+    lattice_points(offset, cholesky, (0, 1), (0, 2), (1, 0, 0, width, height, 1 / width, 1 / height, 2, 2))
+
+
 def lattice_points(offset: torch.Tensor, cholesky: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int],
                    consts: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """`gaussian.output_gaussians`'s (xy, cholesky) for the lattice block rows x cols ((first, stop) cells) of a

@@ -291,3 +291,22 @@ def test_auto_picks_numba_on_cpu_and_torch_without_it(monkeypatch):
     assert rasterizer.resolve_backend("auto", torch.device("cpu")) == "torch"
     with pytest.raises(ValueError, match="cannot run on cpu"):
         rasterizer.resolve_backend("numba", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compile_kernels_covers_what_a_model_render_calls(monkeypatch, tiny_sr_model, dtype):
+    """Once compile_kernels(dtype) has run, a model's encode and render at an odd scale compile nothing more."""
+    numba_backend.compile_kernels(dtype)
+
+    def compile_again(*args, **kwargs):
+        raise AssertionError("a render needed a kernel that compile_kernels did not compile")
+
+    for kernel in (numba_backend._forward, numba_backend._lattice_points):
+        monkeypatch.setattr(kernel, "_compile_for_args", compile_again)
+    model = tiny_sr_model.to(dtype)
+    try:
+        with torch.no_grad():
+            out = model.render(model.encode(torch.rand(1, 3, 9, 7, dtype=dtype)), scale=(3.5, 2.25))
+    finally:
+        tiny_sr_model.float()
+    assert out.dtype == dtype and out.shape[-2:] == (32, 16) and torch.isfinite(out).all()

@@ -1,7 +1,9 @@
 """scripts/bootstrap.sh: the runtime install from nothing skips pip's bytecode pass and instead imports the entry
-points once; that import must name every entry point and run as written."""
+points once; that import must name every entry point and run as written. It also compiles the CPU rasterizer's
+kernels in the background once torch and $KERNEL_PACKAGES are in: those must be all that compile needs."""
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -35,3 +37,55 @@ def test_warm_import_runs_from_the_repository_root():
                          timeout=IMPORT_TIMEOUT_S)
     assert run.returncode == 0, run.stderr
     assert [Path(line) for line in run.stdout.splitlines()] == [ROOT / f"{name}.py" for name in names]
+
+
+def normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_with(names: set[str]) -> set[str]:
+    """The distributions that installing `names` brings: them and their requirements, recursively (no extras)."""
+    found, todo = set(), [normalised(name) for name in names]
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.add(name)
+        for requirement in importlib.metadata.requires(name) or []:
+            if "extra ==" not in requirement:
+                todo.append(normalised(re.match(r"[A-Za-z0-9._-]+", requirement).group()))
+    return found
+
+
+# Run before the kernel compile: imports of packages outside ALLOWED (distribution names) fail as where they are not
+# installed, so that optional imports fall back as they would and required ones fail the command.
+ONLY_ALLOWED = """
+import importlib.metadata, re, sys
+allowed, owners = set(ALLOWED), importlib.metadata.packages_distributions()
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        found = owners.get(name.split(".")[0])
+        if found and not any(re.sub(r"[-_.]+", "-", d).lower() in allowed for d in found):
+            raise ModuleNotFoundError(f"No module named {name!r} (not installed yet)", name=name)
+
+sys.meta_path.insert(0, NotInstalled())
+"""
+
+
+def test_the_first_install_is_all_the_kernel_compile_imports():
+    """The background kernel compile runs as written with only torch and $KERNEL_PACKAGES (and what they require)
+    installed, and each of $KERNEL_PACKAGES is a line of requirements.txt (which the script greps)."""
+    text = BOOTSTRAP.read_text()
+    packages = set(re.search(r'^KERNEL_PACKAGES="([^"]+)"$', text, re.M).group(1).split("|"))
+    commands = re.findall(r'\.venv/bin/python -c "([^"]*compile_kernels[^"]*)" &', text)
+    assert len(commands) == 1, "bootstrap.sh should compile the kernels with exactly one background command"
+    requirement_names = {normalised(re.match(r"[A-Za-z0-9._-]+", line).group())
+                         for line in (ROOT / "requirements.txt").read_text().splitlines()
+                         if line.strip() and not line.startswith("#")}
+    assert {normalised(name) for name in packages} <= requirement_names
+    allowed = installed_with(packages | {"torch"}) | {"pip", "setuptools"}  # the last two: any new venv's
+    prelude = ONLY_ALLOWED.replace("ALLOWED", repr(sorted(allowed)))
+    run = subprocess.run([sys.executable, "-c", prelude + commands[0]], cwd=ROOT, capture_output=True, text=True,
+                         timeout=IMPORT_TIMEOUT_S)
+    assert run.returncode == 0, run.stderr
