@@ -517,6 +517,7 @@ def compile_kernels(dtype: torch.dtype = torch.float32) -> None:
     offset = torch.zeros(1, 1, 2, 2, dtype=dtype)
     cholesky = torch.tensor([1.0, 0.0, 1.0], dtype=dtype).expand(1, 1, 2, 3).contiguous()
     rasterize_numba(offset, cholesky, torch.ones(1, 1, 2, 3, dtype=dtype), height, width)
+    # The whole 1x2-cell lattice at x2: (f, left, top, win_w, win_h, 1/W, 1/H, s_x, s_y) as `lattice_points` takes them.
     lattice_points(offset, cholesky, (0, 1), (0, 2), (1, 0, 0, width, height, 1 / width, 1 / height, 2, 2))
 
 
