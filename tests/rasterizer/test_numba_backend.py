@@ -10,7 +10,7 @@ import torch
 import rasterizer
 from rasterizer import rasterize
 from rasterizer.brute_force import rasterize_brute_force
-from conftest import lattice_field
+from conftest import lattice_field, make_tiny_model
 from backend_checks import assert_gradients_match_finite_differences, border_field, relative_error
 
 numba = pytest.importorskip("numba")
@@ -294,7 +294,7 @@ def test_auto_picks_numba_on_cpu_and_torch_without_it(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_compile_kernels_covers_what_a_model_render_calls(monkeypatch, tiny_sr_model, dtype):
+def test_compile_kernels_covers_what_a_model_render_calls(monkeypatch, dtype):
     """Once compile_kernels(dtype) has run, a model's encode and render at an odd scale compile nothing more."""
     numba_backend.compile_kernels(dtype)
 
@@ -303,10 +303,7 @@ def test_compile_kernels_covers_what_a_model_render_calls(monkeypatch, tiny_sr_m
 
     for kernel in (numba_backend._forward, numba_backend._lattice_points):
         monkeypatch.setattr(kernel, "_compile_for_args", compile_again)
-    model = tiny_sr_model.to(dtype)
-    try:
-        with torch.no_grad():
-            out = model.render(model.encode(torch.rand(1, 3, 9, 7, dtype=dtype)), scale=(3.5, 2.25))
-    finally:
-        tiny_sr_model.float()
+    model = make_tiny_model().to(dtype)
+    with torch.no_grad():
+        out = model.render(model.encode(torch.rand(1, 3, 9, 7, dtype=dtype)), scale=(3.5, 2.25))
     assert out.dtype == dtype and out.shape[-2:] == (32, 16) and torch.isfinite(out).all()

@@ -39,34 +39,31 @@ def test_warm_import_runs_from_the_repository_root():
     assert [Path(line) for line in run.stdout.splitlines()] == [ROOT / f"{name}.py" for name in names]
 
 
-def normalised(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+def distribution(requirement: str) -> str:
+    """The normalised distribution name of a requirement line ("NumPy>=2" → "numpy")."""
+    return re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", requirement).group()).lower()
 
 
 def installed_with(names: set[str]) -> set[str]:
     """The distributions that installing `names` brings: them and their requirements, recursively (no extras)."""
-    found, todo = set(), [normalised(name) for name in names]
+    found, todo = set(), [distribution(name) for name in names]
     while todo:
         name = todo.pop()
         if name in found:
             continue
         found.add(name)
-        for requirement in importlib.metadata.requires(name) or []:
-            if "extra ==" not in requirement:
-                todo.append(normalised(re.match(r"[A-Za-z0-9._-]+", requirement).group()))
+        todo += [distribution(r) for r in importlib.metadata.requires(name) or [] if "extra ==" not in r]
     return found
 
 
-# Run before the kernel compile: imports of packages outside ALLOWED (distribution names) fail as where they are not
-# installed, so that optional imports fall back as they would and required ones fail the command.
-ONLY_ALLOWED = """
-import importlib.metadata, re, sys
-allowed, owners = set(ALLOWED), importlib.metadata.packages_distributions()
+# Run before the kernel compile: imports of the top-level modules in BLOCKED (those of the distributions not yet
+# installed) fail as they would there, so that optional imports fall back and required ones fail the command.
+ONLY_INSTALLED = """
+import sys
 
 class NotInstalled:
     def find_spec(self, name, path=None, target=None):
-        found = owners.get(name.split(".")[0])
-        if found and not any(re.sub(r"[-_.]+", "-", d).lower() in allowed for d in found):
+        if name.split(".")[0] in BLOCKED:
             raise ModuleNotFoundError(f"No module named {name!r} (not installed yet)", name=name)
 
 sys.meta_path.insert(0, NotInstalled())
@@ -80,12 +77,13 @@ def test_the_first_install_is_all_the_kernel_compile_imports():
     packages = set(re.search(r'^KERNEL_PACKAGES="([^"]+)"$', text, re.M).group(1).split("|"))
     commands = re.findall(r'\.venv/bin/python -c "([^"]*compile_kernels[^"]*)" &', text)
     assert len(commands) == 1, "bootstrap.sh should compile the kernels with exactly one background command"
-    requirement_names = {normalised(re.match(r"[A-Za-z0-9._-]+", line).group())
-                         for line in (ROOT / "requirements.txt").read_text().splitlines()
+    requirement_names = {distribution(line) for line in (ROOT / "requirements.txt").read_text().splitlines()
                          if line.strip() and not line.startswith("#")}
-    assert {normalised(name) for name in packages} <= requirement_names
+    assert {distribution(name) for name in packages} <= requirement_names
     allowed = installed_with(packages | {"torch"}) | {"pip", "setuptools"}  # the last two: any new venv's
-    prelude = ONLY_ALLOWED.replace("ALLOWED", repr(sorted(allowed)))
+    blocked = {module for module, owners in importlib.metadata.packages_distributions().items()
+               if not any(distribution(owner) in allowed for owner in owners)}
+    prelude = ONLY_INSTALLED.replace("BLOCKED", repr(sorted(blocked)))
     run = subprocess.run([sys.executable, "-c", prelude + commands[0]], cwd=ROOT, capture_output=True, text=True,
                          timeout=IMPORT_TIMEOUT_S)
     assert run.returncode == 0, run.stderr
