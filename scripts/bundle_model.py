@@ -41,6 +41,7 @@ HEADLINE_SCALE = 4
 TABLE_HEADING = "## The test split (never trained on, used for no choice)"
 # The table headings of cards written before the three splits (their table is replaced by --rescore).
 OLD_TABLE_HEADINGS = ("## Held-out photographs",)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def split_config(folder: Path, scale: float) -> dict:
@@ -89,8 +90,21 @@ def choose_storage(payload: dict, fp32_val: dict[float, float], score_payload) -
     return "fp32", payload, changes
 
 
+def init_source(init_from: str, described: str = "") -> str:
+    """How the card names the checkpoint a fine-tune started from: `described` if given, else its path within the
+    repository (a relative path is taken from the repository's root, where train.py runs), else its role. A path
+    outside the repository means nothing to the card's readers, so only its file name is kept."""
+    if described:
+        return described
+    path = Path(init_from)
+    resolved = (path if path.is_absolute() else ROOT / path).resolve()
+    if resolved.is_relative_to(ROOT):
+        return resolved.relative_to(ROOT).as_posix()
+    return f"a checkpoint kept outside the repository ({path.name})"
+
+
 def model_card(payload: dict, ckpt: dict, table: dict, dtype: str, changes: dict[str, float],
-               manifest: list | None, note: str, weights: Path) -> str:
+               manifest: list | None, note: str, weights: Path, fine_tuned_from: str = "") -> str:
     config = ckpt.get("config") or {}
     wrapper = (config.get("train_dataset") or {}).get("wrapper", {}).get("args", {})
     optimizer = config.get("optimizer") or {}
@@ -107,8 +121,8 @@ def model_card(payload: dict, ckpt: dict, table: dict, dtype: str, changes: dict
              f"{(config.get('lr_scheduler') or {}).get('name', 'constant lr')}"
              f"{', bf16 autocast' if config.get('bf16') else ''}"]
     if config.get("init_from"):
-        lines.append(f"- fine-tuned from {config['init_from']}: the epochs, steps and lr above are this run's, on "
-                     "top of that model's own training")
+        lines.append(f"- fine-tuned from {init_source(config['init_from'], fine_tuned_from)}: the epochs, steps and "
+                     "lr above are this run's, on top of that model's own training")
     if note:
         lines.append(f"- {note}")
     if manifest:
@@ -181,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="the weights file to write (.pth; with --checkpoint); the card goes beside it")
     parser.add_argument("--scales", default=",".join(map(str, DEFAULT_SCALES)), help="comma-separated scales")
     parser.add_argument("--note", default="", help="a line for the card: device, wall time, date of the training")
+    parser.add_argument("--fine-tuned-from", default="", metavar="TEXT",
+                        help="the card's words for the checkpoint the run started from (its init_from; default: "
+                             "its path within the repository, else 'a checkpoint kept outside the repository')")
     parser.add_argument("--device", default=DEVICE_AUTO,
                         help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU)")
     args = parser.parse_args(argv)
@@ -212,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         torch.save({"model": stored}, f)
     manifest = read_manifest(test)
-    card = model_card(payload, ckpt, table, dtype, changes, manifest, args.note, out)
+    card = model_card(payload, ckpt, table, dtype, changes, manifest, args.note, out, args.fine_tuned_from)
     with atomic_path(out.parent / "MODEL_CARD.md") as tmp:
         tmp.write_text(card)
     write_record(out, table, dtype, changes)

@@ -70,6 +70,17 @@ def test_the_card_of_a_fine_tune_names_the_model_it_started_from(tmp_path):
     assert "fine-tuned" not in card and "| gain | +1.00 |" in card
 
 
+def test_the_card_names_a_start_outside_the_repository_by_its_role(tmp_path):
+    from scripts.bundle_model import ROOT, init_source
+
+    outside = tmp_path / "runs" / "epoch4-best.pth"
+    assert init_source(str(outside)) == "a checkpoint kept outside the repository (epoch4-best.pth)"
+    assert init_source("../runs/epoch4-best.pth") == "a checkpoint kept outside the repository (epoch4-best.pth)"
+    assert init_source(str(ROOT / "weights" / "old.pth")) == "weights/old.pth"
+    assert init_source("weights/../weights/old.pth") == "weights/old.pth"
+    assert init_source(str(outside), "the fourth epoch of the previous run") == "the fourth epoch of the previous run"
+
+
 def test_the_card_delimits_each_storage_it_tried(tmp_path):
     """A storage's name holds a comma ("fp16, encoder fp32"): the card quotes each name and separates the tries."""
     from scripts.bundle_model import STORAGES, model_card
