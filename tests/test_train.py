@@ -235,6 +235,23 @@ def test_validation_psnr_matches_an_independent_computation(straight_run, image_
     assert best["best_psnr"] == pytest.approx(max(means), abs=1e-5)  # TensorBoard holds float32
 
 
+def test_validation_runs_fp32_whatever_the_training_precision(image_dir, tmp_path, monkeypatch):
+    import gaussian
+    monkeypatch.setattr(gaussian, "cpu_bf16_native", lambda: True)  # bf16 autocast on this CPU, whichever it is
+    trainer, _ = trainer_and_batch(image_dir, tmp_path / "run", "bf16=true", "val_dataset.dataset.name=image-folder",
+                                   f"val_dataset.dataset.args.root_path={image_dir}", "val_dataset.scales=[2]")
+    model = trainer.model
+    scores = train.validate(model, trainer.val_sets, trainer.cfg, trainer.ctx, trainer.log, trainer.out, 0)
+    assert scores[2.0] == pytest.approx(independent_psnr(model.eval(), image_dir, 2.0), abs=1e-5)
+    trainer.cfg["bf16"] = False
+    assert train.validate(model, trainer.val_sets, trainer.cfg, trainer.ctx, trainer.log, trainer.out, 0) == scores
+    with torch.no_grad():  # the bf16 training forward does round: the test above could tell
+        batch = trainer.val_sets[2.0][0]
+        low = train.RenderAtTarget(model, True, "auto")(batch["inp"][None], batch["gt"].shape[-2:])
+        full = train.RenderAtTarget(model, False, "auto")(batch["inp"][None], batch["gt"].shape[-2:])
+    assert float((low - full).abs().max()) > 1e-4
+
+
 def assert_same_training_state(a: dict, b: dict) -> None:
     assert (a["epoch"], a["step"], a["batch_in_epoch"]) == (b["epoch"], b["step"], b["batch_in_epoch"])
     for key in a["model"]["sd"]:
