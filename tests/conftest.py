@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,10 @@ PROGRESS_BAR = re.compile(r"\[\d+:\d\d(?:<|,|\])")
 def reported_lines(stream: str) -> list[str]:
     """`screen_lines` less progress bars: what a program reports (errors, warnings), which must be one line."""
     return [line for line in screen_lines(stream) if not PROGRESS_BAR.search(line)]
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a child that a test stops with SIGINT: a shell's background job (`cmd &`, e.g. CI started
+    that way) begins with SIGINT ignored, the child would inherit that, and Python then never raises
+    KeyboardInterrupt. The test is of the program's handling, not of how the suite was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

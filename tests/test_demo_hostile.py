@@ -19,7 +19,7 @@ import torch
 import demo
 import hostile
 import models
-from conftest import TINY_MODEL_SPEC, make_tiny_model, smooth_image
+from conftest import TINY_MODEL_SPEC, default_sigint, make_tiny_model, smooth_image
 from inference.image_io import MAX_INPUT_PIXELS, write_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,7 +198,7 @@ def test_a_signal_leaves_no_partial_file(tmp_path, inputs, sig, kind):
     argv = (["--input", folder, "--output", target, "--scale", "6"] if kind == "folder" else
             ["--input", folder / "img00.png", "--output", target, "--zoom", "1:12:400"])
     process = subprocess.Popen([sys.executable, "demo.py", "-q", *map(str, argv), "--model", str(inputs["ckpt"])],
-                               cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                               cwd=ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     # wait until the work is under way: the first image written, or the video's temporary file opened
     started = (lambda: any((tmp_path / "out").glob("*.png"))) if kind == "folder" else (
         lambda: any((tmp_path / "out").glob(".zoom.*")))

@@ -17,7 +17,7 @@ import yaml
 
 import models
 import utils
-from conftest import TINY_MODEL_SPEC, make_tiny_model, reported_lines, smooth_rgb, write_rgb
+from conftest import TINY_MODEL_SPEC, default_sigint, make_tiny_model, reported_lines, smooth_rgb, write_rgb
 from evaluation.protocol import build_dataset, evaluate, load_model, resolve_data_paths, validate_config
 from inference.self_ensemble import SelfEnsemble
 
@@ -273,7 +273,7 @@ def test_cli_signal_mid_run_exits_130_with_one_line_and_no_partial_file(signum, 
     process = subprocess.Popen([sys.executable, str(REPO / "test.py"), "--config", str(CONFIG), "--model",
                                 str(tiny_checkpoint), "--root", str(tmp_path / "load"), "--device", "cpu",
                                 "--workers", "0", "--save-dir", str(save_dir)], cwd=REPO, env=QUIET, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 300
         while not list(save_dir.glob("x4/img*.png")) and time.monotonic() < deadline and process.poll() is None:

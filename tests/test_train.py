@@ -23,7 +23,7 @@ import train
 from training.events import read_scalars
 import utils
 from gaussian import cpu_bf16_native
-from conftest import random_rgb, reported_lines, screen_lines, write_rgb
+from conftest import default_sigint, random_rgb, reported_lines, screen_lines, write_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "train" / "tiny.yaml")
@@ -469,7 +469,8 @@ def test_a_signal_during_training_exits_130_with_one_line_and_keeps_the_checkpoi
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--config", TINY, "--path", str(image_dir),
                                 "--out", str(out), "--set", "epoch_max=1000", "--set", "save_every_steps=1"],
-                               cwd=REPO, env=QUIET, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               cwd=REPO, env=QUIET, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 300
         while not (out / "last.pth").exists() and time.monotonic() < deadline and process.poll() is None:

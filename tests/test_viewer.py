@@ -21,7 +21,7 @@ from PIL import Image
 import demo
 import viewer
 from inference import zoom
-from conftest import smooth_image
+from conftest import default_sigint, smooth_image
 from gaussian import GaussianField
 from inference.image_io import decode_image_with_alpha, encode_image, to_uint8
 from inference.resize import resize_bicubic_window
@@ -417,7 +417,7 @@ def test_a_port_in_use_is_a_usage_error(capsys):
 def test_the_program_serves_the_page_on_a_free_port(tiny_checkpoint):
     process = subprocess.Popen([sys.executable, str(ROOT / "viewer.py"), "--model", str(tiny_checkpoint),
                                 "--port", "0", "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         line = process.stdout.readline()
         assert line.startswith("viewer: model tiny.pth on cpu; open http://127.0.0.1:"), line
