@@ -100,6 +100,16 @@ YamlLoader.add_implicit_resolver(
     list("-+0123456789"))
 
 
+REPOSITORY = Path(__file__).resolve().parent
+
+
+def repository_path(path: str | os.PathLike) -> str | None:
+    """`path` (absolute, or relative to the working directory) as a POSIX path within the repository, or None when
+    it lies outside: what results and model cards name, so that they do not name one machine's folders."""
+    resolved = Path(path).resolve()
+    return resolved.relative_to(REPOSITORY).as_posix() if resolved.is_relative_to(REPOSITORY) else None
+
+
 def parse_yaml(text: str) -> Any:
     """YAML text → Python values with `YamlLoader` (safe: plain data only). Raises yaml.YAMLError."""
     return yaml.load(text, Loader=YamlLoader)

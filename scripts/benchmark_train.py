@@ -36,7 +36,8 @@ import rasterizer  # noqa: E402
 import train  # noqa: E402
 from gaussian import GaussianField  # noqa: E402
 from training.config import ConfigError, apply_overrides, complete, load_yaml  # noqa: E402
-from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_USAGE, UsageError, atomic_path, resolve_device  # noqa: E402
+from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_USAGE, UsageError, atomic_path, repository_path,  # noqa: E402
+                   resolve_device)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "train" / "edsr-baseline.yaml"
@@ -134,8 +135,7 @@ def step(runner: train.RenderAtTarget, optimizer, batches, device, timer: PhaseT
 
 def config_name(path: str) -> str:
     """The config's path relative to the repository when it lies inside it (so results do not name a machine)."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+    return repository_path(path) or str(path)
 
 
 def device_name(device: torch.device) -> str:

@@ -28,8 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import models  # noqa: E402
 from evaluation.protocol import BICUBIC_MODEL, build_dataset, evaluate, load_model, validate_config  # noqa: E402
-from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, EXIT_USAGE, UsageError, atomic_path,  # noqa: E402
-                   resolve_device)
+from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, EXIT_USAGE, REPOSITORY, UsageError, atomic_path,  # noqa: E402
+                   repository_path, resolve_device)
 
 DEFAULT_SCALES = (2, 3, 4, 6, 8)
 # fp16 weights are kept only if they move no scale's mean PSNR by this much (the bound).
@@ -41,7 +41,6 @@ HEADLINE_SCALE = 4
 TABLE_HEADING = "## The test split (never trained on, used for no choice)"
 # The table headings of cards written before the three splits (their table is replaced by --rescore).
 OLD_TABLE_HEADINGS = ("## Held-out photographs",)
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def split_config(folder: Path, scale: float) -> dict:
@@ -97,10 +96,7 @@ def init_source(init_from: str, described: str = "") -> str:
     if described:
         return described
     path = Path(init_from)
-    resolved = (path if path.is_absolute() else ROOT / path).resolve()
-    if resolved.is_relative_to(ROOT):
-        return resolved.relative_to(ROOT).as_posix()
-    return f"a checkpoint kept outside the repository ({path.name})"
+    return repository_path(REPOSITORY / path) or f"a checkpoint kept outside the repository ({path.name})"
 
 
 def model_card(payload: dict, ckpt: dict, table: dict, dtype: str, changes: dict[str, float],

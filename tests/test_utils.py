@@ -1,9 +1,9 @@
-"""atomic_path: a file appears whole or not at all."""
+"""atomic_path: a file appears whole or not at all; repository_path: a path named within the repository."""
 from __future__ import annotations
 
 import pytest
 
-from utils import atomic_path
+from utils import REPOSITORY, atomic_path, repository_path
 
 
 def test_success_renames_onto_the_target(tmp_path):
@@ -156,3 +156,11 @@ def test_an_interrupted_torch_save_is_reported_as_the_interruption_not_a_failed_
                 raise ValueError("first")
             except ValueError:
                 raise RuntimeError("boom")
+
+
+def test_repository_path_names_a_path_inside_the_repository_and_none_outside(tmp_path, monkeypatch):
+    assert repository_path(REPOSITORY / "configs" / "train" / "tiny.yaml") == "configs/train/tiny.yaml"
+    monkeypatch.chdir(REPOSITORY / "configs")
+    assert repository_path("train/../train/tiny.yaml") == "configs/train/tiny.yaml"  # from the working dir
+    assert repository_path(tmp_path / "x.pth") is None
+    assert repository_path(REPOSITORY / ".." / "x.pth") is None

@@ -71,7 +71,8 @@ def test_the_card_of_a_fine_tune_names_the_model_it_started_from(tmp_path):
 
 
 def test_the_card_names_a_start_outside_the_repository_by_its_role(tmp_path):
-    from scripts.bundle_model import ROOT, init_source
+    from scripts.bundle_model import init_source
+    from utils import REPOSITORY as ROOT
 
     outside = tmp_path / "runs" / "epoch4-best.pth"
     assert init_source(str(outside)) == "a checkpoint kept outside the repository (epoch4-best.pth)"
