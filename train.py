@@ -100,7 +100,8 @@ from inference.image_io import ImageError, write_image
 from training import distributed
 from training.config import ConfigError, apply_overrides, complete, load_yaml, save_config
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, NonFiniteError,
-                   UsageError, check_finite, remove_stale_temporaries, resolve_device, stop_cleanly_on_sigterm)
+                   UsageError, check_finite, remove_stale_temporaries, resolve_device, stop_cleanly_on_sigterm,
+                   worker_stops_cleanly)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train" / "edsr-baseline.yaml"
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -380,7 +381,8 @@ def make_train_loader(cfg: dict[str, Any], ctx: distributed.Context) -> DataLoad
     sampler = datasets.ScaleBatchSampler(indices, batch, getattr(dataset, "scale_range", None), seed=cfg["seed"],
                                          rank=ctx.rank)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=spec["num_workers"],
-                      pin_memory=ctx.device.type == "cuda", persistent_workers=False)
+                      pin_memory=ctx.device.type == "cuda", persistent_workers=False,
+                      worker_init_fn=worker_stops_cleanly)
 
 
 def make_val_sets(cfg: dict[str, Any]) -> dict[float, Any]:

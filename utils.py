@@ -79,6 +79,14 @@ def stop_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
 
 
+def worker_stops_cleanly(worker_id: int) -> None:
+    """`worker_init_fn` of a DataLoader in a program that stops cleanly on SIGTERM. A signal sent to the whole
+    process group (`kill -- -PGID`, a batch scheduler cancelling the job) also reaches the loader's workers: killed by
+    it, a worker makes the main process raise "DataLoader worker ... is killed by signal" in place of the clean stop.
+    With this, a worker's SIGTERM ends it as SIGINT does (the loader's worker loop returns quietly)."""
+    stop_cleanly_on_sigterm()
+
+
 class NonFiniteError(ArithmeticError):
     """A result holding NaN or infinity: an error to report, never an image to write."""
 

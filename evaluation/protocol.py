@@ -46,7 +46,7 @@ from evaluation.imresize import imresize
 from evaluation.metrics import SSIM_WINDOW, EvalProtocol
 from inference.image_io import ImageError, MAX_8BIT, to_uint8, write_image
 from inference.self_ensemble import SelfEnsemble
-from utils import UsageError, check_finite, load_yaml
+from utils import UsageError, check_finite, load_yaml, worker_stops_cleanly
 
 DEFAULT_DATA_ROOT = "load"
 # test.py --model bicubic scores the bicubic baseline.
@@ -384,7 +384,7 @@ def evaluate(model: torch.nn.Module, dataset, protocol: EvalProtocol, *, scales:
     result = Evaluation(protocol, scales, item_names(dataset), {s: [] for s in scales}, {s: [] for s in scales},
                         [], {s: [] for s in scales})
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", worker_init_fn=worker_stops_cleanly)
     bar = tqdm(loader, desc=description, unit="image", disable=not progress, dynamic_ncols=True)
     try:
         with torch.inference_mode(), warnings.catch_warnings():

@@ -488,6 +488,33 @@ def test_a_signal_during_training_exits_130_with_one_line_and_keeps_the_checkpoi
     assert (out / "log.txt").read_text().splitlines()[-1].startswith("interrupted; the last checkpoint is")
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.slow
+def test_a_signal_to_the_whole_process_group_stops_as_cleanly_with_loader_workers(signum, image_dir, tmp_path):
+    """Ctrl-C, `kill -- -PGID` or a scheduler cancelling the job signal every process of the group, the data
+    loader's workers too: a worker killed by SIGTERM used to turn the clean stop into a DataLoader traceback."""
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--config", TINY, "--path", str(image_dir),
+                                "--out", str(out), "--set", "epoch_max=1000", "--set", "save_every_steps=1",
+                                "--set", "train_dataset.num_workers=1"],
+                               cwd=REPO, env=QUIET, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_sigint, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "last.pth").exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        assert (out / "last.pth").exists()
+        time.sleep(1)  # well inside the training loop, the worker loading batches
+        os.killpg(process.pid, signum)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == utils.EXIT_INTERRUPTED, err
+    assert "Traceback" not in err and reported_lines(err) == [
+        f"train.py: interrupted; the last checkpoint is {out / 'last.pth'} (continue with --resume {out / 'last.pth'})"]
+    assert leftovers(out) == []
+
+
 def fail_on_save(monkeypatch, error: BaseException, at_call: int) -> list[int]:
     """torch.save that writes part of the file and then raises `error`, on its `at_call`-th call (1-based)."""
     real_save, calls = torch.save, []
