@@ -29,8 +29,9 @@ val_dataset):
   val_samples               images per scale whose renders are kept as samples (default 2)
   seed                      seeds model initialisation, shuffling, scales, crops and flips (default 0)
   bf16                      bf16 autocast of the training steps' encoder and head, on CUDA or the CPU (default
-                            false; the rasterizer and validation stay float32); faster steps on a CPU with AVX512-BF16;
-                            on a CPU without native bf16 it warns once and runs fp32 (bf16 would be far slower)
+                            false; the rasterizer and validation stay float32); the gain depends on the CPU, even
+                            among those with AVX512-BF16 (measure: scripts/benchmark_train.py --bf16); on a CPU
+                            without native bf16 it warns once and runs fp32 (bf16 would be far slower)
   grad_clip                 max gradient norm, or null (default)
   warmup_steps              the first N steps of a run take lr x step / N (step = 1..N), then the schedule's own
                             lr (default 0: none). A fine-tune (init_from) starts Adam's moments afresh, and its

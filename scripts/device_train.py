@@ -11,7 +11,8 @@ What it does, all within --minutes of wall time:
    schedule (epoch_max = T_max) to end when the time does. A run folder that already holds last.pth (a machine
    kept warm between two commands) is resumed instead, on the schedule it was planned with.
 2. Train: train.py with the bundled recipe (configs/train/bundled-edsr-baseline.yaml, from the bundled weights)
-   at the paper's crop and batch (DEVICE_OVERRIDES), a warm-up, and --time-limit as the backstop.
+   at the paper's crop and batch, bf16 autocast (DEVICE_OVERRIDES; the recipe's CPU steps are fp32), a warm-up,
+   and --time-limit as the backstop.
 3. Export into --out, within what comes back from such a machine (at most 8 files of 16 MiB): best.pth and
    last.pth as official checkpoints without the optimizer, weights in fp16 (11 MiB; the bundled weights are
    fp16 too), with the run's epoch, step and config for scripts/bundle_model.py's card; log.txt; config.yaml;
@@ -56,7 +57,7 @@ TINY_RECIPE = ROOT / "configs" / "train" / "tiny.yaml"
 DEVICE_OVERRIDES = ("train_dataset.wrapper.args.inp_size=256", "train_dataset.wrapper.args.scale_min=1.5",
                     "train_dataset.wrapper.args.scale_max=8", "train_dataset.batch_size=16",
                     "train_dataset.num_workers=8", "optimizer.args.lr=1.0e-4", "lr_scheduler.args.eta_min=1.0e-6",
-                    "save_every_steps=500", "log_every_steps=50")
+                    "save_every_steps=500", "log_every_steps=50", "bf16=true")
 # The same steps at toy sizes on the CPU (the tiny config's one-block encoder: no weights to start from).
 SMOKE_OVERRIDES = ("train_dataset.dataset.args.repeat=2", "val_dataset.dataset.name=image-folder",
                    "val_dataset.scales=[2]", "val_samples=0", "rasterizer_backend=torch",

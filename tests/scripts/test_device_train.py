@@ -75,6 +75,7 @@ def test_the_device_recipe_is_the_bundled_one_at_the_papers_crop_and_batch():
     assert cfg["train_dataset"]["wrapper"]["args"] == {"inp_size": 256, "scale_min": 1.5, "scale_max": 8,
                                                         "augment": True}
     assert cfg["train_dataset"]["batch_size"] == 16 and cfg["optimizer"]["args"]["lr"] == 1e-4
+    assert cfg["bf16"] is True  # the GPU's bf16 autocast, whatever the recipe's CPU steps use
     assert cfg["train_dataset"]["dataset"]["args"]["root_path"] == "/data/pack/train"
     assert cfg["val_dataset"]["dataset"]["args"] == {"root_path": "/data/pack/val", "cache": "in_memory"}
     assert Path(cfg["init_from"]) == ROOT / "weights" / "continuoussr-edsr-baseline.pth"
