@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import glob
+import multiprocessing
 import os
 import re
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -79,12 +81,27 @@ def stop_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
 
 
+HUNG_UP_ERRORS = (EOFError, ConnectionError, multiprocessing.AuthenticationError)
+
+
+def _quiet_when_hung_up(kind: type[BaseException], value: BaseException, traceback) -> None:
+    """A loader worker's `sys.excepthook`: silent for a connection the main process hung up, else the default."""
+    if not issubclass(kind, HUNG_UP_ERRORS):
+        sys.__excepthook__(kind, value, traceback)
+
+
 def worker_stops_cleanly(worker_id: int) -> None:
-    """`worker_init_fn` of a DataLoader in a program that stops cleanly on SIGTERM. A signal sent to the whole
-    process group (`kill -- -PGID`, a batch scheduler cancelling the job) also reaches the loader's workers: killed by
-    it, a worker makes the main process raise "DataLoader worker ... is killed by signal" in place of the clean stop.
-    With this, a worker's SIGTERM ends it as SIGINT does (the loader's worker loop returns quietly)."""
+    """`worker_init_fn` of a DataLoader in a program that stops cleanly on SIGINT and SIGTERM.
+
+    A signal sent to the whole process group (Ctrl-C, `kill -- -PGID`, a batch scheduler cancelling the job) also
+    reaches the loader's workers: killed by SIGTERM, a worker made the main process raise "DataLoader worker ... is
+    killed by signal" in place of the clean stop; now a worker's SIGTERM ends it as SIGINT does (the loader's worker
+    loop returns quietly). A signal to the main process alone can stop it while it fetches a batch's file descriptor
+    from a worker: the worker's fd-passing thread (multiprocessing.resource_sharer) then printed the broken
+    connection's traceback; a worker's uncaught connection errors are now silent (the loader reports a worker's own
+    failures through its queue, not through sys.excepthook)."""
     stop_cleanly_on_sigterm()
+    sys.excepthook = _quiet_when_hung_up
 
 
 class NonFiniteError(ArithmeticError):

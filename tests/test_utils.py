@@ -1,9 +1,14 @@
-"""atomic_path: a file appears whole or not at all; repository_path: a path named within the repository."""
+"""atomic_path: a file appears whole or not at all; repository_path: a path named within the repository;
+worker_stops_cleanly: a loader worker's quiet end."""
 from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
-from utils import REPOSITORY, atomic_path, repository_path
+from utils import REPOSITORY, _quiet_when_hung_up, atomic_path, repository_path
 
 
 def test_success_renames_onto_the_target(tmp_path):
@@ -164,3 +169,36 @@ def test_repository_path_names_a_path_inside_the_repository_and_none_outside(tmp
     assert repository_path("train/../train/tiny.yaml") == "configs/train/tiny.yaml"  # from the working dir
     assert repository_path(tmp_path / "x.pth") is None
     assert repository_path(REPOSITORY / ".." / "x.pth") is None
+
+
+HANG_UP_ON_AN_FD_REQUEST = textwrap.dedent("""
+    import os, socket, sys, time
+    import multiprocessing.resource_sharer as resource_sharer
+    import utils
+    if sys.argv[1] == "worker":
+        utils.worker_stops_cleanly(0)
+    shared = resource_sharer.DupFd(os.open(os.devnull, os.O_RDONLY))  # as a worker shares a batch's storage
+    address, _ = shared._id
+    with socket.socket(socket.AF_UNIX) as peer:  # the main process, stopped by a signal mid-request
+        peer.connect(address)
+    time.sleep(0.5)  # the fd-passing thread meets the closed connection
+""")
+
+
+@pytest.mark.parametrize("process", ["plain", "worker"])
+def test_a_worker_is_silent_when_the_main_process_hangs_up_on_an_fd_request(process):
+    done = subprocess.run([sys.executable, "-c", HANG_UP_ON_AN_FD_REQUEST, process], cwd=REPOSITORY,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    if process == "worker":
+        assert done.stderr == ""
+    else:  # what a test.py stopped while fetching a batch printed, one run in ten to twenty
+        assert "Traceback" in done.stderr and "resource_sharer.py" in done.stderr
+
+
+def test_a_workers_other_uncaught_errors_are_still_reported(capsys):
+    try:
+        raise ValueError("a real failure")
+    except ValueError as exc:
+        _quiet_when_hung_up(type(exc), exc, exc.__traceback__)
+    assert "ValueError: a real failure" in capsys.readouterr().err
