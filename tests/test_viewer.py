@@ -15,16 +15,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from fastapi.testclient import TestClient
 from PIL import Image
 
 import demo
-import viewer
-from inference import zoom
 from conftest import default_sigint, smooth_image
 from gaussian import GaussianField
+from inference import zoom
 from inference.image_io import decode_image_with_alpha, encode_image, to_uint8
 from inference.resize import resize_bicubic_window
+
+# The viewer's web stack: requirements.txt installs it, a stock GPU image (the device check's) may lack it.
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+import viewer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LR_H, LR_W = 12, 16
