@@ -9,11 +9,12 @@ import torch
 from .projection import ALPHA_MIN
 
 
-def rasterize_brute_force(xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Tensor, height: int,
-                          width: int) -> torch.Tensor:
-    """(B, C, height, width) float64 render, each formula written out as in the design."""
-    xy, cholesky, colour = (t.detach().to(torch.float64) for t in (xy, cholesky, colour))
-    batch, channels = xy.shape[0], colour.shape[-1]
+def sigma_brute_force(xy: torch.Tensor, cholesky: torch.Tensor, height: int,
+                      width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(σ, drawn): (B, N, height, width) float64 exponents σ at every pixel centre, and (B, N, 1, 1) whether
+    each covariance is positive definite."""
+    xy, cholesky = (t.detach().to(torch.float64) for t in (xy, cholesky))
+    batch = xy.shape[0]
     X = (width * (xy[..., 0] + 1) / 2).reshape(batch, -1, 1, 1)
     Y = (height * (xy[..., 1] + 1) / 2).reshape(batch, -1, 1, 1)
     l11, l21, l22 = (v.reshape(batch, -1, 1, 1) for v in cholesky.unbind(-1))
@@ -25,7 +26,14 @@ def rasterize_brute_force(xy: torch.Tensor, cholesky: torch.Tensor, colour: torc
     j = torch.arange(width, dtype=torch.float64).view(1, 1, 1, width)
     i = torch.arange(height, dtype=torch.float64).view(1, 1, height, 1)
     dx, dy = X - j, Y - i
-    sigma = 0.5 * (A * dx * dx + C * dy * dy) + B * dx * dy
+    return 0.5 * (A * dx * dx + C * dy * dy) + B * dx * dy, ok
+
+
+def rasterize_brute_force(xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Tensor, height: int,
+                          width: int) -> torch.Tensor:
+    """(B, C, height, width) float64 render, each formula written out as in the design."""
+    sigma, ok = sigma_brute_force(xy, cholesky, height, width)
+    batch, channels = xy.shape[0], colour.shape[-1]
     alpha = torch.clamp(torch.exp(-sigma), max=1.0)
     alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_MIN) & ok, alpha, torch.zeros_like(alpha))
-    return torch.einsum("bnhw,bnc->bchw", alpha, colour.reshape(batch, -1, channels))
+    return torch.einsum("bnhw,bnc->bchw", alpha, colour.detach().to(torch.float64).reshape(batch, -1, channels))

@@ -11,12 +11,11 @@ import rasterizer
 from rasterizer import rasterize
 from rasterizer.brute_force import rasterize_brute_force
 from conftest import lattice_field, make_tiny_model
-from backend_checks import assert_gradients_match_finite_differences, border_field, relative_error
+from backend_checks import TOLERANCE, assert_gradients_match_finite_differences, border_field, relative_error
 
 numba = pytest.importorskip("numba")
 from rasterizer import numba_backend  # noqa: E402
 
-TOLERANCE = 1e-5  # of max |output|, as for the other backends in float32
 
 
 def box_widths(xy, chol, col, height, width) -> torch.Tensor:

@@ -8,9 +8,8 @@ import rasterizer
 from rasterizer import rasterize, torch_backend
 from rasterizer.brute_force import rasterize_brute_force
 from conftest import lattice_field
-from backend_checks import border_field, relative_error
+from backend_checks import TOLERANCE, border_field, relative_error
 
-TOLERANCE = 1e-5  # of max |output|, the bound for float32
 
 
 @pytest.mark.parametrize("scale_h,scale_w", [(1.5, 1.5), (2, 2), (3, 3), (4, 4), (7.3, 7.3), (2.5, 5.25),

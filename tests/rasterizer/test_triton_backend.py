@@ -13,7 +13,7 @@ import torch
 import rasterizer
 from rasterizer import rasterize
 from rasterizer.brute_force import rasterize_brute_force
-from backend_checks import assert_gradients_match_finite_differences
+from backend_checks import TOLERANCE, assert_gradients_match_finite_differences, forward_error, relative_error
 from conftest import lattice_field
 
 pytestmark = [pytest.mark.triton,
@@ -22,15 +22,10 @@ pytestmark = [pytest.mark.triton,
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
 LR = (24, 20) if ON_GPU else (5, 6)  # the interpreter evaluates kernels in numpy: keep CPU fields tiny
-TOLERANCE = 1e-5
 
 
 def to_device(*tensors):
     return [t.to(DEVICE) for t in tensors]
-
-
-def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((out.double().cpu() - ref).abs().max() / ref.abs().max()).item()
 
 
 @pytest.mark.parametrize("scale_h,scale_w", [(1.5, 1.5), (2, 2), (3.3, 3.3), (4, 4), (8, 8),
@@ -39,7 +34,7 @@ def test_forward_matches_brute_force(scale_h, scale_w):
     xy, chol, col, height, width = lattice_field(2, *LR, scale_h, scale_w, seed=int(10 * scale_h + scale_w))
     out = rasterize(*to_device(xy, chol, col), height, width, backend="triton")
     assert out.shape == (2, 3, height, width) and out.dtype == torch.float32
-    assert relative_error(out, rasterize_brute_force(xy, chol, col, height, width)) <= TOLERANCE
+    assert forward_error(out, xy, chol, col) <= TOLERANCE
 
 
 def test_odd_output_sizes_and_border_gaussians():
@@ -146,10 +141,11 @@ def test_auto_falls_back_to_the_next_backend_when_triton_cannot_compile(fresh_pr
     assert "triton backend cannot run" in messages[0] and "PTXASError" in messages[0] and "sm_999" in messages[0]
     fallback = rasterizer.resolve_backend("auto", xy.device)  # torch on CUDA; numba (if installed) on the CPU
     assert fallback in ("torch", "numba")
-    assert torch.equal(out, rasterize(xy, chol, col, height, width, backend=fallback))
+    # the same sum; on CUDA the torch backend's index_add_ adds in no fixed order, so equal to fp32 rounding
+    assert relative_error(out, rasterize(xy, chol, col, height, width, backend=fallback).cpu().double()) <= 1e-6
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per process: no second warning, no second probe
-        assert torch.equal(rasterize(xy, chol, col, height, width), out)
+        assert relative_error(rasterize(xy, chol, col, height, width), out.cpu().double()) <= 1e-6
     with pytest.raises(PTXASError):  # asked for by name, it never falls back
         rasterize(xy, chol, col, height, width, backend="triton")
 
