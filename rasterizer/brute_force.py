@@ -29,11 +29,19 @@ def sigma_brute_force(xy: torch.Tensor, cholesky: torch.Tensor, height: int,
     return 0.5 * (A * dx * dx + C * dy * dy) + B * dx * dy, ok
 
 
+def drawn_alpha(sigma: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """α = exp(−σ) where the Gaussian is drawn (σ ≥ 0, α ≥ 1/255, positive definite), else 0; same shape as σ."""
+    alpha = torch.clamp(torch.exp(-sigma), max=1.0)
+    return torch.where((sigma >= 0) & (alpha >= ALPHA_MIN) & ok, alpha, torch.zeros_like(alpha))
+
+
+def sum_colours(alpha: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) float64 Σ_n alpha[b, n] · colour[b, n] for alpha (B, N, H, W) and colour (B, ..., C)."""
+    colour = colour.detach().to(torch.float64)
+    return torch.einsum("bnhw,bnc->bchw", alpha, colour.reshape(colour.shape[0], -1, colour.shape[-1]))
+
+
 def rasterize_brute_force(xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Tensor, height: int,
                           width: int) -> torch.Tensor:
     """(B, C, height, width) float64 render, each formula written out as in the design."""
-    sigma, ok = sigma_brute_force(xy, cholesky, height, width)
-    batch, channels = xy.shape[0], colour.shape[-1]
-    alpha = torch.clamp(torch.exp(-sigma), max=1.0)
-    alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_MIN) & ok, alpha, torch.zeros_like(alpha))
-    return torch.einsum("bnhw,bnc->bchw", alpha, colour.detach().to(torch.float64).reshape(batch, -1, channels))
+    return sum_colours(drawn_alpha(*sigma_brute_force(xy, cholesky, height, width)), colour)

@@ -1,13 +1,14 @@
 """Checks that every rasterizer backend's tests share: the relative error against the float64 brute-force sum
-(beyond what the α ≥ 1/255 cut-off leaves to rounding, on large fields), a field whose Gaussians sit on and beyond the image border, and the float64 finite differences of a weighted
-sum that a backend's fp32 gradients must match."""
+(beyond what the α ≥ 1/255 cut-off leaves to rounding, on large fields), a field whose Gaussians sit on and beyond
+the image border, and the float64 finite differences of a weighted sum that a backend's fp32 gradients must
+match."""
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
 
-from rasterizer.brute_force import rasterize_brute_force, sigma_brute_force
+from rasterizer.brute_force import drawn_alpha, rasterize_brute_force, sigma_brute_force, sum_colours
 from rasterizer.projection import ALPHA_MIN
 from conftest import lattice_field
 
@@ -24,22 +25,16 @@ def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return ((out.double().cpu() - ref).abs().max() / ref.abs().max()).item()
 
 
-def cutoff_slack(xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Tensor, height: int,
-                 width: int) -> torch.Tensor:
-    """(B, C, height, width) float64: per pixel, Σ α·|colour| over the pairs within CUTOFF_BAND of the cut-off."""
+def forward_error(out: torch.Tensor, xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Tensor) -> float:
+    """relative_error of `out` against the brute-force render of the field, less at each pixel the slack of the
+    cut-off: Σ α·|colour| over its pairs whose α lies within CUTOFF_BAND of 1/255."""
+    height, width = out.shape[-2:]
     sigma, ok = sigma_brute_force(xy, cholesky, height, width)
+    ref = sum_colours(drawn_alpha(sigma, ok), colour)
     alpha = torch.exp(-sigma)
     near = ok & (sigma >= 0) & ((alpha / ALPHA_MIN - 1).abs() <= CUTOFF_BAND)
-    batch, channels = xy.shape[0], colour.shape[-1]
-    return torch.einsum("bnhw,bnc->bchw", torch.where(near, alpha, torch.zeros_like(alpha)),
-                        colour.detach().double().abs().reshape(batch, -1, channels))
-
-
-def forward_error(out: torch.Tensor, xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Tensor) -> float:
-    """relative_error of `out` against the brute-force render of the field, less each pixel's cutoff_slack."""
-    height, width = out.shape[-2:]
-    ref = rasterize_brute_force(xy, cholesky, colour, height, width)
-    excess = ((out.double().cpu() - ref).abs() - cutoff_slack(xy, cholesky, colour, height, width)).clamp(min=0)
+    slack = sum_colours(torch.where(near, alpha, torch.zeros_like(alpha)), colour.abs())
+    excess = ((out.double().cpu() - ref).abs() - slack).clamp(min=0)
     return (excess.max() / ref.abs().max()).item()
 
 

@@ -17,7 +17,6 @@ numba = pytest.importorskip("numba")
 from rasterizer import numba_backend  # noqa: E402
 
 
-
 def box_widths(xy, chol, col, height, width) -> torch.Tensor:
     """Widths in pixels of the Gaussians' α ≥ 1/255 boxes inside the image."""
     g = rasterizer.project(xy, chol, col, height, width)

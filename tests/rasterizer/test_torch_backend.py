@@ -11,7 +11,6 @@ from conftest import lattice_field
 from backend_checks import TOLERANCE, border_field, relative_error
 
 
-
 @pytest.mark.parametrize("scale_h,scale_w", [(1.5, 1.5), (2, 2), (3, 3), (4, 4), (7.3, 7.3), (2.5, 5.25),
                                              (6, 1.7)])
 def test_matches_brute_force(scale_h, scale_w):
