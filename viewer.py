@@ -374,6 +374,10 @@ def create_app(model: nn.Module, settings: demo.Settings, limits: Limits = Limit
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:  # where browsers look for a page's icon
+        return FileResponse(STATIC / "favicon.ico")
+
     @app.post("/api/images", status_code=201)
     async def upload(request: Request) -> dict[str, Any]:
         data = await read_body(request, limits.max_upload_bytes)

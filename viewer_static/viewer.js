@@ -1,9 +1,10 @@
 "use strict";
 // The ContinuousSR viewer page: upload an image (encoded once on the server), then zoom and pan. Each view is
 // drawn at once as bicubic of the input (the canvas's own high-quality scaling), and replaced by the server's
-// render of exactly the visible window at the screen's resolution when it arrives. One render is in flight at a
-// time; when it returns, the newest view is requested. The zoom is in CSS pixels per input pixel; renders are
-// at device pixels (zoom x devicePixelRatio output pixels per input pixel).
+// render of exactly the visible window at the screen's resolution when it arrives. While the image encodes, that
+// bicubic is all there is: a preview, labelled as one, that can already be zoomed and panned. One render is in
+// flight at a time; when it returns, the newest view is requested. The zoom is in CSS pixels per input pixel;
+// renders are at device pixels (zoom x devicePixelRatio output pixels per input pixel).
 
 const ZOOM_MIN_LOG2 = -3;
 const ZOOM_MAX_LOG2 = 7;
@@ -21,10 +22,11 @@ const REVOKE_MS = 10000;
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");
 const ctx = canvas.getContext("2d");
-const controls = ["zoom", "fit", "download-view", "download-full"].map($);
+const viewControls = ["zoom", "fit"].map($);                     // usable from the preview on
+const downloadControls = ["download-view", "download-full"].map($);  // once the image is encoded
 
 const state = {
-  image: null,    // {id, name, width, height, lr: ImageBitmap}
+  image: null,    // {id, name, width, height, state: encoding | ready, lr: ImageBitmap}
   cx: 0, cy: 0,   // the view's centre, in input pixels
   zoom: 1,        // CSS pixels per input pixel
   mode: "sr",     // sr | split | side | bicubic
@@ -90,11 +92,14 @@ function viewRequest(pane, method) {
 
 // What each pane shows: [method, from, to] layers, from/to the fraction of the pane's width they cover.
 function layers(pane) {
+  if (!encoded()) return [["bicubic", 0, 1]];  // the preview, until the image has a field to render
   if (pane.kind === "split") return [["bicubic", 0, state.split], ["sr", state.split, 1]];
   return [[pane.kind, 0, 1]];
 }
 
 function srPane() { return panes().find((pane) => pane.kind !== "bicubic") || null; }
+
+function encoded() { return !!state.image && state.image.state === "ready"; }
 
 function neededRequests() {
   // The server renders the current view needs, ContinuousSR first; plain "sr" mode shows no bicubic but the
@@ -136,7 +141,11 @@ function draw() {
   ctx.fillStyle = BACKGROUND;
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   $("hint").hidden = !!state.image;
-  if (!state.image) return;
+  $("preview").hidden = !state.image || encoded();
+  if (!state.image) {
+    canvas.dataset.state = "empty";
+    return;
+  }
   let exact = true;
   for (const pane of panes()) {
     const req = viewRequest(pane, "sr");
@@ -145,11 +154,13 @@ function draw() {
     ctx.beginPath();
     ctx.rect(pane.x, 0, pane.w, pane.h);
     ctx.clip();
-    // The placeholder: the input scaled by the canvas itself (bicubic-like), at once.
+    // The placeholder: the input scaled by the canvas itself (bicubic-like), at once, and over it the server's
+    // bicubic where there is one (the preview's, until the first ContinuousSR render arrives).
     ctx.imageSmoothingEnabled = true;
     ctx.imageSmoothingQuality = "high";
     ctx.drawImage(state.image.lr, req.left, req.top, req.width, req.height,
                   pane.x + req.x, req.y, req.out_width, req.out_height);
+    drawLayer(pane, viewRequest(pane, "bicubic"), 0, 1);
     for (const [method, from, to] of layers(pane)) {
       exact = drawLayer(pane, viewRequest(pane, method), from, to) && exact;
     }
@@ -160,9 +171,10 @@ function draw() {
     }
     ctx.restore();
   }
-  // For tests and tools: what the canvas shows, and where the ContinuousSR render sits.
-  canvas.dataset.state = exact ? "rendered" : "placeholder";
-  const pane = srPane(), req = pane && viewRequest(pane, "sr");
+  // For tests and tools: what the canvas shows, and where the render on the ContinuousSR side sits (the preview
+  // shows bicubic there).
+  canvas.dataset.state = !exact ? "placeholder" : encoded() ? "rendered" : "preview";
+  const pane = srPane(), req = pane && viewRequest(pane, layers(pane).at(-1)[0]);
   if (exact && req) {
     Object.assign(canvas.dataset, {renderUrl: req.url, renderX: pane.x + req.x, renderY: req.y,
                                    renderWidth: req.out_width, renderHeight: req.out_height});
@@ -313,51 +325,71 @@ new ResizeObserver(() => {
 }).observe($("stage"));
 
 // ------------------------------------------------------------------------------------------ images
+function current(id) { return !!state.image && state.image.id === id; }
+
 async function waitEncoded(info) {
+  // Poll the encode's progress until it ends, or until another image replaces this one (then its info as is).
   const progress = $("progress");
   const start = performance.now();
   progress.hidden = false;
-  try {
-    while (info.state === "encoding") {
-      progress.max = info.total;
-      progress.value = info.done;
-      const seconds = ((performance.now() - start) / 1000).toFixed(0);
-      setStatus(info.total > 1 ? `encoding ${info.name} (${info.width}x${info.height}): tile ${info.done} of ` +
-                                 `${info.total}, ${seconds} s`
-                               : `encoding ${info.name} (${info.width}x${info.height}), ${seconds} s`);
-      await sleep(POLL_MS);
-      info = await (await fetchOk(`/api/images/${info.id}`)).json();
-    }
-  } finally {
-    progress.hidden = true;
+  while (info.state === "encoding" && current(info.id)) {
+    progress.max = info.total;
+    progress.value = info.done;
+    const seconds = ((performance.now() - start) / 1000).toFixed(0);
+    setStatus(info.total > 1 ? `encoding: tile ${info.done} of ${info.total}, ${seconds} s`
+                             : `encoding, ${seconds} s`);
+    await sleep(POLL_MS);
+    info = await (await fetchOk(`/api/images/${info.id}`)).json();
   }
-  if (info.state !== "ready") throw new Error(info.error || "encoding failed");
+  if (current(info.id)) progress.hidden = true;
+  if (info.state === "failed") throw new Error(info.error || "encoding failed");
   return info;
 }
 
+function showImage(image) {
+  // Put `image` on the page (null: none): a new one without renders yet, or the same one now encoded.
+  if (!image || !current(image.id)) Object.assign(state, {renders: {sr: null, bicubic: null}, failed: new Set()});
+  state.image = image;
+  viewControls.forEach((control) => { control.disabled = !image; });
+  downloadControls.forEach((control) => { control.disabled = !encoded(); });
+  const name = $("name");
+  name.textContent = !image ? "" : `${image.name} (${image.width}x${image.height}` +
+    (encoded() ? `, encoded in ${image.encode_seconds.toFixed(1)} s)` : ")");
+  name.title = name.textContent;
+  document.title = image ? `${image.name} – ContinuousSR viewer` : "ContinuousSR viewer";
+}
+
 async function openFile(file) {
+  // Upload `file` and show its preview at once; the previous image stays until the upload is accepted.
   if (!file) return;
   clearError();
-  const previous = state.image;
-  canvas.dataset.state = "encoding";
   setStatus(`uploading ${file.name}…`);
+  let info, lr;
   try {
     const response = await fetchOk("/api/images", {method: "POST", body: file,
                                                    headers: {"X-Filename": encodeURIComponent(file.name)}});
-    let info = await response.json();
-    if (previous) fetch(`/api/images/${previous.id}`, {method: "DELETE"});  // one image per page
-    info = await waitEncoded(info);
-    const lr = await createImageBitmap(await (await fetchOk(`/api/images/${info.id}/lr.png`)).blob());
-    Object.assign(state, {image: {...info, lr}, renders: {sr: null, bicubic: null}, failed: new Set()});
-    $("name").textContent = `${info.name} (${info.width}x${info.height}, encoded in ` +
-                            `${info.encode_seconds.toFixed(1)} s)`;
-    controls.forEach((control) => { control.disabled = false; });
-    fit();
+    info = await response.json();
+    lr = await createImageBitmap(await (await fetchOk(`/api/images/${info.id}/lr.png`)).blob());
   } catch (error) {
     showError(error.message);
     setStatus("");
-    canvas.dataset.state = previous ? "placeholder" : "empty";
-    if (previous) viewChanged();
+    return;
+  }
+  if (state.image) fetch(`/api/images/${state.image.id}`, {method: "DELETE"});  // one image per page
+  showImage({...info, lr});
+  fit();
+  try {
+    info = await waitEncoded(info);
+    if (!current(info.id)) return;
+    showImage({...info, lr});
+    viewChanged();
+  } catch (error) {
+    if (!current(info.id)) return;
+    showError(error.message);
+    setStatus("");
+    $("progress").hidden = true;
+    showImage(null);  // the previous image is gone from the server already
+    draw();
   }
 }
 
