@@ -94,15 +94,16 @@ def canvas_state(session) -> dict:
                                   "zoom: document.getElementById('zoom-value').textContent});")
 
 
-def wait_rendered(session, not_url: str | None = None) -> dict:
-    """Wait until the canvas shows a render (other than `not_url`); a message on the page is an error."""
+def wait_rendered(session, not_url: str | None = None, shows: str = "rendered") -> dict:
+    """Wait until the canvas shows a render (other than `not_url`): ContinuousSR's, or with shows="preview" the
+    bicubic shown while the image encodes; a message on the page is an error."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     def rendered(_):
         state = canvas_state(session)
         if state["error"]:
             raise RuntimeError(f"the page shows an error: {state['error']}")
-        done = state.get("state") == "rendered" and state.get("renderUrl") != not_url
+        done = state.get("state") == shows and state.get("renderUrl") != not_url
         return state if done else False
 
     return WebDriverWait(session, WAIT_TIMEOUT_S).until(rendered)

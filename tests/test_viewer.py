@@ -116,6 +116,13 @@ def test_page_and_its_scripts_are_served(make_client):
     assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}
 
 
+def test_the_icon_is_where_browsers_ask_for_it(make_client):
+    icon = make_client().get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] in ("image/vnd.microsoft.icon", "image/x-icon")
+    with Image.open(io.BytesIO(icon.content)) as image:
+        assert image.format == "ICO" and {(16, 16), (32, 32)} <= image.info["sizes"]
+
+
 # ---------------------------------------------------------------------------------------------- upload, encode, render
 def test_upload_encodes_once_and_the_whole_window_is_the_model_render(make_client, tiny_sr_model):
     client = make_client()

@@ -1,11 +1,16 @@
 """viewer.py's page in a real headless Chromium (Debian's chromium + chromium-driver, through selenium): upload,
-zoom, pan, the split comparison and an error, checked against the server's own renders; skipped without a browser."""
+zoom, pan, the split comparison, the preview while an image encodes, the page's layout and an error, checked against
+the server's own renders; skipped without a browser."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import json
+import threading
 import urllib.parse
 import urllib.request
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -17,6 +22,10 @@ from scripts.viewer_screenshot import find_browser, headless_chromium, open_imag
     wheel
 
 pytest.importorskip("selenium")
+uvicorn = pytest.importorskip("uvicorn")
+import viewer  # noqa: E402
+from test_viewer import settings  # noqa: E402
+
 BROWSER = find_browser()
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(BROWSER is None, reason="needs chromium and chromedriver (apt-get install chromium "
@@ -25,6 +34,9 @@ LR_H, LR_W = 48, 64
 # 8-bit rounding of the same float image, drawn by the canvas and decoded by PIL.
 MAX_PIXEL_DIFFERENCE = 1
 DRAG_PX = 60
+DESKTOP = (1280, 800)  # a common laptop screen, in CSS pixels: the header must fit on one line
+LOOPBACK = "127.0.0.1"
+STOP_TIMEOUT_S = 30
 
 
 def canvas_pixels(session, x: int, y: int, width: int, height: int) -> np.ndarray:
@@ -37,6 +49,11 @@ def canvas_pixels(session, x: int, y: int, width: int, height: int) -> np.ndarra
         return crop.toDataURL('image/png');""", x, y, width, height)
     with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as image:
         return np.asarray(image.convert("RGB")).astype(np.int16)
+
+
+def server_json(base: str, path: str) -> dict:
+    with urllib.request.urlopen(urllib.parse.urljoin(base, path), timeout=60) as response:
+        return json.load(response)
 
 
 def server_png(base: str, path: str) -> np.ndarray:
@@ -52,6 +69,30 @@ def window_of(url: str) -> dict[str, float]:
 
 def integers(state: dict) -> tuple[int, int, int, int]:
     return tuple(int(state[k]) for k in ("renderX", "renderY", "renderWidth", "renderHeight"))
+
+
+def shows_render(session, base: str, state: dict) -> None:
+    """The canvas shows the server's answer to state's renderUrl, pixel for pixel, where the page says it is."""
+    x, y, width, height = integers(state)
+    rendered = server_png(base, state["renderUrl"])
+    assert rendered.shape == (height, width, 3)
+    assert np.abs(canvas_pixels(session, x, y, width, height) - rendered).max() <= MAX_PIXEL_DIFFERENCE
+
+
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """`app` served on a free loopback port from a thread of this process (so that a test can reach into the
+    server); yields its address."""
+    sock = viewer.listen(LOOPBACK, 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{LOOPBACK}:{sock.getsockname()[1]}/"
+    finally:
+        server.should_exit = True
+        thread.join(STOP_TIMEOUT_S)
+        sock.close()
 
 
 def test_upload_zoom_pan_and_compare_in_a_browser(tmp_path, tiny_checkpoint):
@@ -113,3 +154,46 @@ def test_upload_zoom_pan_and_compare_in_a_browser(tmp_path, tiny_checkpoint):
             lambda s: s.find_element("id", "error").text or False)
         assert error == "not an image (or an unsupported format): notes.png"
 
+
+
+def test_bicubic_preview_while_the_image_encodes_and_the_layout_at_1280_px(tmp_path, tiny_sr_model):
+    image = tmp_path / "IMG_20240612_183512_a_long_name_as_cameras_and_phones_write_them.png"
+    write_image(image, smooth_image(LR_H, LR_W))
+    app = viewer.create_app(tiny_sr_model, settings())
+    with serving(app) as base, headless_chromium(*BROWSER, viewport=DESKTOP) as session:
+        session.get(base)
+        with app.state.viewer.compute:  # renders and encodes take this lock: the encode waits until it is let go
+            session.find_element("id", "file").send_keys(str(image))
+            preview = wait_rendered(session, shows="preview")
+            entry = urllib.parse.urlparse(preview["renderUrl"]).path.split("/")[3]
+            assert server_json(base, f"/api/images/{entry}")["state"] == viewer.ENCODING
+            # The server's bicubic of the view, labelled as a preview; the view can be zoomed, not yet downloaded.
+            assert "method=bicubic" in preview["renderUrl"]
+            shows_render(session, base, preview)
+            label = session.find_element("id", "preview")
+            assert label.is_displayed() and "preview" in label.text.lower()
+            assert session.find_element("id", "zoom").is_enabled()
+            assert not session.find_element("id", "download-view").is_enabled()
+            wheel(session, 4)
+            zoomed = wait_rendered(session, not_url=preview["renderUrl"], shows="preview")
+            assert float(zoomed["zoom"].lstrip("x")) > float(preview["zoom"].lstrip("x"))
+            shows_render(session, base, zoomed)
+
+        # Encoded: ContinuousSR replaces the preview in the same view, and the label goes.
+        rendered = wait_rendered(session)
+        assert rendered["renderUrl"] == zoomed["renderUrl"].replace("method=bicubic", "method=sr")
+        shows_render(session, base, rendered)
+        assert np.abs(server_png(base, rendered["renderUrl"]) - server_png(base, zoomed["renderUrl"])).mean() > 1
+        assert not session.find_element("id", "preview").is_displayed()
+        assert session.find_element("id", "download-view").is_enabled()
+        assert image.name in session.find_element("id", "name").get_attribute("title")
+
+        # The header is one line at 1280 px: no control starts below another's bottom edge.
+        boxes = session.execute_script("return [...document.querySelectorAll('header > *')]"
+                                       ".map((e) => e.getBoundingClientRect()).map((r) => [r.top, r.bottom]);")
+        assert max(top for top, _ in boxes) < min(bottom for _, bottom in boxes)
+        session.save_screenshot(str(tmp_path / "viewer.png"))
+        assert Image.open(tmp_path / "viewer.png").size == DESKTOP
+
+        # Nothing the page asked for failed (the favicon included) and no script error.
+        assert [entry for entry in session.get_log("browser") if entry["level"] == "SEVERE"] == []
