@@ -23,8 +23,8 @@ from scripts.viewer_screenshot import find_browser, headless_chromium, open_imag
 
 pytest.importorskip("selenium")
 uvicorn = pytest.importorskip("uvicorn")
+from test_viewer import settings  # noqa: E402  (skips this file too where the viewer's web stack is missing)
 import viewer  # noqa: E402
-from test_viewer import settings  # noqa: E402
 
 BROWSER = find_browser()
 pytestmark = [pytest.mark.slow,
@@ -113,15 +113,12 @@ def test_upload_zoom_pan_and_compare_in_a_browser(tmp_path, tiny_checkpoint):
         zoomed = wait_rendered(session, not_url=before["renderUrl"])
         zoom = float(zoomed["zoom"].lstrip("x"))
         assert zoom > 3 * float(before["zoom"].lstrip("x"))  # eight notches of the wheel
-        x, y, width, height = integers(zoomed)
-        assert (x, y, width, height) == (0, 0, *canvas)
+        assert integers(zoomed) == (0, 0, *canvas)
         window = window_of(zoomed["renderUrl"])
         assert (window["out_width"], window["out_height"]) == tuple(canvas)
         assert window["out_width"] / window["width"] == pytest.approx(zoom * ratio, rel=0.01)  # the label rounds
         # What the canvas shows is the server's render of that window, pixel for pixel.
-        rendered = server_png(base, zoomed["renderUrl"])
-        assert rendered.shape == (height, width, 3)
-        assert np.abs(canvas_pixels(session, x, y, width, height) - rendered).max() <= MAX_PIXEL_DIFFERENCE
+        shows_render(session, base, zoomed)
 
         # Drag to pan: the next view's window moves the other way by the drag / zoom.
         canvas_element = session.find_element("id", "canvas")
