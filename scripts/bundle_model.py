@@ -2,7 +2,7 @@
 vs the model on the test split, and a model card.
 
     python scripts/bundle_model.py --checkpoint save/bundled/best.pth --test data/photos/test \\
-        --out weights/continuoussr-edsr-baseline.pth --note "trained on one H100, 2026-..., 25 min"
+        --out weights/continuoussr-edsr-baseline.pth --note "one NVIDIA H100, 25 min"
     python scripts/bundle_model.py --rescore weights/continuoussr-edsr-baseline.pth --test data/photos/test
 
 Steps: (1) the checkpoint's model and its fp16 round trips (STORAGES: all weights, then all but the encoder's)
@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                                       "(default: the folder val/ beside --test)")
     parser.add_argument("--out", help="the weights file to write (.pth; with --checkpoint); the card goes beside it")
     parser.add_argument("--scales", default=",".join(map(str, DEFAULT_SCALES)), help="comma-separated scales")
-    parser.add_argument("--note", default="", help="a line for the card: device, wall time, date of the training")
+    parser.add_argument("--note", default="", help="the run's hardware and wall time, for the card's history "
+                                                    "(e.g. 'one NVIDIA H100, 25 min')")
     parser.add_argument("--fine-tuned-from", default="", metavar="TEXT",
                         help="the card's words for the checkpoint the run started from (its init_from; default: "
                              "its path within the repository, else 'a checkpoint kept outside the repository')")

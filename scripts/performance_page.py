@@ -198,7 +198,7 @@ INTRO = """# Performance
 Measured figures, each table from one JSON file under `benchmarks/` (its device and date below it). This page is
 written by `scripts/performance_page.py`; to add a measurement, run the benchmark script, which writes the JSON,
 then the page script. How to measure on a GPU: [GPU.md](GPU.md). The CPU figures are from 2-core x86-64 virtual
-machines that other work shared at times: compare ratios within one table, not absolute times across tables.
+machines that were not always idle: compare ratios within one table, not absolute times across tables.
 
 Regenerate: `.venv/bin/python scripts/performance_page.py`."""
 
