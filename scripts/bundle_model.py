@@ -2,7 +2,7 @@
 vs the model on the test split, and a model card.
 
     python scripts/bundle_model.py --checkpoint save/bundled/best.pth --test data/photos/test \\
-        --out weights/continuoussr-edsr-baseline.pth --note "trained on one H100, 2026-..., 25 min"
+        --out weights/continuoussr-edsr-baseline.pth --note "one NVIDIA H100, 25 min"
     python scripts/bundle_model.py --rescore weights/continuoussr-edsr-baseline.pth --test data/photos/test
 
 Steps: (1) the checkpoint's model and its fp16 round trips (STORAGES: all weights, then all but the encoder's)
@@ -12,7 +12,10 @@ split). (2) Bicubic (MATLAB-compatible, 8-bit) and the
 model are scored with the benchmark protocol: LR made on the fly (PIL bicubic of the uint8 HR, HR cropped to the
 LR grid), PSNR on the luma, shave = ceil(scale). (3)
 The weights file (the official format, model only), MODEL_CARD.md and a JSON of the numbers are written beside
-each other, atomically. The splits' MANIFEST.json (scripts/prepare_photos.py) names the data. `--rescore`
+each other, atomically. The JSON keeps the model's training history, one row per run (its start point, steps,
+recipe, --note's hardware and wall time, date, and the val x4 PSNR that chose it); bundling a fine-tune of the
+bundled model appends its row to the history of the weights it replaces, and the card shows the whole table.
+The splits' MANIFEST.json (scripts/prepare_photos.py) names the data. `--rescore`
 re-measures an already bundled model's table on the test split (step 2 only), leaving its weights as they are.
 """
 from __future__ import annotations
@@ -32,7 +35,7 @@ from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, EXIT_USAGE, REPOSITORY,
                    repository_path, resolve_device)
 
 DEFAULT_SCALES = (2, 3, 4, 6, 8)
-# fp16 weights are kept only if they move no scale's mean PSNR by this much (the issue's bound).
+# fp16 weights are kept only if they move no scale's mean PSNR by this much (dB): storage must not change scores.
 MAX_FP16_PSNR_CHANGE = 0.01
 # The fp16 storages tried in order, smallest first: (name, key prefixes kept in fp32). fp16's rounding error is
 # spread evenly over the weights; the encoder holds about a quarter of them and half of that error.
@@ -99,28 +102,61 @@ def init_source(init_from: str, described: str = "") -> str:
     return repository_path(REPOSITORY / path) or f"a checkpoint kept outside the repository ({path.name})"
 
 
-def model_card(payload: dict, ckpt: dict, table: dict, dtype: str, changes: dict[str, float],
-               manifest: list | None, note: str, weights: Path, fine_tuned_from: str = "") -> str:
-    config = ckpt.get("config") or {}
+def recipe_summary(config: dict) -> str:
+    """A training config in a few words: crop, batch, scales, optimizer and lr, schedule, bf16."""
     wrapper = (config.get("train_dataset") or {}).get("wrapper", {}).get("args", {})
     optimizer = config.get("optimizer") or {}
+    batch = (config.get("train_dataset") or {}).get("batch_size", "?")
+    return (f"crops {wrapper.get('inp_size', '?')}, batch {batch}, "
+            f"s ~ U({wrapper.get('scale_min', '?')}, {wrapper.get('scale_max', '?')}), "
+            f"{optimizer.get('name', '?')} lr {(optimizer.get('args') or {}).get('lr', '?')}, "
+            f"{(config.get('lr_scheduler') or {}).get('name', 'constant lr')}"
+            f"{', bf16 autocast' if config.get('bf16') else ''}")
+
+
+def history_row(ckpt: dict, run: int, note: str, fine_tuned_from: str = "") -> dict:
+    """The history's row for the run that wrote `ckpt`: `run` is its number, `note` its hardware and wall time."""
+    config = ckpt.get("config") or {}
+    start = init_source(config["init_from"], fine_tuned_from) if config.get("init_from") else "random weights"
+    return {"run": run, "start": start, "steps": ckpt.get("step"), "recipe": recipe_summary(config),
+            "hardware": note, "date": datetime.date.today().isoformat(), "val_x4": ckpt.get("best_psnr")}
+
+
+def history_section(history: list[dict]) -> list[str]:
+    """The card's table of the runs that made the model, first to last."""
+    if not history:
+        return []
+    lines = ["", "## Training history", "",
+             "Each run starts from the one above it; val x4 is the validation split's RGB PSNR (dB) of the checkpoint "
+             "the run kept, as train.py logs it.", "",
+             "| run | start point | steps | recipe | hardware, wall time | date | val x4 |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in history:
+        steps = f"{row['steps']:,}" if isinstance(row.get("steps"), int) else "?"
+        val = f"{row['val_x4']:.2f}" if isinstance(row.get("val_x4"), float) else "?"
+        lines.append(f"| {row['run']} | {row['start']} | {steps} | {row['recipe']} | {row['hardware']} | "
+                     f"{row['date']} | {val} |")
+    return lines
+
+
+def model_card(payload: dict, ckpt: dict, table: dict, dtype: str, changes: dict[str, float],
+               manifest: list | None, note: str, weights: Path, fine_tuned_from: str = "",
+               history: list[dict] | None = None) -> str:
+    config = ckpt.get("config") or {}
     lines = [f"# {weights.name}", "",
              f"ContinuousSR `{payload['name']}` with the `{payload['args']['encoder_spec']['name']}` encoder "
              f"({sum(v.numel() for v in payload['sd'].values() if v.is_floating_point()):,} weights, stored in "
              f"`{dtype}`; on the validation split, the largest change of a scale's mean PSNR: "
              + "; ".join(f"`{name}` {change:.4f} dB" for name, change in changes.items()) + ").", "",
              "## Training", "",
-             f"- epochs {ckpt.get('epoch', '?')}, steps {ckpt.get('step', '?')}; crops {wrapper.get('inp_size', '?')}, "
-             f"s ~ U({wrapper.get('scale_min', '?')}, {wrapper.get('scale_max', '?')}), batch "
-             f"{(config.get('train_dataset') or {}).get('batch_size', '?')}, L1, "
-             f"{optimizer.get('name', '?')} lr {(optimizer.get('args') or {}).get('lr', '?')}, "
-             f"{(config.get('lr_scheduler') or {}).get('name', 'constant lr')}"
-             f"{', bf16 autocast' if config.get('bf16') else ''}"]
+             f"- the last run: epochs {ckpt.get('epoch', '?')}, steps {ckpt.get('step', '?')}; "
+             f"{recipe_summary(config)}, L1"]
     if config.get("init_from"):
         lines.append(f"- fine-tuned from {init_source(config['init_from'], fine_tuned_from)}: the epochs, steps and "
                      "lr above are this run's, on top of that model's own training")
-    if note:
+    if note and not history:
         lines.append(f"- {note}")
+    lines += history_section(history or [])
     if manifest:
         lines += ["", "## Data", "", "| file | split | source | licence |", "| --- | --- | --- | --- |"]
         lines += [f"| {m['file']} | {m['split']} | {m['package']}: {m['id']} | {m['licence']} |" for m in manifest]
@@ -149,13 +185,24 @@ def read_manifest(test: Path) -> list | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def write_record(weights: Path, table: dict, dtype: str, changes: dict[str, float] | None) -> None:
-    """The JSON of the card's numbers, beside the weights (`changes`: val PSNR change of each storage tried)."""
+def write_record(weights: Path, table: dict, dtype: str, changes: dict[str, float] | None,
+                 history: list[dict] | None) -> None:
+    """The JSON of the card's numbers, beside the weights (`changes`: val PSNR change of each storage tried;
+    `history`: the runs that made the model)."""
     psnr = {row: {f"{s:g}": value for s, value in by_scale.items()} for row, by_scale in table.items()}
     record = {"weights": weights.name, "date": datetime.date.today().isoformat(), "table_split": "test",
-              "dtype": dtype, "psnr_changes": changes, "psnr": psnr}
+              "dtype": dtype, "psnr_changes": changes, "psnr": psnr, "history": history or []}
     with atomic_path(weights.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def previous_history(out: Path, ckpt: dict) -> list[dict]:
+    """The history the new run continues: that of the weights at `out` when the run started from them, else none."""
+    init_from = (ckpt.get("config") or {}).get("init_from")
+    record = out.with_suffix(".json")
+    if not init_from or not record.is_file() or (REPOSITORY / init_from).resolve() != out.resolve():
+        return []
+    return list(json.loads(record.read_text()).get("history") or [])
 
 
 def rescore(weights: Path, test: Path, scales: list[float], device: torch.device) -> dict:
@@ -170,7 +217,7 @@ def rescore(weights: Path, test: Path, scales: list[float], device: torch.device
         tmp.write_text(card[:cut].rstrip("\n") + "\n" + table_section(table, photographs))
     old_record = weights.with_suffix(".json")
     old = json.loads(old_record.read_text()) if old_record.is_file() else {}
-    write_record(weights, table, old.get("dtype", "?"), old.get("psnr_changes"))
+    write_record(weights, table, old.get("dtype", "?"), old.get("psnr_changes"), old.get("history"))
     return table
 
 
@@ -190,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                                       "(default: the folder val/ beside --test)")
     parser.add_argument("--out", help="the weights file to write (.pth; with --checkpoint); the card goes beside it")
     parser.add_argument("--scales", default=",".join(map(str, DEFAULT_SCALES)), help="comma-separated scales")
-    parser.add_argument("--note", default="", help="a line for the card: device, wall time, date of the training")
+    parser.add_argument("--note", default="", help="the run's hardware and wall time, for the card's history "
+                                                    "(e.g. 'one NVIDIA H100, 25 min')")
     parser.add_argument("--fine-tuned-from", default="", metavar="TEXT",
                         help="the card's words for the checkpoint the run started from (its init_from; default: "
                              "its path within the repository, else 'a checkpoint kept outside the repository')")
@@ -225,10 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         torch.save({"model": stored}, f)
     manifest = read_manifest(test)
-    card = model_card(payload, ckpt, table, dtype, changes, manifest, args.note, out, args.fine_tuned_from)
+    history = previous_history(out, ckpt)
+    history.append(history_row(ckpt, len(history) + 1, args.note, args.fine_tuned_from))
+    card = model_card(payload, ckpt, table, dtype, changes, manifest, args.note, out, args.fine_tuned_from, history)
     with atomic_path(out.parent / "MODEL_CARD.md") as tmp:
         tmp.write_text(card)
-    write_record(out, table, dtype, changes)
+    write_record(out, table, dtype, changes, history)
     print(card)
     print(f"wrote {out} ({out.stat().st_size / 2 ** 20:.1f} MiB, {dtype}); gain at x{HEADLINE_SCALE}: "
           f"{headline_gain(table):+.2f} dB")

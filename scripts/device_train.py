@@ -1,8 +1,8 @@
-"""Train the bundled model on a lent GPU in one time-boxed command, and bring the weights back.
+"""Train the bundled model on a GPU machine in one time-boxed command, and export small weights to bring back.
 
     python scripts/pack_device_data.py --photos data/photos --out data/device     # here, once (~43 MiB)
-    # on the GPU machine, carrying data/device (run with timeout_s a minute above --minutes):
-    python scripts/device_train.py --data data/device --minutes 7 --out "$OUT"
+    # on the GPU machine, with data/device copied there (give the job a minute more than --minutes):
+    python scripts/device_train.py --data data/device --minutes 7 --out device-train
     python scripts/device_train.py --cpu-smoke --data DIR --out DIR               # the same steps, toy sizes (CI)
 
 What it does, all within --minutes of wall time:
@@ -13,12 +13,12 @@ What it does, all within --minutes of wall time:
 2. Train: train.py with the bundled recipe (configs/train/bundled-edsr-baseline.yaml, from the bundled weights)
    at the paper's crop and batch, bf16 autocast (DEVICE_OVERRIDES; the recipe's CPU steps are fp32), a warm-up,
    and --time-limit as the backstop.
-3. Export into --out, within what comes back from such a machine (at most 8 files of 16 MiB): best.pth and
+3. Export into --out, small enough to copy back quickly (at most 8 files of 16 MiB): best.pth and
    last.pth as official checkpoints without the optimizer, weights in fp16 (11 MiB; the bundled weights are
    fp16 too), with the run's epoch, step and config for scripts/bundle_model.py's card; log.txt; config.yaml;
    device_train.json (machine, plan, measured rate, exit status, the validation curve).
 Back here: score best.pth on val at every scale, then `scripts/bundle_model.py --checkpoint best.pth --test
-data/photos/test` (the test split is never carried there). Exit status: 0 when training ended well (the time
+data/photos/test` (the test split never leaves this machine). Exit status: 0 when training ended well (the time
 limit included), 1 when timing or training failed (what a failed training left is exported all the same), 2 on
 bad options.
 """
@@ -180,8 +180,7 @@ def device_name(device: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="data/device", help="the pack: train/ and val/ (pack_device_data.py)")
-    parser.add_argument("--out", required=True, help="where the weights, log and record go (on a lent machine: "
-                                                     "$OUT)")
+    parser.add_argument("--out", required=True, help="where the weights, log and record go")
     parser.add_argument("--minutes", type=float, default=7.0, help="wall time of the whole command")
     parser.add_argument("--run", default="save/device-bundled",
                         help="the training run's folder; resumed when it holds last.pth")

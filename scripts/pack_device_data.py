@@ -1,9 +1,8 @@
-"""Pack the bundled model's train and val photographs small enough to travel to a lent GPU machine.
+"""Pack the bundled model's train and val photographs small, to copy them to a remote GPU machine.
 
     python scripts/pack_device_data.py --photos data/photos --out data/device
 
-A lent machine receives the working tree and the carried paths, 64 MiB in all (the tracked tree takes ~13 MiB),
-and the photographs as PNG are ~100 MB. So: train as JPEG at quality JPEG_QUALITY with full-resolution chroma
+The photographs as PNG are ~100 MB; packed, ~43 MiB. Train as JPEG at quality JPEG_QUALITY with full-resolution chroma
 (4:4:4), ~40 % of the PNG size, each image within ~46 dB PSNR of its PNG (the pack's PACK.json lists every
 file's PSNR; training pairs stay exact, since the LR is made from the decoded HR); val as lossless WebP, so that
 validation there scores the very pixels it scores here. The test split is never packed: it is scored here only.
@@ -31,7 +30,7 @@ from inference.image_io import MAX_8BIT, is_image_file  # noqa: E402
 from utils import EXIT_OK, EXIT_USAGE, UsageError  # noqa: E402
 
 JPEG_QUALITY = 98
-# What may travel besides the tracked tree: 64 MiB in all, less ~13 MiB of repository and some room for growth.
+# The default bound on the pack (MiB): today's train and val splits take ~43 MiB.
 DEFAULT_MAX_MIB = 46.0
 PACK_NAME = "PACK.json"
 SPLITS = {"train": "jpeg", "val": "webp-lossless"}

@@ -26,7 +26,7 @@ every source surveyed and why some were left out.
 
 Three splits, fixed by name (two photographs of one scene always share a split):
 - train: what the model learns from;
-- val: chooses best.pth and every recipe choice (it held the first bundled model's "held-out" photographs);
+- val: chooses best.pth and every recipe choice;
 - test: reported on the model card and in the README, used for nothing else; only photographs that no earlier
   model, recipe or checkpoint choice has seen.
 Each image is converted to RGB and, when its long side exceeds --max-side (default 1024), downscaled with a

@@ -18,9 +18,8 @@ if not torch.cuda.is_available():
 
 from gaussian import make_dgp_dictionary
 
-# A copy of ../shared/reference/official_state_dict_layout.json, so that a clone alone runs every test.
+# The official code's state-dict layout for each named spec: keys, shapes and parameter counts (tests/data/).
 REFERENCE_LAYOUT = Path(__file__).resolve().parent / "data" / "official_state_dict_layout.json"
-SHARED_LAYOUT = Path(__file__).resolve().parents[2] / "shared" / "reference" / REFERENCE_LAYOUT.name
 
 
 def lattice_field(batch: int, h: int, w: int, scale_h: float, scale_w: float, seed: int = 0,

@@ -182,3 +182,22 @@ def test_weights_stored_partly_in_fp16_load_as_fp32(tiny_checkpoint):
     with torch.no_grad():
         assert torch.allclose(loaded(inp, torch.tensor([[2.0, 2.0]])), original(inp, torch.tensor([[2.0, 2.0]])),
                               atol=1e-2)
+
+
+def test_the_history_grows_by_one_row_when_the_bundled_model_is_fine_tuned(tmp_path):
+    """A run whose init_from is the weights being replaced continues their history; any other run starts anew."""
+    from scripts.bundle_model import history_row, history_section, previous_history, write_record
+
+    out = tmp_path / "weights" / "bundled.pth"
+    out.parent.mkdir()
+    first = history_row({"step": 100, "best_psnr": 28.5, "config": {}}, 1, "one CPU, 1 h")
+    write_record(out, {"model": {4.0: 30.0}, "bicubic": {4.0: 29.0}}, "fp16", None, [first])
+    fine_tune = {"step": 50, "best_psnr": 28.75, "config": {"init_from": str(out)}}
+    history = previous_history(out, fine_tune)
+    history.append(history_row(fine_tune, len(history) + 1, "one GPU, 5 min"))
+    assert [row["run"] for row in history] == [1, 2] and history[0]["start"] == "random weights"
+    assert previous_history(out, {"config": {"init_from": str(tmp_path / "other.pth")}}) == []
+    assert previous_history(out, {"config": {}}) == []
+    rows = [line for line in history_section(history) if line.startswith("| 1 ") or line.startswith("| 2 ")]
+    assert len(rows) == 2 and "| 100 |" in rows[0] and "| 28.50 |" in rows[0] and "| 28.75 |" in rows[1]
+    assert "one GPU, 5 min" in rows[1]

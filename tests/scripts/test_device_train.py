@@ -1,4 +1,4 @@
-"""scripts/device_train.py and scripts/pack_device_data.py: the bundled model's training on a lent GPU."""
+"""scripts/device_train.py and scripts/pack_device_data.py: the bundled model's training on a GPU machine."""
 from __future__ import annotations
 
 import importlib.util
@@ -19,7 +19,7 @@ from conftest import random_rgb, write_rgb
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
-# What comes back from a lent machine: at most 8 files of 16 MiB each.
+# The export's bound (device_train.py's docstring): at most 8 files of 16 MiB each, quick to copy back.
 MAX_FILES, MAX_FILE_BYTES = 8, 16 * 2 ** 20
 
 
@@ -157,7 +157,7 @@ def test_cpu_smoke_trains_exports_and_resumes_without_tensorboardx(photos, tmp_p
     assert last["config"]["warmup_steps"] == first["plan"]["warmup_steps"]
 
 
-def test_pack_keeps_val_exact_train_close_and_refuses_what_would_not_travel(photos, tmp_path, capsys):
+def test_pack_keeps_val_exact_train_close_and_refuses_a_pack_over_its_bound(photos, tmp_path, capsys):
     out = tmp_path / "pack"
     assert pack_device_data.main(["--photos", str(photos), "--out", str(out)]) == 0
     summary = json.loads((out / pack_device_data.PACK_NAME).read_text())
