@@ -12,25 +12,24 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from inference.image_io import IMAGE_SUFFIXES, MAX_8BIT, ImageError, image_size, is_image_file, read_image
 
+from . import decoded_cache
+from .errors import DatasetError
 from .registry import register
 
-CACHE_MODES = ("none", "in_memory")
+CACHE_MODES = ("none", "in_memory", "mmap")
 # How many offending file names an error message lists.
 NAMES_SHOWN = 5
 # Scale suffixes of LR file names in benchmark packages: `babyx4`, `baby_x4`, `baby_LR_x4`, `baby-x2.5`.
 SCALE_SUFFIX = re.compile(r"(?:[_-]?LR)?[_-]?[xX]\d+(?:\.\d+)?$")
 
 T = TypeVar("T")
-
-
-class DatasetError(ValueError):
-    """A data set that cannot be used as configured; the message is one line for the user."""
 
 
 class UnreadableImageWarning(UserWarning):
@@ -81,27 +80,37 @@ def first_readable(read: Callable[[int], T], count: int, start: int) -> T:
 
 
 class ImageFiles:
-    """Image files read by position as float32 (3, H, W) in [0, 1], optionally cached in memory.
+    """Image files read by position, optionally cached: `in_memory` decodes them all at construction, in this
+    process; `mmap` maps the decoded cache file that every process shares (datasets/decoded_cache.py), built
+    first if it is missing or stale.
 
-    The in-memory cache holds 8-bit images as uint8 (a quarter of the memory) and others as float32; both give
-    back exactly the tensor `read_image` gives. A file that fails once is remembered and fails fast afterwards.
+    Cached 8-bit images are held as uint8 (a quarter of float32's memory), others as float32. `read` gives
+    exactly the tensor `read_image` gives; `read_crop` a region in its stored type, so that a sample converts
+    only the pixels it uses. A file that fails once is remembered and fails fast afterwards.
     """
 
-    def __init__(self, files: Sequence[Path], sizes: Sequence[tuple[int, int]], cache: str = "none"):
-        if cache not in CACHE_MODES:
-            raise DatasetError(f"unknown cache mode {cache!r} (use one of {', '.join(CACHE_MODES)})")
+    def __init__(self, files: Sequence[Path], sizes: Sequence[tuple[int, int]], cache: str = "none",
+                 cache_file: Path | None = None, root: Path | None = None):
+        check_cache(cache, None)
         self.files = list(files)
         self.sizes = list(sizes)
         self.cache = cache
         self._failed: dict[int, str] = {}
         self._cached: list[torch.Tensor | None] = []
+        self._decoded: decoded_cache.DecodedCache | None = None
         if cache == "in_memory":
             for position in tqdm(range(len(self.files)), desc="caching images", unit="img", leave=False):
                 try:
-                    self._cached.append(self._compact(self._read_file(position)))
+                    self._cached.append(decoded_cache.compact(self._read_file(position)))
                 except ImageError as exc:
                     warn_skipped(str(exc))
                     self._cached.append(None)
+        elif cache == "mmap":
+            if cache_file is None or root is None:
+                raise DatasetError("cache: mmap needs the cache file's path and the images' root folder")
+            self._decoded = decoded_cache.open_or_build(cache_file, root, self.files, self.sizes)
+            for problem in self._decoded.errors():
+                warn_skipped(problem)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -115,19 +124,53 @@ class ImageFiles:
             self._failed[position] = str(exc)
             raise
 
-    @staticmethod
-    def _compact(image: torch.Tensor) -> torch.Tensor:
-        as_uint8 = (image * MAX_8BIT).round().to(torch.uint8)
-        return as_uint8 if torch.equal(as_uint8.float() / MAX_8BIT, image) else image
+    def read_crop(self, position: int, top: int, left: int, height: int, width: int) -> torch.Tensor:
+        """The (3, height, width) region of image `position` at (top, left): uint8 where the image is 8-bit
+        and cached (pixel k of `read`'s k/255), float32 in [0, 1] otherwise; raises `ImageError` if the image
+        cannot be read. Only the region is copied out of a cache."""
+        rows, columns = slice(top, top + height), slice(left, left + width)
+        if self._decoded is not None:
+            stored = self._decoded.pixels(position)
+            if stored.dtype == np.uint8:  # (H, W, 3)
+                return torch.from_numpy(stored[rows, columns].copy()).permute(2, 0, 1)
+            return torch.from_numpy(stored[:, rows, columns].copy())
+        if self.cache == "in_memory":
+            stored = self._cached[position]
+            if stored is None:
+                raise ImageError(self._failed.get(position, f"cannot read {self.files[position]}"))
+            return stored[:, rows, columns]
+        return self._read_file(position)[:, rows, columns]
 
     def read(self, position: int) -> torch.Tensor:
-        """The image at `position`; raises `ImageError` if it cannot be read."""
-        if self.cache != "in_memory":
+        """The image at `position`, float32 (3, H, W) in [0, 1]; raises `ImageError` if it cannot be read."""
+        if self.cache == "none":
             return self._read_file(position)
-        stored = self._cached[position]
-        if stored is None:
-            raise ImageError(self._failed.get(position, f"cannot read {self.files[position]}"))
-        return stored.float() / MAX_8BIT if stored.dtype == torch.uint8 else stored
+        return to_float(self.read_crop(position, 0, 0, *self.sizes[position]))
+
+
+def to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) pixels as a contiguous float32 tensor in [0, 1]: uint8 k becomes k/255, as `read_image` does."""
+    if pixels.dtype == torch.uint8:
+        return pixels.contiguous().float().div_(MAX_8BIT)
+    return pixels.contiguous()
+
+
+def check_cache(cache: object, cache_dir: object) -> None:
+    """One-line errors for a `cache` mode that does not exist and a `cache_dir` that would not be used."""
+    if not isinstance(cache, str) or cache not in CACHE_MODES:
+        raise DatasetError(f"unknown cache mode {cache!r} (use one of {', '.join(CACHE_MODES)})")
+    if cache_dir is not None:
+        if not isinstance(cache_dir, str) or not cache_dir:
+            raise DatasetError(f"cache_dir must be a folder or null, got {cache_dir!r}")
+        if cache != "mmap":
+            raise DatasetError(f"cache_dir is used only with cache: mmap (cache is {cache!r})")
+
+
+def cached_files(root: Path, files: Sequence[Path], sizes: Sequence[tuple[int, int]], cache: str,
+                 first_k: int | None, cache_dir: str | None) -> ImageFiles:
+    """`ImageFiles` of a folder's files, with the decoded cache's path for `cache: mmap`."""
+    cache_file = decoded_cache.cache_path(root, first_k, cache_dir) if cache == "mmap" else None
+    return ImageFiles(files, sizes, cache, cache_file, root)
 
 
 def readable_files(root_path: str | Path) -> tuple[list[Path], list[tuple[int, int]]]:
@@ -155,14 +198,18 @@ class ImageFolder(Dataset):
     """The images of a folder (recursive, sorted), each a float32 (3, H, W) tensor in [0, 1].
 
     `first_k` keeps the first k readable images; `repeat` repeats the list (LIIF's way of making an epoch
-    longer than the folder); `cache='in_memory'` decodes every image once, at construction.
+    longer than the folder). `cache`: `none` decodes the file at every read; `in_memory` decodes every image
+    once, at construction, into this process's memory; `mmap` maps the decoded cache file every process shares
+    (built on first use, rebuilt when the files change), kept beside the images or in `cache_dir`.
     """
 
-    def __init__(self, root_path: str, first_k: int | None = None, repeat: int = 1, cache: str = "none"):
+    def __init__(self, root_path: str, first_k: int | None = None, repeat: int = 1, cache: str = "none",
+                 cache_dir: str | None = None):
         check_repeat(first_k, repeat)
+        check_cache(cache, cache_dir)
         files, sizes = readable_files(root_path)
         self.root_path = Path(root_path)
-        self.images = ImageFiles(files[:first_k], sizes[:first_k], cache)
+        self.images = cached_files(self.root_path, files[:first_k], sizes[:first_k], cache, first_k, cache_dir)
         self.repeat = repeat
 
     @property
@@ -180,6 +227,10 @@ class ImageFolder(Dataset):
     def read(self, index: int) -> torch.Tensor:
         """Item `index`; raises `ImageError` if its file cannot be read (wrappers choose how to skip)."""
         return self.images.read(index % len(self.images))
+
+    def read_crop(self, index: int, top: int, left: int, height: int, width: int) -> torch.Tensor:
+        """A region of item `index` in its stored type (`ImageFiles.read_crop`): what a crop needs, nothing more."""
+        return self.images.read_crop(index % len(self.images), top, left, height, width)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return first_readable(self.read, len(self), index)
@@ -236,14 +287,17 @@ class PairedImageFolders(Dataset):
     """
 
     def __init__(self, root_path_1: str, root_path_2: str, first_k: int | None = None, repeat: int = 1,
-                 cache: str = "none"):
+                 cache: str = "none", cache_dir: str | None = None):
         check_repeat(first_k, repeat)
+        check_cache(cache, cache_dir)
         root_1, root_2 = Path(root_path_1), Path(root_path_2)
         files_1, sizes_1 = readable_files(root_1)
         files_2, sizes_2 = readable_files(root_2)
         pairs = match_files(root_1, files_1, root_2, files_2)[:first_k]
-        self.images_1 = ImageFiles([files_1[i] for i, _ in pairs], [sizes_1[i] for i, _ in pairs], cache)
-        self.images_2 = ImageFiles([files_2[j] for _, j in pairs], [sizes_2[j] for _, j in pairs], cache)
+        self.images_1 = cached_files(root_1, [files_1[i] for i, _ in pairs], [sizes_1[i] for i, _ in pairs], cache,
+                                     first_k, cache_dir)
+        self.images_2 = cached_files(root_2, [files_2[j] for _, j in pairs], [sizes_2[j] for _, j in pairs], cache,
+                                     first_k, cache_dir)
         self.repeat = repeat
 
     @property

@@ -7,18 +7,27 @@ Splitting the backward at the field gives the same gradients as one backward cal
 (render + render_bwd) / step. On CUDA phases are timed with CUDA events, on the CPU with perf_counter.
 
 Without --path, batches are synthetic (random LR/HR tensors of the recipe's shapes: one scale s ~ U(scale_min,
-scale_max) per batch, LR floor(inp_size / s)), so the figures are the model's alone. The step is train.py's
-own: its model and optimizer built from the config (`train.built`, `train.make_optimizer`), its encode and
-render (`train.RenderAtTarget`: bf16 autocast on CUDA or the CPU when the config's `bf16` or --bf16 asks, the
-field and rasterizer float32). Prints a table and writes JSON (device, date, config, figures) under
-benchmarks/, atomically.
+scale_max) per batch, LR floor(inp_size / s)), so the figures are the model's alone; with it, `data` is the wait
+for train.py's own loader (`train.make_train_loader`), its share the share of a step spent waiting for data.
+The step is train.py's own: its model and optimizer built from the config (`train.built`,
+`train.make_optimizer`), its encode and render (`train.RenderAtTarget`: bf16 autocast on CUDA or the CPU when
+the config's `bf16` or --bf16 asks, the field and rasterizer float32).
+
+--data-only times the loader alone, with each number of worker processes in --workers: samples/s of the loader
+and per worker, the resident memory of every process (from /proc/PID/smaps_rollup and smaps: RSS, PSS, the
+pages shared with other processes, the private ones, and the decoded cache's mapped pixels, which the page cache
+holds once for all), and with --step-ms T the share of a step of T ms (the device's, slept here) spent waiting.
+
+Prints a table and writes JSON (device, date, load average, config, figures) under benchmarks/, atomically.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -34,7 +43,9 @@ import datasets  # noqa: E402
 import models  # noqa: E402
 import rasterizer  # noqa: E402
 import train  # noqa: E402
+from datasets.decoded_cache import SUFFIX as DECODED_SUFFIX  # noqa: E402
 from gaussian import GaussianField  # noqa: E402
+from training import distributed  # noqa: E402
 from training.config import ConfigError, apply_overrides, complete, load_yaml  # noqa: E402
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_USAGE, UsageError, atomic_path, repository_path,  # noqa: E402
                    resolve_device)
@@ -42,6 +53,9 @@ from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_USAGE, UsageError, atomic_p
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "train" / "edsr-baseline.yaml"
 PHASES = ("data", "encode", "render", "loss", "render_bwd", "encode_bwd", "optimizer")
+# --data-only's defaults: untimed batches first (the workers' start), then timed batches.
+DATA_WARMUP = 3
+DATA_BATCHES = 30
 
 
 class PhaseTimer:
@@ -94,19 +108,124 @@ def _synthetic(inp_size: int, scale_min: float, scale_max: float, batch: int, de
                "gt": torch.rand(batch, 3, inp_size, inp_size, generator=g).to(device)}
 
 
-def loader_batches(cfg: dict, batch: int, seed: int):
-    """Endless batches from the config's real training data (seeded, one scale per batch)."""
-    spec = cfg["train_dataset"]
-    dataset = datasets.make(spec["wrapper"], {"dataset": datasets.make(spec["dataset"])})
-    sampler = datasets.ScaleBatchSampler(torch.utils.data.RandomSampler(dataset), batch,
-                                         getattr(dataset, "scale_range", None), seed=seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=spec["num_workers"],
-                                         pin_memory=torch.cuda.is_available())
+def train_loader(cfg: dict, batch: int, workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+    """train.py's loader of the config's training data, as the one process of a run: `batch` samples a batch
+    (one scale per batch, seeded), `workers` loader processes."""
+    cfg = copy.deepcopy(cfg)
+    cfg["train_dataset"].update(batch_size=batch, num_workers=workers)
+    return train.make_train_loader(cfg, distributed.Context(rank=0, world_size=1, local_rank=0, device=device))
+
+
+def loader_batches(loader: torch.utils.data.DataLoader) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches of a train loader, epoch after epoch."""
     epoch = 0
     while True:
-        sampler.set_epoch(epoch)
+        loader.batch_sampler.set_epoch(epoch)
         yield from loader
         epoch += 1
+
+
+# /proc/PID/smaps fields, in kB.
+SHARED_FIELDS = ("Shared_Clean", "Shared_Dirty")
+PRIVATE_FIELDS = ("Private_Clean", "Private_Dirty")
+KB_PER_MB = 1024
+
+
+def smaps_fields(lines: Iterator[str]) -> dict[str, int]:
+    fields: dict[str, int] = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
+            fields[parts[0][:-1]] = fields.get(parts[0][:-1], 0) + int(parts[1])
+    return fields
+
+
+def process_memory(pid: int) -> dict[str, float] | None:
+    """Resident memory of a process in MB: rss, pss, shared, private (smaps_rollup), the decoded cache's pixels
+    mapped (cache_rss, cache_private: pages only this process maps so far), and `own`: private less the
+    cache's (page-cache pages any process mapping the file shares), i.e. what this process alone holds. None
+    where /proc cannot tell (not Linux, a process gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            total = smaps_fields(f)
+        cache_lines, in_cache = [], False
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split(maxsplit=5)
+                if head and not head[0].endswith(":"):  # a mapping's first line: address range ... [path]
+                    in_cache = len(head) == 6 and head[5].rstrip().endswith(DECODED_SUFFIX)
+                elif in_cache:
+                    cache_lines.append(line)
+    except OSError:
+        return None
+    cache = smaps_fields(iter(cache_lines))
+    private = sum(total.get(k, 0) for k in PRIVATE_FIELDS)
+    cache_private = sum(cache.get(k, 0) for k in PRIVATE_FIELDS)
+    kb = {"rss": total.get("Rss", 0), "pss": total.get("Pss", 0),
+          "shared": sum(total.get(k, 0) for k in SHARED_FIELDS), "private": private,
+          "cache_rss": cache.get("Rss", 0), "cache_private": cache_private, "own": private - cache_private}
+    return {key: value / KB_PER_MB for key, value in kb.items()}
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a loader's workers), from /proc; none where there is no /proc."""
+    children = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = entry.read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            children.append(int(entry.parent.name))
+    return sorted(children)
+
+
+def time_loader(loader: torch.utils.data.DataLoader, warmup: int, batches: int, step_s: float) -> dict:
+    """Samples/s of one epoch's iterator after `warmup` batches (worker start-up included there), the share of
+    the time spent waiting for batches while each batch is followed by a `step_s` "step", and the memory of
+    this process and of its workers (measured while they run)."""
+    iterator = iter(loader)
+    try:
+        for _ in range(warmup):
+            next(iterator)
+        waited, samples, start = 0.0, 0, time.perf_counter()
+        for _ in range(batches):
+            before = time.perf_counter()
+            samples += len(next(iterator)["gt"])
+            waited += time.perf_counter() - before
+            time.sleep(step_s)
+        elapsed = time.perf_counter() - start
+        workers = [process_memory(pid) for pid in child_pids(os.getpid())]
+        return {"samples_per_s": samples / elapsed, "wait_share": waited / elapsed,
+                "memory_mb": {"main": process_memory(os.getpid()), "workers": [m for m in workers if m]}}
+    finally:
+        del iterator  # stops the workers
+
+
+def data_only(cfg: dict, batch: int, worker_counts: list[int], warmup: int, batches: int,
+              step_ms: float | None) -> dict:
+    """The loader's figures for each number of workers (`time_loader`), pure throughput and, with `step_ms`,
+    against a step of that length."""
+    runs = []
+    for workers in worker_counts:
+        loader = train_loader(cfg, batch, workers, torch.device("cpu"))
+        if len(loader) < warmup + batches:
+            raise ConfigError(f"an epoch holds {len(loader)} batches of {batch}, fewer than the {warmup + batches} "
+                              "to time: raise train_dataset.dataset.args.repeat (--set) or lower --batches")
+        run = {"workers": workers, **time_loader(loader, warmup, batches, 0.0)}
+        run["samples_per_s_per_worker"] = run["samples_per_s"] / max(workers, 1)
+        del run["wait_share"]  # waiting is all a loop that does nothing else does
+        if step_ms is not None:
+            stepped = time_loader(loader, warmup, batches, step_ms / 1e3)
+            run["with_step"] = {"step_ms": step_ms, "samples_per_s": stepped["samples_per_s"],
+                                "wait_share": stepped["wait_share"]}
+        runs.append(run)
+        mem = [m["own"] for m in run["memory_mb"]["workers"]]
+        print(f"{workers} worker(s): {run['samples_per_s']:7.1f} samples/s ({run['samples_per_s_per_worker']:.1f} "
+              f"per worker)" + (f", own memory per worker {max(mem):.0f} MB" if mem else "")
+              + (f"; with a {step_ms:g} ms step: waiting {run['with_step']['wait_share']:.1%} of it"
+                 if step_ms is not None else ""), flush=True)
+    return {"runs": runs}
 
 
 def step(runner: train.RenderAtTarget, optimizer, batches, device, timer: PhaseTimer) -> None:
@@ -144,7 +263,24 @@ def device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
-def main() -> None:
+def worker_counts(text: str) -> list[int]:
+    """--workers: a comma-separated list of non-negative integers."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 0:
+        raise UsageError(f"--workers must be non-negative integers separated by commas, got {text!r}")
+    return counts
+
+
+def positive(value: float | None, flag: str) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{flag} must be a positive number, got {value:g}")
+    return value
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="training config (default: EDSR-baseline)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE")
@@ -155,28 +291,75 @@ def main() -> None:
     parser.add_argument("--backend", help="rasterizer backend (default: the config's rasterizer_backend)")
     parser.add_argument("--bf16", action="store_true",
                         help="bf16 autocast of the encoder and head, as train.py (default: the config's bf16)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 50 on CUDA, 5 on CPU)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 CUDA, 1 CPU)")
-    parser.add_argument("--out", help="JSON path (default: benchmarks/train-<device>-<date>.json)")
-    args = parser.parse_args()
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"timed steps (default: 50 on CUDA, 5 on CPU; --data-only: batches, {DATA_BATCHES})")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help=f"untimed steps first (default: 5 CUDA, 1 CPU; --data-only: batches, {DATA_WARMUP})")
+    parser.add_argument("--data-only", action="store_true",
+                        help="time the loader alone: samples/s, memory per process, waiting (no model)")
+    parser.add_argument("--workers", default="1,2", help="--data-only: loader worker counts to time (default 1,2)")
+    parser.add_argument("--step-ms", type=float,
+                        help="--data-only: also time the loader against steps of this many ms (a device's step)")
+    parser.add_argument("--out", help="JSON path (default: benchmarks/train[-data]-<device>-<date>.json)")
+    return parser.parse_args()
+
+
+def write_result(result: dict, out: str | None, default_name: str) -> None:
+    path = Path(out) if out else Path("benchmarks") / f"{default_name}-{result['date']}.json"
+    with atomic_path(path) as tmp:  # never a half-written result
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+def recipe(cfg: dict, batch: int) -> dict:
+    """What the figures were measured on: the config's data and sample recipe."""
+    wrapper_args = cfg["train_dataset"]["wrapper"].get("args") or {}
+    return {"dataset": cfg["train_dataset"]["dataset"], "batch": batch, "inp_size": wrapper_args.get("inp_size"),
+            "scale_range": [wrapper_args.get("scale_min"), wrapper_args.get("scale_max")],
+            "augment": wrapper_args.get("augment", False)}
+
+
+def main() -> None:
+    args = parse_args()
     try:
         device = resolve_device(args.device)
         overrides = list(args.overrides) + ([f"train_dataset.dataset.args.root_path={json.dumps(args.path)}"]
                                             if args.path else [])
         cfg = complete(apply_overrides(load_yaml(args.config), overrides))
         batch = args.batch or cfg["train_dataset"]["batch_size"]
-        bf16 = args.bf16 or cfg["bf16"]
-        backend = rasterizer.resolve_backend(args.backend or cfg["rasterizer_backend"], device)
-        train.seed_everything(cfg["seed"])
-        model = train.built("model", models.make, cfg["model"]).to(device).train()
-        optimizer = train.built("optimizer", train.make_optimizer, cfg,
-                                [p for p in model.parameters() if p.requires_grad])
-        batches = loader_batches(cfg, batch, cfg["seed"]) if args.path else synthetic_batches(cfg, batch, device,
-                                                                                             cfg["seed"])
+        if batch < 1:
+            raise UsageError(f"--batch must be a positive integer, got {batch}")
+        if args.data_only:
+            counts, step_ms = worker_counts(args.workers), positive(args.step_ms, "--step-ms")
+            warmup, steps = (DATA_WARMUP if args.warmup is None else args.warmup), args.steps or DATA_BATCHES
+            load_before = os.getloadavg()
+            figures = data_only(cfg, batch, counts, warmup, steps, step_ms)
+        else:
+            bf16 = args.bf16 or cfg["bf16"]
+            backend = rasterizer.resolve_backend(args.backend or cfg["rasterizer_backend"], device)
+            train.seed_everything(cfg["seed"])
+            model = train.built("model", models.make, cfg["model"]).to(device).train()
+            optimizer = train.built("optimizer", train.make_optimizer, cfg,
+                                    [p for p in model.parameters() if p.requires_grad])
+            batches = (loader_batches(train_loader(cfg, batch, cfg["train_dataset"]["num_workers"], device))
+                       if args.path else synthetic_batches(cfg, batch, device, cfg["seed"]))
     except (UsageError, ValueError, datasets.DatasetError, datasets.UnknownDatasetError,
             models.UnknownModelError) as exc:
         print(f"benchmark_train.py: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    if args.data_only:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        single = next((r for r in figures["runs"] if r["workers"] == 1), None)
+        result = {"mode": "data-only", "device": f"{platform.processor() or platform.machine()} CPU, {cores} cores",
+                  "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+                  "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                  "config": config_name(args.config), **recipe(cfg, batch), "warmup_batches": warmup,
+                  "timed_batches": steps, **figures,
+                  # one worker per core, each as fast as the single-worker run: an estimate, not a measurement
+                  "node_estimate": single and {"cores": cores,
+                                               "samples_per_s": cores * single["samples_per_s_per_worker"]}}
+        write_result(result, args.out, "train-data-cpu")
+        return
     runner = train.RenderAtTarget(model, bf16, backend)
     steps = args.steps or (50 if device.type == "cuda" else 5)
     warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
@@ -192,12 +375,9 @@ def main() -> None:
     medians = {phase: statistics.median(d[phase] for d in per_step) for phase in PHASES}
     mean_step = statistics.fmean(totals)
     shares = {phase: statistics.fmean(d[phase] for d in per_step) / mean_step for phase in PHASES}
-    wrapper_args = cfg["train_dataset"]["wrapper"].get("args") or {}
     result = {"device": device_name(device), "date": datetime.date.today().isoformat(), "torch": torch.__version__,
-              "config": config_name(args.config), "model": cfg["model"], "batch": batch,
-              "inp_size": wrapper_args.get("inp_size"),
-              "scale_range": [wrapper_args.get("scale_min"), wrapper_args.get("scale_max")],
-              "data": "real" if args.path else "synthetic", "backend": backend, "bf16": bf16,
+              "load_average": os.getloadavg(), "config": config_name(args.config), "model": cfg["model"],
+              **recipe(cfg, batch), "data": "real" if args.path else "synthetic", "backend": backend, "bf16": bf16,
               "steps": steps, "warmup": warmup, "iterations_per_s": 1e3 / mean_step,
               "step_ms_median": statistics.median(totals), "phase_ms_median": medians, "phase_share": shares,
               "render_share": shares["render"] + shares["render_bwd"]}
@@ -206,11 +386,9 @@ def main() -> None:
     for phase in PHASES:
         print(f"{phase:12s} {medians[phase]:10.1f} {shares[phase]:7.1%}")
     print(f"{'step':12s} {result['step_ms_median']:10.1f}   {result['iterations_per_s']:.2f} it/s, "
-          f"rasterizing {result['render_share']:.1%} of the step")
-    out = Path(args.out) if args.out else Path("benchmarks") / f"train-{device.type}-{result['date']}.json"
-    with atomic_path(out) as tmp:  # never a half-written result
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+          f"rasterizing {result['render_share']:.1%} of the step"
+          + (f", waiting for data {shares['data']:.1%}" if args.path else ""))
+    write_result(result, args.out, f"train-{device.type}")
 
 
 if __name__ == "__main__":
