@@ -44,6 +44,8 @@ SUFFIX = ".decoded"
 # Characters of the hex digest that tell caches of different folders (or first_k) apart in one cache_dir.
 KEY_LENGTH = 12
 RGB = 3
+# Errors of writing the cache that another folder (cache_dir) would avoid.
+WRITE_ERRORS = (errno.EACCES, errno.EROFS, errno.ENOSPC, errno.EEXIST, errno.ENOTDIR)
 
 
 def cache_path(root: Path, first_k: int | None, cache_dir: str | None) -> Path:
@@ -182,7 +184,7 @@ def build(path: Path, root: Path, files: Sequence[Path], sizes: Sequence[tuple[i
         with atomic_path(path) as tmp, open(tmp, "wb") as out:
             out.write(bytes(PAGE))  # the preamble stays zero (not a cache) until the end
             images = []
-            for file in tqdm(files, desc=f"decoding into {path.name}", unit="img", leave=False):
+            for file in tqdm(files, desc=f"decoding into {path.name}", unit="img", leave=False, disable=None):
                 stat = file.stat()  # before decoding: a file changed meanwhile is stale at the next open
                 entry: dict[str, Any] = {"name": file.relative_to(root).as_posix(), "size": stat.st_size,
                                          "mtime_ns": stat.st_mtime_ns}
@@ -202,7 +204,7 @@ def build(path: Path, root: Path, files: Sequence[Path], sizes: Sequence[tuple[i
             out.seek(0)
             out.write(PREAMBLE.pack(MAGIC, offset, len(header)))
     except OSError as exc:
-        advice = " (set the dataset's cache_dir)" if exc.errno in (errno.EACCES, errno.EROFS, errno.ENOSPC) else ""
+        advice = " (set the dataset's cache_dir to a writable folder)" if exc.errno in WRITE_ERRORS else ""
         raise DatasetError(f"cannot write the decoded cache {path}: {exc.strerror or exc}{advice}") from None
 
 
@@ -219,7 +221,7 @@ def build_lock(path: Path) -> Iterator[None]:
         handle = open(lock, "a")
     except OSError as exc:
         raise DatasetError(f"cannot write the decoded cache's lock {lock}: {exc.strerror or exc} "
-                           "(set the dataset's cache_dir)") from None
+                           "(set the dataset's cache_dir to a writable folder)") from None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

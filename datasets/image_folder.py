@@ -97,7 +97,7 @@ class ImageFiles:
         self.cache = cache
         self._failed: dict[int, str] = {}
         self._cached: list[torch.Tensor | None] = []
-        self._decoded: decoded_cache.DecodedCache | None = None
+        self.decoded: decoded_cache.DecodedCache | None = None
         if cache == "in_memory":
             for position in tqdm(range(len(self.files)), desc="caching images", unit="img", leave=False):
                 try:
@@ -108,8 +108,8 @@ class ImageFiles:
         elif cache == "mmap":
             if cache_file is None or root is None:
                 raise DatasetError("cache: mmap needs the cache file's path and the images' root folder")
-            self._decoded = decoded_cache.open_or_build(cache_file, root, self.files, self.sizes)
-            for problem in self._decoded.errors():
+            self.decoded = decoded_cache.open_or_build(cache_file, root, self.files, self.sizes)
+            for problem in self.decoded.errors():
                 warn_skipped(problem)
 
     def __len__(self) -> int:
@@ -129,8 +129,8 @@ class ImageFiles:
         and cached (pixel k of `read`'s k/255), float32 in [0, 1] otherwise; raises `ImageError` if the image
         cannot be read. Only the region is copied out of a cache."""
         rows, columns = slice(top, top + height), slice(left, left + width)
-        if self._decoded is not None:
-            stored = self._decoded.pixels(position)
+        if self.decoded is not None:
+            stored = self.decoded.pixels(position)
             if stored.dtype == np.uint8:  # (H, W, 3)
                 return torch.from_numpy(stored[rows, columns].copy()).permute(2, 0, 1)
             return torch.from_numpy(stored[:, rows, columns].copy())
@@ -228,6 +228,10 @@ class ImageFolder(Dataset):
         """Item `index`; raises `ImageError` if its file cannot be read (wrappers choose how to skip)."""
         return self.images.read(index % len(self.images))
 
+    def decoded_caches(self) -> list[decoded_cache.DecodedCache]:
+        """The decoded cache files this dataset maps (`cache: mmap`), else none."""
+        return [self.images.decoded] if self.images.decoded is not None else []
+
     def read_crop(self, index: int, top: int, left: int, height: int, width: int) -> torch.Tensor:
         """A region of item `index` in its stored type (`ImageFiles.read_crop`): what a crop needs, nothing more."""
         return self.images.read_crop(index % len(self.images), top, left, height, width)
@@ -306,6 +310,10 @@ class PairedImageFolders(Dataset):
 
     def __len__(self) -> int:
         return len(self.images_1) * self.repeat
+
+    def decoded_caches(self) -> list[decoded_cache.DecodedCache]:
+        """The decoded cache files this dataset maps (`cache: mmap`: one per folder), else none."""
+        return [images.decoded for images in (self.images_1, self.images_2) if images.decoded is not None]
 
     def image_size(self, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """((height, width) of img_1, (height, width) of img_2) of item `index`, from the headers."""

@@ -211,7 +211,7 @@ def data_only(cfg: dict, batch: int, worker_counts: list[int], warmup: int, batc
         loader = train_loader(cfg, batch, workers, torch.device("cpu"))
         if len(loader) < warmup + batches:
             raise ConfigError(f"an epoch holds {len(loader)} batches of {batch}, fewer than the {warmup + batches} "
-                              "to time: raise train_dataset.dataset.args.repeat (--set) or lower --batches")
+                              "to time: raise train_dataset.dataset.args.repeat (--set) or lower --steps")
         run = {"workers": workers, **time_loader(loader, warmup, batches, 0.0)}
         run["samples_per_s_per_worker"] = run["samples_per_s"] / max(workers, 1)
         del run["wait_share"]  # waiting is all a loop that does nothing else does
@@ -326,7 +326,7 @@ def main() -> None:
         overrides = list(args.overrides) + ([f"train_dataset.dataset.args.root_path={json.dumps(args.path)}"]
                                             if args.path else [])
         cfg = complete(apply_overrides(load_yaml(args.config), overrides))
-        batch = args.batch or cfg["train_dataset"]["batch_size"]
+        batch = cfg["train_dataset"]["batch_size"] if args.batch is None else args.batch
         if batch < 1:
             raise UsageError(f"--batch must be a positive integer, got {batch}")
         if args.data_only:

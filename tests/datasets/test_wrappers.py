@@ -220,3 +220,24 @@ def test_paired_wrapper_takes_the_larger_image_as_hr_in_either_order():
         sample = SRImplicitPaired(pairs)[0]
         assert torch.equal(sample["gt"], hr) and torch.equal(sample["inp"], lr)
         assert sample["scale"].tolist() == [3.0, 3.0]
+
+
+@pytest.mark.parametrize("wrapper_args", [{"inp_size": 16, "scale_min": 2, "scale_max": 5, "augment": True},
+                                          {"inp_size": None, "scale_min": 3}])
+def test_every_cache_mode_gives_the_same_samples(tmp_path, wrapper_args):
+    """Regions read in their stored 8-bit form (in_memory, mmap) make the same samples, bit for bit, as the
+    whole decoded float image (none): 8-bit RGB, gray, and 16-bit images (kept as float)."""
+    for i in range(3):
+        write_rgb(tmp_path / f"rgb{i}.png", random_rgb(23 + i, 31 - i, seed=i))
+    Image.fromarray(random_rgb(20, 22, seed=7)[..., 0], "L").save(tmp_path / "gray.png")
+    Image.fromarray((np.arange(24 * 20, dtype=np.uint16).reshape(24, 20) * 131)).save(tmp_path / "sixteen.png")
+    samples = {}
+    for cache in ("none", "in_memory", "mmap"):
+        base = datasets.make({"name": "image-folder", "args": {"root_path": str(tmp_path), "cache": cache}})
+        wrapper = downsampled(base, **wrapper_args)
+        samples[cache] = [wrapper[SampleKey(i, None, 10 + i)] for i in range(len(wrapper))]
+    assert len(samples["none"]) == 5
+    for cache in ("in_memory", "mmap"):
+        for plain, cached in zip(samples["none"], samples[cache]):
+            assert all(torch.equal(plain[k], cached[k]) and plain[k].is_contiguous() == cached[k].is_contiguous()
+                       for k in plain)

@@ -95,3 +95,69 @@ def test_a_bad_config_is_one_line_before_any_step(tmp_path, monkeypatch, capsys)
         script.main()
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1 and "inp_size" in err[0]
+
+
+def data_only_argv(tmp_path, *extra):
+    for i in range(2):
+        write_rgb(tmp_path / "hr" / f"{i}.png", random_rgb(20, 20, seed=i))
+    return ["benchmark_train.py", "--config", TINY, "--path", str(tmp_path / "hr"), "--data-only",
+            "--set", "train_dataset.dataset.args.cache=mmap", "--out", str(tmp_path / "data.json"), *extra]
+
+
+def test_data_only_times_the_loader_per_worker_count(tmp_path, monkeypatch, capsys):
+    script = load_script()
+    monkeypatch.setattr(sys, "argv", data_only_argv(tmp_path, "--workers", "0,1", "--steps", "2", "--warmup", "1",
+                                                    "--step-ms", "1", "--set", "train_dataset.dataset.args.repeat=4"))
+    script.main()
+    result = json.loads((tmp_path / "data.json").read_text())
+    assert result["mode"] == "data-only" and result["batch"] == 2 and result["inp_size"] == 16
+    assert len(result["load_average_before"]) == 3 and result["dataset"]["args"]["cache"] == "mmap"
+    none, one = result["runs"]
+    assert (none["workers"], one["workers"]) == (0, 1) and none["memory_mb"]["workers"] == []
+    for run in (none, one):
+        assert run["samples_per_s"] > 0 and 0 <= run["with_step"]["wait_share"] <= 1
+    assert one["samples_per_s_per_worker"] == one["samples_per_s"]
+    assert result["node_estimate"]["samples_per_s"] == pytest.approx(
+        result["node_estimate"]["cores"] * one["samples_per_s_per_worker"])
+    if Path("/proc/self/smaps_rollup").exists():
+        (worker,) = one["memory_mb"]["workers"]
+        assert worker["cache_rss"] > 0  # the worker read its samples from the mapped cache
+        assert 0 < worker["own"] <= worker["private"] <= worker["rss"] and worker["pss"] <= worker["rss"]
+    assert "1 worker(s)" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs /proc/PID/smaps_rollup (Linux)")
+def test_process_memory_counts_the_decoded_cache_apart(tmp_path):
+    import numpy as np
+
+    from datasets.decoded_cache import PAGE, SUFFIX
+
+    script = load_script()
+    pages = 256
+    path = tmp_path / f"x{SUFFIX}"
+    path.write_bytes(bytes(range(256)) * (pages * PAGE // 256))
+    before = script.process_memory(os.getpid())
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    assert int(data[::PAGE].astype(np.int64).sum()) == 0  # touches every page (each starts with byte 0)
+    after = script.process_memory(os.getpid())
+    mapped_mb = pages * PAGE / 2 ** 20
+    assert before["cache_rss"] == 0 and after["cache_rss"] == pytest.approx(mapped_mb)
+    assert after["cache_private"] == pytest.approx(mapped_mb)  # no other process maps it
+    assert after["own"] == pytest.approx(after["private"] - after["cache_private"])
+    del data
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--workers", "1,a"], "--workers must be"), (["--workers", "-1"], "--workers must be"),
+    (["--step-ms", "0"], "--step-ms must be a positive"), (["--batch", "0"], "--batch must be"),
+    (["--steps", "50"], "an epoch holds 1 batches of 2"),
+    (["--set", "train_dataset.dataset.args.cache=disk"], "unknown cache mode"),
+])
+def test_data_only_bad_options_are_one_line(tmp_path, monkeypatch, capsys, extra, message):
+    script = load_script()
+    monkeypatch.setattr(sys, "argv", data_only_argv(tmp_path, "--workers", "0", *extra))
+    with pytest.raises(SystemExit) as stop:
+        script.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and message in err[0]
+    assert not (tmp_path / "data.json").exists()
