@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar, Union
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ NAMES_SHOWN = 5
 SCALE_SUFFIX = re.compile(r"(?:[_-]?LR)?[_-]?[xX]\d+(?:\.\d+)?$")
 
 T = TypeVar("T")
+# Image pixels, (C, H, W): uint8, or float in [0, 1]; a NumPy array may be a view with any strides.
+Pixels = Union[torch.Tensor, np.ndarray]
 
 
 class UnreadableImageWarning(UserWarning):
@@ -148,11 +150,16 @@ class ImageFiles:
         return to_float(self.read_crop(position, 0, 0, *self.sizes[position]))
 
 
-def to_float(pixels: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) pixels as a contiguous float32 tensor in [0, 1]: uint8 k becomes k/255, as `read_image` does."""
-    if pixels.dtype == torch.uint8:
-        return pixels.contiguous().float().div_(MAX_8BIT)
-    return pixels.contiguous()
+def to_float(pixels: Pixels) -> torch.Tensor:
+    """(C, H, W) pixels (any strides: crops, flips and transposes are views) as a new contiguous float32 tensor
+    in [0, 1], in one pass: uint8 k becomes k/255 in float32, as `read_image` computes it."""
+    array = pixels.numpy() if isinstance(pixels, torch.Tensor) else pixels
+    out = torch.empty(array.shape, dtype=torch.float32)
+    if array.dtype == np.uint8:
+        np.divide(array, np.float32(MAX_8BIT), out=out.numpy(), dtype=np.float32)
+    else:
+        np.copyto(out.numpy(), array, casting="same_kind")
+    return out
 
 
 def check_cache(cache: object, cache_dir: object) -> None:

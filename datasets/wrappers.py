@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from inference.image_io import ImageError, to_uint8
 
 from .errors import DatasetError
-from .image_folder import first_readable, to_float, warn_skipped
+from .image_folder import Pixels, first_readable, to_float, warn_skipped
 from .registry import register
 
 # floor(n / s) is taken as floor(n / s + FLOOR_TOLERANCE) so that e.g. 12 / 2.4 = 4.999999… still gives 5.
@@ -46,28 +46,31 @@ def floor_div(size: int, scale: float) -> int:
     return math.floor(size / scale + FLOOR_TOLERANCE)
 
 
-def bicubic_resize(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def bicubic_resize(pixels: torch.Tensor, height: int, width: int) -> np.ndarray:
     """PIL bicubic resize of (3, h, w) pixels' uint8 form (uint8 as they are, float rounded, not truncated):
-    the uint8 (3, height, width) LR image, as a view of PIL's (height, width, 3) output."""
-    array = pixels.permute(1, 2, 0).contiguous().numpy() if pixels.dtype == torch.uint8 else to_uint8(pixels)
+    the uint8 (3, height, width) LR image, a view of PIL's (height, width, 3) output."""
+    if pixels.dtype == torch.uint8:
+        array = np.ascontiguousarray(pixels.numpy().transpose(1, 2, 0))
+    else:
+        array = to_uint8(pixels)
     resized = Image.fromarray(array).resize((width, height), Image.Resampling.BICUBIC)
-    return torch.from_numpy(np.array(resized)).permute(2, 0, 1)
+    return np.asarray(resized).transpose(2, 0, 1)
 
 
-def augment_pair(inp: torch.Tensor, gt: torch.Tensor, generator: torch.Generator | None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same random horizontal flip, vertical flip and transpose (each with probability 1/2) on both (any
-    dtype: uint8 pixels are flipped before their conversion to float, four times fewer bytes moved)."""
+def augment_pair(inp: Pixels, gt: Pixels, generator: torch.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+    """The same random horizontal flip, vertical flip and transpose (each with probability 1/2) of two
+    (C, H, W) images, as NumPy views: nothing is copied until `to_float` writes the sample's float tensors."""
     hflip, vflip, transpose = (torch.rand(3, generator=generator) < 0.5).tolist()
     images = []
     for image in (inp, gt):
+        image = image.numpy() if isinstance(image, torch.Tensor) else image
         if hflip:
-            image = image.flip(-1)
+            image = image[..., ::-1]
         if vflip:
-            image = image.flip(-2)
+            image = image[..., ::-1, :]
         if transpose:
-            image = image.transpose(-2, -1)
-        images.append(image.contiguous())
+            image = image.swapaxes(-2, -1)
+        images.append(image)
     return images[0], images[1]
 
 
@@ -278,4 +281,4 @@ class SRImplicitPaired(_Wrapper):
         gt = hr[:, top * r_h:(top + crop_h) * r_h, left * r_w:(left + crop_w) * r_w]
         if self.augment:
             inp, gt = augment_pair(inp, gt, generator)
-        return make_sample(inp.contiguous(), gt.contiguous())
+        return make_sample(to_float(inp), to_float(gt))

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import cProfile
 import datetime
 import json
 import math
 import os
 import platform
+import pstats
 import statistics
 import sys
 import time
@@ -202,30 +204,73 @@ def time_loader(loader: torch.utils.data.DataLoader, warmup: int, batches: int, 
         del iterator  # stops the workers
 
 
-def data_only(cfg: dict, batch: int, worker_counts: list[int], warmup: int, batches: int,
+# The stages of a sample (name, file, function of datasets/ or torch whose cumulative time is the stage's).
+STAGES = (("read", "image_folder.py", "read_crop"), ("downscale", "wrappers.py", "bicubic_resize"),
+          ("augment", "wrappers.py", "augment_pair"), ("to_float", "image_folder.py", "to_float"),
+          ("sample", "wrappers.py", "__getitem__"), ("collate", "collate.py", "default_collate"))
+
+
+def sample_stages(loader: torch.utils.data.DataLoader, batches: int) -> dict[str, float]:
+    """Milliseconds per sample of each stage of a loader without workers (`STAGES`: read is the crop out of a
+    cache, or the decode without one; collate stacks a batch), and `other` (RNG, the sample's dict), on one
+    thread as in a loader worker; profiled (cProfile, whose own overhead they include)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    profile = cProfile.Profile()
+    try:
+        iterator = iter(loader)
+        next(iterator)  # first use
+        profile.enable()
+        samples = sum(len(next(iterator)["gt"]) for _ in range(batches))
+        profile.disable()
+    finally:
+        torch.set_num_threads(threads)
+    stats = pstats.Stats(profile).stats
+    ms = {name: 1e3 / samples * max((row[3] for (path, _, function), row in stats.items()
+                                     if function == wanted and path.endswith(file)), default=0.0)
+          for name, file, wanted in STAGES}
+    ms["other"] = ms["sample"] - sum(ms[name] for name, _, _ in STAGES[:4])
+    return ms
+
+
+def data_only(cfg: dict, batch: int, cache_modes: list[str], worker_counts: list[int], warmup: int, batches: int,
               step_ms: float | None) -> dict:
-    """The loader's figures for each number of workers (`time_loader`), pure throughput and, with `step_ms`,
-    against a step of that length."""
-    runs = []
-    for workers in worker_counts:
-        loader = train_loader(cfg, batch, workers, torch.device("cpu"))
-        if len(loader) < warmup + batches:
-            raise ConfigError(f"an epoch holds {len(loader)} batches of {batch}, fewer than the {warmup + batches} "
-                              "to time: raise train_dataset.dataset.args.repeat (--set) or lower --steps")
-        run = {"workers": workers, **time_loader(loader, warmup, batches, 0.0)}
-        run["samples_per_s_per_worker"] = run["samples_per_s"] / max(workers, 1)
-        del run["wait_share"]  # waiting is all a loop that does nothing else does
-        if step_ms is not None:
-            stepped = time_loader(loader, warmup, batches, step_ms / 1e3)
-            run["with_step"] = {"step_ms": step_ms, "samples_per_s": stepped["samples_per_s"],
-                                "wait_share": stepped["wait_share"]}
-        runs.append(run)
-        mem = [m["own"] for m in run["memory_mb"]["workers"]]
-        print(f"{workers} worker(s): {run['samples_per_s']:7.1f} samples/s ({run['samples_per_s_per_worker']:.1f} "
-              f"per worker)" + (f", own memory per worker {max(mem):.0f} MB" if mem else "")
-              + (f"; with a {step_ms:g} ms step: waiting {run['with_step']['wait_share']:.1%} of it"
-                 if step_ms is not None else ""), flush=True)
-    return {"runs": runs}
+    """The loader's figures for each cache mode and number of workers (`time_loader`), pure throughput and,
+    with `step_ms`, against a step of that length; and where a sample's time goes (`sample_stages`)."""
+    runs, stages = [], {}
+    for cache in cache_modes:
+        cfg = copy.deepcopy(cfg)
+        cfg["train_dataset"]["dataset"].setdefault("args", {})["cache"] = cache
+        for workers in worker_counts:
+            run = time_workers(cfg, batch, workers, warmup, batches, step_ms)
+            runs.append({"cache": cache, **run})
+        stages[cache] = sample_stages(train_loader(cfg, batch, 0, torch.device("cpu")), batches)
+        print(f"cache {cache}, ms per sample on one thread: "
+              + ", ".join(f"{name} {value:.2f}" for name, value in stages[cache].items()), flush=True)
+    return {"runs": runs, "sample_stages_ms": stages}
+
+
+def time_workers(cfg: dict, batch: int, workers: int, warmup: int, batches: int, step_ms: float | None) -> dict:
+    """`time_loader`'s figures for train.py's loader with `workers` processes (see `data_only`)."""
+    loader = train_loader(cfg, batch, workers, torch.device("cpu"))
+    needed = max(warmup, 1) + batches  # the stage profile's first batch is untimed too
+    if len(loader) < needed:
+        raise ConfigError(f"an epoch holds {len(loader)} batches of {batch}, fewer than the {needed} "
+                          "to time: raise train_dataset.dataset.args.repeat (--set) or lower --steps")
+    run = {"workers": workers, **time_loader(loader, warmup, batches, 0.0)}
+    run["samples_per_s_per_worker"] = run["samples_per_s"] / max(workers, 1)
+    del run["wait_share"]  # waiting is all a loop that does nothing else does
+    if step_ms is not None:
+        stepped = time_loader(loader, warmup, batches, step_ms / 1e3)
+        run["with_step"] = {"step_ms": step_ms, "samples_per_s": stepped["samples_per_s"],
+                            "wait_share": stepped["wait_share"]}
+    mem = [m["own"] for m in run["memory_mb"]["workers"]]
+    print(f"cache {cfg['train_dataset']['dataset']['args']['cache']}, {workers} worker(s): "
+          f"{run['samples_per_s']:7.1f} samples/s ({run['samples_per_s_per_worker']:.1f} per worker)"
+          + (f", own memory per worker {max(mem):.0f} MB" if mem else "")
+          + (f"; with a {step_ms:g} ms step: waiting {run['with_step']['wait_share']:.1%} of it"
+             if step_ms is not None else ""), flush=True)
+    return run
 
 
 def step(runner: train.RenderAtTarget, optimizer, batches, device, timer: PhaseTimer) -> None:
@@ -298,6 +343,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data-only", action="store_true",
                         help="time the loader alone: samples/s, memory per process, waiting (no model)")
     parser.add_argument("--workers", default="1,2", help="--data-only: loader worker counts to time (default 1,2)")
+    parser.add_argument("--cache", help="--data-only: image-folder cache modes to compare, e.g. none,mmap (default: "
+                                        "the config's)")
     parser.add_argument("--step-ms", type=float,
                         help="--data-only: also time the loader against steps of this many ms (a device's step)")
     parser.add_argument("--out", help="JSON path (default: benchmarks/train[-data]-<device>-<date>.json)")
@@ -331,9 +378,11 @@ def main() -> None:
             raise UsageError(f"--batch must be a positive integer, got {batch}")
         if args.data_only:
             counts, step_ms = worker_counts(args.workers), positive(args.step_ms, "--step-ms")
+            caches = (args.cache.split(",") if args.cache
+                      else [(cfg["train_dataset"]["dataset"].get("args") or {}).get("cache", "none")])
             warmup, steps = (DATA_WARMUP if args.warmup is None else args.warmup), args.steps or DATA_BATCHES
             load_before = os.getloadavg()
-            figures = data_only(cfg, batch, counts, warmup, steps, step_ms)
+            figures = data_only(cfg, batch, caches, counts, warmup, steps, step_ms)
         else:
             bf16 = args.bf16 or cfg["bf16"]
             backend = rasterizer.resolve_backend(args.backend or cfg["rasterizer_backend"], device)
@@ -349,7 +398,7 @@ def main() -> None:
         sys.exit(EXIT_USAGE)
     if args.data_only:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        single = next((r for r in figures["runs"] if r["workers"] == 1), None)
+        single = next((r for r in figures["runs"][::-1] if r["workers"] == 1), None)  # the last cache's
         result = {"mode": "data-only", "device": f"{platform.processor() or platform.machine()} CPU, {cores} cores",
                   "date": datetime.date.today().isoformat(), "torch": torch.__version__,
                   "load_average_before": load_before, "load_average_after": os.getloadavg(),
