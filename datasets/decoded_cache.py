@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import os
 import shutil
 import struct
 import sys
@@ -224,10 +223,14 @@ def build_lock(path: Path) -> Iterator[None]:
                            "(set the dataset's cache_dir to a writable folder)") from None
     with handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process to build the decoded cache {path}", file=sys.stderr, flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"waiting for another process to build the decoded cache {path}", file=sys.stderr, flush=True)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as exc:  # e.g. a network file system without locks
+            raise DatasetError(f"cannot lock {lock}: {exc.strerror or exc} (set the dataset's cache_dir to a "
+                               "folder on a local disk)") from None
         try:
             yield
         finally:
@@ -237,7 +240,10 @@ def build_lock(path: Path) -> Iterator[None]:
 def open_or_build(path: Path, root: Path, files: Sequence[Path], sizes: Sequence[tuple[int, int]]
                   ) -> DecodedCache:
     """The current decoded cache of `files` at `path`, built first if it is missing or stale."""
-    expected = fingerprint(root, files)
+    try:
+        expected = fingerprint(root, files)
+    except OSError as exc:
+        raise DatasetError(f"cannot read the images under {root}: {exc.strerror or exc} ({exc.filename})") from None
     cache = DecodedCache.open(path, expected)
     if cache is not None:
         return cache
