@@ -185,7 +185,7 @@ class SRImplicitDownsampled(_Wrapper):
         else:
             image = self.read(index)
             height, width = image.shape[-2:]
-            region = functools.partial(crop, image)
+            region = functools.partial(slice_region, image)
         if self.inp_size is None:
             h_lr, w_lr = floor_div(height, s), floor_div(width, s)
             if min(h_lr, w_lr) < 1:
@@ -203,7 +203,8 @@ class SRImplicitDownsampled(_Wrapper):
         return make_sample(to_float(inp), to_float(gt))
 
 
-def crop(image: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
+def slice_region(image: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """The (C, height, width) view of `image` at (top, left): `read_crop` for datasets without one."""
     return image[:, top:top + height, left:left + width]
 
 

@@ -23,6 +23,7 @@ Prints a table and writes JSON (device, date, load average, config, figures) und
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import cProfile
 import datetime
@@ -244,10 +245,20 @@ def data_only(cfg: dict, batch: int, cache_modes: list[str], worker_counts: list
         for workers in worker_counts:
             run = time_workers(cfg, batch, workers, warmup, batches, step_ms)
             runs.append({"cache": cache, **run})
-        stages[cache] = sample_stages(train_loader(cfg, batch, 0, torch.device("cpu")), batches)
+        loader = train_loader(cfg, batch, 0, torch.device("cpu"))
+        stages[cache] = sample_stages(loader, batches)
         print(f"cache {cache}, ms per sample on one thread: "
               + ", ".join(f"{name} {value:.2f}" for name, value in stages[cache].items()), flush=True)
-    return {"runs": runs, "sample_stages_ms": stages}
+    return {"images": image_summary(loader.dataset.dataset), "runs": runs, "sample_stages_ms": stages}
+
+
+def image_summary(dataset) -> dict | None:
+    """How many images the data set holds and their sizes (H x W: count), where it lists them."""
+    files, size = getattr(dataset, "files", None), getattr(dataset, "image_size", None)
+    if files is None or size is None:
+        return None
+    sizes = collections.Counter("x".join(map(str, size(i))) for i in range(len(files)))
+    return {"count": len(files), "sizes": dict(sizes)}
 
 
 def time_workers(cfg: dict, batch: int, workers: int, warmup: int, batches: int, step_ms: float | None) -> dict:

@@ -111,6 +111,7 @@ def test_data_only_times_the_loader_per_worker_count(tmp_path, monkeypatch, caps
     script.main()
     result = json.loads((tmp_path / "data.json").read_text())
     assert result["mode"] == "data-only" and result["batch"] == 2 and result["inp_size"] == 16
+    assert result["images"] == {"count": 2, "sizes": {"20x20": 2}}
     assert len(result["load_average_before"]) == 3 and result["dataset"]["args"]["cache"] == "mmap"
     none, one = result["runs"]
     assert (none["workers"], one["workers"]) == (0, 1) and none["memory_mb"]["workers"] == []
