@@ -418,6 +418,10 @@ def main() -> None:
                   # one worker per core, each as fast as the single-worker run: an estimate, not a measurement
                   "node_estimate": single and {"cores": cores,
                                                "samples_per_s": cores * single["samples_per_s_per_worker"]}}
+        if single:
+            print(f"node estimate: {cores} cores x {single['samples_per_s_per_worker']:.1f} samples/s a worker = "
+                  f"{result['node_estimate']['samples_per_s']:.0f} samples/s (load average "
+                  f"{result['load_average_after'][0]:.1f})")
         write_result(result, args.out, "train-data-cpu")
         return
     runner = train.RenderAtTarget(model, bf16, backend)
