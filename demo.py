@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 import tempfile
 import time
@@ -46,7 +47,7 @@ from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP, TRANSFORM
 from models import CheckpointError
 from rasterizer import check_backend
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, NonFiniteError,
-                   UsageError, check_finite, resolve_device, stop_cleanly_on_sigterm)
+                   UsageError, check_finite, refuse_symlink_loop, resolve_device, stop_cleanly_on_sigterm)
 
 ROOT = Path(__file__).resolve().parent
 # The checkpoint used without --model, relative to this folder (weights/MODEL_CARD.md describes it).
@@ -226,6 +227,10 @@ def load_model(path: Path, device: torch.device) -> nn.Module:
 
 def check_writable(path: Path) -> None:
     """Fail before any work if `path` could not be created: its nearest existing folder must take a file."""
+    try:
+        refuse_symlink_loop(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
     folder = path.parent
     while not folder.exists():
         folder = folder.parent
@@ -328,7 +333,7 @@ def run_file(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--output {target} is a folder; give a file name (a folder is for a folder --input)")
     if not is_image_file(target):
         raise UsageError(f"--output {target}: unsupported image format (use one of {', '.join(IMAGE_SUFFIXES)})")
-    if target.resolve() == source.resolve():
+    if os.path.realpath(target) == os.path.realpath(source):
         raise UsageError(f"--output is the input file {source}; write the result elsewhere")
     size = target_size(image_size(source), args.scale, args.size, settings.max_pixels)  # from the header
     rgb, alpha = read_image_with_alpha(source)  # a damaged file fails here, before the model loads
@@ -342,7 +347,7 @@ def run_folder(args: argparse.Namespace, settings: Settings) -> int:
     source, target = Path(args.input), Path(args.output)
     if target.exists() and not target.is_dir():
         raise UsageError(f"--output {target} is a file; with a folder --input it must be a folder")
-    if target.resolve() == source.resolve():
+    if os.path.realpath(target) == os.path.realpath(source):
         raise UsageError("--output is the input folder; the originals would be overwritten")
     if is_image_file(target):
         raise UsageError(f"--output {target} names an image; with a folder --input it must be a folder")
@@ -384,7 +389,7 @@ def run_zoom(args: argparse.Namespace, settings: Settings) -> int:
     suffix = target.suffix.lower()
     if suffix not in zoom.VIDEO_SUFFIXES:
         raise UsageError(f"--output {target}: a zoom is written as {' or '.join(zoom.VIDEO_SUFFIXES)}")
-    zoom.check_video_support(suffix)
+    zoom.check_video_support(suffix, args.fps)
     spec = args.zoom
     lr_size = image_size(source)
     size = args.size or zoom.frame_size(lr_size, spec.start, suffix)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import glob
+import hashlib
+import io
 import multiprocessing
 import os
 import re
@@ -12,7 +15,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 import torch
 import yaml
@@ -151,15 +154,41 @@ def load_yaml(path: str | os.PathLike) -> Any:
         raise UsageError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
 
 
-# atomic_path's temporary files are named .<stem>.<TEMPORARY_MARK><random><suffix>, beside their target.
+# atomic_path's temporary files are named .<stem>.<TEMPORARY_MARK><random><suffix>, beside their target; where
+# that would be longer than the folder allows, the stem is shortened and a digest of the whole name appended.
 TEMPORARY_MARK = "partial-"
+TEMPORARY_RANDOM_CHARS = 8  # what tempfile.mkstemp puts between the prefix and the suffix
+TEMPORARY_DIGEST_CHARS = 8
+NAME_MAX = 255  # a file name's length in bytes where the folder cannot tell its own (POSIX file systems' usual)
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (in bytes) that `folder`'s file system allows."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return NAME_MAX
+
+
+def _temporary_prefix(path: Path) -> str:
+    """'.<stem>.<TEMPORARY_MARK>' for `path`'s temporaries, the stem shortened (with a digest of the whole name, so
+    that two long names do not share one) where the temporary name would exceed the folder's longest name: a
+    legal name of 240-255 characters must not be refused because its temporary is longer."""
+    fixed = len(f"..{TEMPORARY_MARK}".encode()) + TEMPORARY_RANDOM_CHARS + len(path.suffix.encode())
+    room = _name_max(path.parent) - fixed
+    stem = path.stem
+    if len(stem.encode()) > room:
+        digest = hashlib.sha1(os.fsencode(path.name)).hexdigest()[:TEMPORARY_DIGEST_CHARS]
+        kept = stem.encode()[:max(room - len(digest) - 1, 0)].decode(errors="ignore")
+        stem = f"{kept}~{digest}"
+    return f".{stem}.{TEMPORARY_MARK}"
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Remove the temporary files that atomic_path writes of `path` and that a killed process (kill -9, a power
     cut) left behind; only for a path that no other live process is writing. Returns what was removed."""
     path = Path(path)
-    pattern = f".{glob.escape(path.stem)}.{TEMPORARY_MARK}*{glob.escape(path.suffix)}"
+    pattern = f"{glob.escape(_temporary_prefix(path))}*{glob.escape(path.suffix)}"
     stale = [p for p in path.parent.glob(pattern) if p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
@@ -173,14 +202,29 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def refuse_symlink_loop(path: str | os.PathLike) -> None:
+    """OSError (ELOOP) if `path` or a folder above it is a symbolic link that never reaches a file or folder: a
+    loop is no place to write, and it must be refused before any work, with a line that says so."""
+    path = Path(path)
+    for link in (path, *path.parents):
+        if os.path.islink(link):
+            try:
+                link.stat()
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise OSError(errno.ELOOP, "a loop of symbolic links", str(link)) from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path` (same suffix) to write to; flushed to disk and renamed onto `path` when the
     block succeeds, removed when it fails — so `path` is never half-written and an old file survives a failure.
-    Raises OSError where the folder cannot be made or written."""
+    A writer that can lose bytes silently (one writing to the descriptor itself) should use `atomic_file`.
+    Raises OSError where the folder cannot be made or written, or `path` is a loop of symbolic links."""
     path = Path(path)
+    refuse_symlink_loop(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{TEMPORARY_MARK}", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -194,6 +238,55 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if interruption is not None and interruption is not exc:
             raise interruption from None
         raise
+
+
+class CheckedWriter(io.RawIOBase):
+    """A binary file for writing that loses nothing silently: every write goes through Python's buffered file,
+    which writes all of it or raises, and it has no `fileno`, so a library cannot write to the descriptor itself
+    (Pillow's encoders do when they can, and ignore a short write on a full disk). `end` is the length written."""
+
+    def __init__(self, file: BinaryIO):
+        super().__init__()
+        self._file, self.end = file, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        written = self._file.write(data)
+        self.end = max(self.end, self._file.tell())
+        return written
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("writes go through CheckedWriter.write, never to the descriptor")
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[CheckedWriter]:
+    """`atomic_path` with the file opened for binary writing as a `CheckedWriter`: before the temporary replaces
+    `path` it is flushed, synced, and its size on disk checked against what was written (OSError if short)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            writer = CheckedWriter(f)
+            yield writer
+            f.flush()
+            os.fsync(f.fileno())
+        on_disk = os.path.getsize(tmp)
+        if on_disk != writer.end:
+            raise OSError(errno.EIO, f"the file is incomplete ({on_disk:,} of {writer.end:,} bytes on disk; is the "
+                                     "disk full?)", str(path))
 
 
 def _interruption_behind(exc: BaseException) -> KeyboardInterrupt | None:

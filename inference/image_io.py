@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from utils import atomic_path
+from utils import atomic_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MAX_8BIT = 255.0
@@ -142,12 +142,17 @@ def _pil_image(rgb: torch.Tensor, alpha: torch.Tensor | None, suffix: str) -> Im
 
 
 def write_image(path: str | os.PathLike, rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> None:
-    """Write (3, H, W) [+ (1, H, W) alpha] as 8-bit, format from the suffix, via a temporary file and rename."""
+    """Write (3, H, W) [+ (1, H, W) alpha] as 8-bit, format from the suffix, through `save_image`."""
     path = Path(path)
-    image = _pil_image(rgb, alpha, path.suffix)
+    save_image(path, _pil_image(rgb, alpha, path.suffix), Image.registered_extensions()[path.suffix.lower()])
+
+
+def save_image(path: Path, image: Image.Image, image_format: str, **options) -> None:
+    """PIL's save of `image` to `path` through `atomic_file`, so that a full disk can never leave a short file
+    (PIL's own file writes ignore a short write); `options` go to PIL's save. ImageError on failure."""
     try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            image.save(f, format=Image.registered_extensions()[path.suffix.lower()])
+        with atomic_file(path) as f:
+            image.save(f, format=image_format, **options)
     except OSError as exc:
         raise ImageError(f"cannot write {path}: {exc.strerror or exc}") from None
 

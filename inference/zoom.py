@@ -26,7 +26,7 @@ from PIL import Image
 from gaussian import DGP_UNIT, GaussianField, output_gaussians
 from inference.image_io import to_uint8
 from rasterizer import SIGMA_MAX, rasterize
-from utils import atomic_path, check_finite
+from utils import atomic_file, atomic_path, check_finite
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 # H.264 in 4:2:0 (what players expect of an .mp4) needs even frame sides.
@@ -36,6 +36,12 @@ MP4_PIXEL_FORMAT = "yuv420p"
 MP4_QUALITY = 8  # imageio-ffmpeg's 0–10 scale
 MS_PER_SECOND = 1000
 GIF_LOOP_FOREVER = 0
+# A GIF stores each frame's delay in whole centiseconds, as a 16-bit number: 0.01 s to 655.35 s.
+GIF_DELAY_UNITS_PER_SECOND = 100
+GIF_MAX_DELAY_UNITS = 0xFFFF
+# Frame rates an .mp4 is written at: ffmpeg's H.264 timing needs a rate it can hold as a rational of modest size.
+MIN_MP4_FPS = 1e-3
+MAX_MP4_FPS = 1000.0
 # Zoom levels (output pixels per input pixel) a frame may have. Above MAX, an LR pixel spans more output pixels
 # than float32 positions resolve across an image (~1e-7 relative), and below MIN a frame holds thousands of
 # images' worth of sub-pixel Gaussians: neither is a picture, so both are refused.
@@ -147,10 +153,22 @@ def render_zoom(field: GaussianField, spec: ZoomSpec, focus: tuple[float, float]
         yield to_uint8(check_finite(render_window(field, window, size, backend, reach)[0], f"the frame at x{level:g}"))
 
 
-def check_video_support(suffix: str) -> None:
-    """Fail early if this machine cannot write `suffix` (.mp4 needs the ffmpeg binary of imageio-ffmpeg)."""
+def fps_range(suffix: str) -> tuple[float, float]:
+    """The frame rates (lowest, highest) a video with `suffix` can hold."""
+    if suffix.lower() == ".gif":
+        return GIF_DELAY_UNITS_PER_SECOND / GIF_MAX_DELAY_UNITS, float(GIF_DELAY_UNITS_PER_SECOND)
+    return MIN_MP4_FPS, MAX_MP4_FPS
+
+
+def check_video_support(suffix: str, fps: float | None = None) -> None:
+    """Fail early if this machine cannot write `suffix` (.mp4 needs the ffmpeg binary of imageio-ffmpeg), or the
+    format cannot hold `fps` frames per second: before any frame is rendered, not after the last."""
     if suffix.lower() not in VIDEO_SUFFIXES:
         raise ZoomError(f"a zoom is written as {' or '.join(VIDEO_SUFFIXES)}, not {suffix!r}")
+    if fps is not None:
+        low, high = fps_range(suffix)
+        if not low <= fps <= high:  # also refuses NaN
+            raise ZoomError(f"a {suffix.lower()} holds {low:.4g} to {high:g} frames per second, got --fps {fps:g}")
     if suffix.lower() == ".mp4":
         try:
             import imageio_ffmpeg  # noqa: F401
@@ -161,11 +179,13 @@ def check_video_support(suffix: str) -> None:
 
 def _write_gif(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
     """All frames into one looping GIF with PIL (which, like every GIF writer, holds them until the file is
-    written); returns the number of frames. A failed write raises OSError and leaves nothing pending."""
+    written) through `atomic_file`; returns the number of frames. A failed write raises OSError and leaves
+    nothing behind."""
     images = [Image.fromarray(frame) for frame in frames]
-    if images:
-        images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=MS_PER_SECOND / fps,
-                       loop=GIF_LOOP_FOREVER)
+    with atomic_file(path) as f:
+        if images:
+            images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
+                           duration=MS_PER_SECOND / fps, loop=GIF_LOOP_FOREVER)
     return len(images)
 
 
@@ -203,11 +223,12 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     """Write frames to .mp4 or .gif through a temporary file and a rename; returns the number of frames."""
     path = Path(path)
     suffix = path.suffix.lower()
-    check_video_support(suffix)
-    write = _write_gif if suffix == ".gif" else _write_mp4
+    check_video_support(suffix, fps)
     try:
+        if suffix == ".gif":
+            return _write_gif(path, frames, fps)
         with atomic_path(path) as tmp:
-            return write(tmp, frames, fps)
+            return _write_mp4(tmp, frames, fps)
     except BrokenPipeError:
         raise ZoomError(f"cannot write {path}: ffmpeg stopped before the last frame (is the disk full?)") from None
     except OSError as exc:

@@ -1,14 +1,17 @@
-"""atomic_path: a file appears whole or not at all; repository_path: a path named within the repository;
+"""atomic_path and atomic_file: a file appears whole or not at all; repository_path: a path named within the repository;
 worker_stops_cleanly: a loader worker's quiet end."""
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from utils import REPOSITORY, _quiet_when_hung_up, atomic_path, repository_path
+from utils import (REPOSITORY, TEMPORARY_MARK, _quiet_when_hung_up, atomic_file, atomic_path, remove_stale_temporaries,
+                   repository_path)
 
 
 def test_success_renames_onto_the_target(tmp_path):
@@ -42,6 +45,74 @@ def test_unwritable_folder_raises_oserror(tmp_path):
         with atomic_path(blocker / "out.txt"):
             pass
 
+
+
+def test_atomic_file_refuses_a_temporary_shorter_than_what_was_written(tmp_path):
+    """Bytes lost after the writer had them (a full disk that a library did not report) are caught by the size
+    check before the temporary replaces anything: the old file survives."""
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(OSError, match="incomplete"):
+        with atomic_file(target) as f:
+            f.write(b"x" * 100)
+            f.flush()
+            [temporary] = [p for p in tmp_path.iterdir() if TEMPORARY_MARK in p.name]
+            os.truncate(temporary, 60)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_atomic_file_counts_seeks_and_hides_the_descriptor(tmp_path):
+    target = tmp_path / "out.bin"
+    with atomic_file(target) as f:
+        f.write(b"abcdef")
+        f.seek(2)
+        f.write(b"XY")
+        assert f.end == 6
+        with pytest.raises(OSError):  # io.UnsupportedOperation: a library must write through f.write
+            f.fileno()
+    assert target.read_bytes() == b"abXYef"
+
+
+@pytest.mark.parametrize("length", [240, 250, 255])
+def test_the_longest_legal_names_can_be_written(tmp_path, length):
+    """A temporary name never exceeds the folder's limit, however long the final name; two long names that share
+    their first 200 characters get different temporaries, and stale ones are found again by their target."""
+    name = "a" * (length - 4) + ".png"
+    with atomic_path(tmp_path / name) as tmp:
+        assert len(tmp.name.encode()) <= 255
+        tmp.write_text("x")
+    assert (tmp_path / name).read_text() == "x"
+    other = tmp_path / ("a" * (length - 5) + "b.png")
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / name) as first, atomic_path(other) as second:
+            assert first.name.split(TEMPORARY_MARK)[0] != second.name.split(TEMPORARY_MARK)[0]
+            stale = first.with_name(first.name[:-12] + "zzzzzzzz.png")
+            stale.write_text("left by a killed run")
+            assert sorted(remove_stale_temporaries(tmp_path / name)) == sorted([first, stale])
+            assert second.exists()  # another target's temporary is not this one's
+            raise RuntimeError("stop")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_multibyte_names_stay_within_the_byte_limit(tmp_path):
+    name = "é" * 125 + ".png"  # 254 bytes
+    with atomic_path(tmp_path / name) as tmp:
+        assert len(tmp.name.encode()) <= 255
+        tmp.write_text("x")
+    assert (tmp_path / name).exists()
+
+
+def test_a_symlink_loop_is_refused_and_left_alone(tmp_path):
+    (tmp_path / "a.png").symlink_to("b.png")
+    (tmp_path / "b.png").symlink_to("a.png")
+    with pytest.raises(OSError) as raised:
+        with atomic_path(tmp_path / "a.png"):
+            pass
+    assert raised.value.errno == errno.ELOOP and "loop" in str(raised.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"] and (tmp_path / "a.png").is_symlink()
+    with pytest.raises(OSError, match="loop of symbolic links"):  # a folder on the way that is a loop
+        with atomic_path(tmp_path / "a.png" / "deeper" / "out.png"):
+            pass
 
 def test_registry_builds_from_specs_and_refuses_duplicates_and_unknown_names():
     from utils import Registry, UnknownNameError

@@ -1,13 +1,20 @@
 """Image reading (modes, bit depths, broken files) and atomic writing."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from inference.image_io import (ImageError, decode_image_with_alpha, encode_image, read_image, read_image_with_alpha,
-                                write_image)
+from inference.image_io import (IMAGE_SUFFIXES, ImageError, decode_image_with_alpha, encode_image, read_image,
+                                read_image_with_alpha, write_image)
+
+ROOT = Path(__file__).resolve().parents[2]
+SHORT_BY = 100  # bytes a simulated full disk withholds from the end of a file
 
 
 def test_rgb_round_trip_is_exact_for_8bit_values(tmp_path):
@@ -126,3 +133,42 @@ def test_sizes_come_from_the_header_and_oversized_images_are_refused_before_deco
             with pytest.raises(ImageError, match="pixels"):
                 read(path)
     assert 20_000 * 20_000 > MAX_INPUT_PIXELS
+
+
+SHORT_WRITE_SCRIPT = """
+import os, resource, signal, sys
+import torch
+from inference.image_io import ImageError, write_image
+
+folder = sys.argv[1]
+image = torch.rand(3, 120, 160, generator=torch.Generator().manual_seed(0))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write is cut short, then fails with EFBIG
+for name, limit in zip(sys.argv[2::2], sys.argv[3::2]):
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), resource.RLIM_INFINITY))
+    try:
+        write_image(os.path.join(folder, name), image)
+        print(name, "written")
+    except ImageError as exc:
+        print(name, "refused:", exc)
+"""
+
+
+def test_a_write_cut_short_by_a_full_disk_never_replaces_the_file(tmp_path):
+    """A file-size limit just below each file's size cuts the encoder's last write short, as a full disk does:
+    PIL's own writes ignore that (a truncated BMP, TIFF or JPEG was renamed into place); every format must fail
+    and keep the old file."""
+    image = torch.rand(3, 120, 160, generator=torch.Generator().manual_seed(0))
+    names = [f"x{suffix}" for suffix in IMAGE_SUFFIXES]
+    sizes = {}
+    for name in names:
+        write_image(tmp_path / name, image)
+        sizes[name] = (tmp_path / name).stat().st_size
+        (tmp_path / name).write_bytes(b"old")
+    limits = [str(part) for name in names for part in (name, sizes[name] - SHORT_BY)]
+    done = subprocess.run([sys.executable, "-c", SHORT_WRITE_SCRIPT, str(tmp_path), *limits],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == sorted(f"{n} refused: cannot write {tmp_path / n}: File too large"
+                                                      for n in names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    assert all((tmp_path / n).read_bytes() == b"old" for n in names)

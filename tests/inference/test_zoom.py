@@ -140,3 +140,30 @@ def test_failed_video_leaves_no_file_and_keeps_the_old_one(tmp_path):
 def test_video_suffix_is_checked(tmp_path):
     with pytest.raises(zoom.ZoomError):
         zoom.write_video(tmp_path / "z.avi", frames(1), fps=10)
+
+
+@pytest.mark.parametrize("suffix,fps", [(".gif", 1e-3), (".gif", 150.0), (".gif", math.nan), (".mp4", 1e6),
+                                        (".mp4", 1e-9), (".gif", math.inf)])
+def test_a_frame_rate_the_format_cannot_hold_is_refused_before_any_frame(tmp_path, suffix, fps):
+    """A GIF's delay is whole centiseconds in 16 bits: a rate outside it failed only once every frame was
+    rendered; it is refused up front, and write_video takes no frame from its source."""
+    with pytest.raises(zoom.ZoomError, match="frames per second"):
+        zoom.check_video_support(suffix, fps)
+    taken = []
+
+    def source():
+        for frame in frames(2):
+            taken.append(frame)
+            yield frame
+
+    with pytest.raises(zoom.ZoomError, match="frames per second"):
+        zoom.write_video(tmp_path / f"z{suffix}", source(), fps)
+    assert taken == [] and list(tmp_path.iterdir()) == []
+
+
+def test_the_slowest_and_fastest_gif_rates_are_kept_exactly(tmp_path):
+    low, high = zoom.fps_range(".gif")
+    for fps, delay_ms in ((low, zoom.GIF_MAX_DELAY_UNITS * 10), (high, 10)):
+        assert zoom.write_video(tmp_path / "z.gif", frames(2), fps) == 2
+        with Image.open(tmp_path / "z.gif") as gif:
+            assert gif.info["duration"] == delay_ms
