@@ -51,7 +51,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import demo
 from gaussian import GaussianField
@@ -82,7 +83,9 @@ CACHE_BYTES_PER_PIXEL = IMAGE_BYTES_PER_PIXEL + FIELD_BYTES_PER_LR_PIXEL
 # Upload names are kept (for messages and download names) up to this length, in these characters.
 NAME_CHARS = 80
 SAFE_STEM = re.compile(r"[^A-Za-z0-9._-]+")
-LOOPBACK_HOSTS = ["localhost", "127.0.0.1"]
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "::1"]
+# --max-upload-mb and --max-cache-mb: from one byte to this many MiB (1 TiB), so that the byte counts are numbers.
+MAX_MEGABYTES = 1 << 20
 ENCODING, READY, FAILED = "encoding", "ready", "failed"
 SR, BICUBIC = "sr", "bicubic"  # what a view shows: the field's render, or the input resized bicubic
 
@@ -200,8 +203,11 @@ def download_stem(name: str) -> str:
 
 
 def parse_window(top: float, left: float, height: float, width: float, out_width: int, out_height: int,
-                 max_pixels: int) -> tuple[tuple[float, float, float, float], tuple[int, int]]:
-    """A view request → ((top, left, height, width), (H, W)), or a 400/413 naming what is wrong."""
+                 max_pixels: int, lr_size: tuple[int, int]
+                 ) -> tuple[tuple[float, float, float, float], tuple[int, int]]:
+    """A view request → ((top, left, height, width), (H, W)), or a 400/413 naming what is wrong; checked before any
+    arithmetic: finite numbers, a window that overlaps the (h, w) image, and a zoom (output pixels per input pixel)
+    within the range a render resolves (`zoom.MIN_ZOOM_LEVEL` to `zoom.MAX_ZOOM_LEVEL`)."""
     if not all(math.isfinite(v) for v in (top, left, height, width)) or height <= 0 or width <= 0:
         raise ViewerError(400, f"the window must be finite with a positive size, got top={top:g} left={left:g} "
                                f"height={height:g} width={width:g}")
@@ -210,6 +216,14 @@ def parse_window(top: float, left: float, height: float, width: float, out_width
     if out_width * out_height > max_pixels:
         raise ViewerError(413, f"a {out_width}x{out_height} view has {out_width * out_height:,} pixels, above the "
                                f"limit of {max_pixels:,}")
+    h, w = lr_size
+    if not (top < h and left < w and top + height > 0 and left + width > 0):
+        raise ViewerError(400, f"the window top={top:g} left={left:g} height={height:g} width={width:g} lies outside "
+                               f"the {w}x{h} image")
+    for level in (out_height / height, out_width / width):
+        if not zoom.MIN_ZOOM_LEVEL <= level <= zoom.MAX_ZOOM_LEVEL:
+            raise ViewerError(400, f"a {out_width}x{out_height} view of a {width:g}x{height:g} window is a zoom of "
+                                   f"x{level:.3g}, outside x{zoom.MIN_ZOOM_LEVEL:g} to x{zoom.MAX_ZOOM_LEVEL:g}")
     return (top, left, height, width), (out_height, out_width)
 
 
@@ -332,12 +346,42 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client went away mid-upload: nothing to keep, no one to answer
+        raise ViewerError(400, "the upload was cut off (the client disconnected)") from None
     return b"".join(chunks)
+
+
+def host_name(header: str) -> str:
+    """The host of a Host header, without its port and an IPv6 address's brackets, in lower case."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostCheck:
+    """ASGI middleware that answers a request whose Host header names none of `allowed` (IPv4 or IPv6) with the
+    API's JSON 400: a page of another site reaching the viewer by DNS rebinding names its own host."""
+
+    def __init__(self, app: ASGIApp, allowed: list[str]):
+        self.app, self.allowed = app, {host_name(h) for h in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = dict(scope.get("headers") or ())
+            host = host_name(headers.get(b"host", b"").decode("latin-1"))
+            if host not in self.allowed:
+                response = JSONResponse({"error": f"the Host header {host!r} is not this viewer's address "
+                                                  f"(allowed: {', '.join(sorted(self.allowed))})"}, status_code=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(model: nn.Module, settings: demo.Settings, limits: Limits = Limits(),
@@ -353,7 +397,7 @@ def create_app(model: nn.Module, settings: demo.Settings, limits: Limits = Limit
     app = FastAPI(title="ContinuousSR viewer", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.viewer = viewer
     if allowed_hosts:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
 
     @app.exception_handler(ViewerError)
     async def viewer_error(_: Request, exc: ViewerError) -> JSONResponse:
@@ -367,6 +411,12 @@ def create_app(model: nn.Module, settings: demo.Settings, limits: Limits = Limit
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        """A failure no check foresaw: still the API's one-line JSON (the server logs the traceback)."""
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return JSONResponse({"error": f"internal error: {detail}"}, status_code=500)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -404,13 +454,15 @@ def create_app(model: nn.Module, settings: demo.Settings, limits: Limits = Limit
     @app.get("/api/images/{entry_id}/view")
     def view(entry_id: str, top: float, left: float, height: float, width: float, out_width: int,
              out_height: int, method: str = SR) -> Response:
-        window, size = parse_window(top, left, height, width, out_width, out_height, limits.max_view_pixels)
         if method not in (SR, BICUBIC):
             raise ViewerError(400, f"unknown method {method!r} (use {SR} or {BICUBIC})")
+        entry = viewer.cache.get(entry_id)
+        window, size = parse_window(top, left, height, width, out_width, out_height, limits.max_view_pixels,
+                                    entry.size)
         start = time.perf_counter()
         if method == BICUBIC:  # from the input alone: available while the field is being encoded
             with torch.inference_mode():
-                image = resize_bicubic_window(viewer.cache.get(entry_id).rgb, window, size)
+                image = resize_bicubic_window(entry.rgb, window, size)
         else:
             image = viewer.render_view(viewer.ready(entry_id), window, size)
         data = encode_image(image, None, ".png", compress_level=VIEW_PNG_COMPRESS_LEVEL)
@@ -440,6 +492,18 @@ def port_arg(text: str) -> int:
     return int(text)
 
 
+def megabytes_arg(text: str) -> float:
+    """A size in MiB from one byte to MAX_MEGABYTES (a larger one would overflow the byte count)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 1 / MIB <= value <= MAX_MEGABYTES:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"expected a size in MiB from {1 / MIB:.3g} (one byte) to "
+                                         f"{MAX_MEGABYTES:,}, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = demo.OneLineParser(prog="viewer.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -456,11 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="input pixels of context around each tile (default: as demo.py)")
     parser.add_argument("--max-pixels", type=demo.positive_int, default=MAX_OUTPUT_PIXELS, metavar="N",
                         help=f"refuse whole-image downloads above N pixels (default {MAX_OUTPUT_PIXELS:,})")
-    parser.add_argument("--max-upload-mb", type=demo.positive_float, default=DEFAULT_MAX_UPLOAD_MIB, metavar="MB",
+    parser.add_argument("--max-upload-mb", type=megabytes_arg, default=DEFAULT_MAX_UPLOAD_MIB, metavar="MB",
                         help=f"refuse uploads above MB MiB (default {DEFAULT_MAX_UPLOAD_MIB})")
     parser.add_argument("--max-images", type=demo.positive_int, default=DEFAULT_MAX_IMAGES, metavar="N",
                         help=f"fields kept in memory; the least recently used go first (default {DEFAULT_MAX_IMAGES})")
-    parser.add_argument("--max-cache-mb", type=demo.positive_float, default=DEFAULT_MAX_CACHE_MIB, metavar="MB",
+    parser.add_argument("--max-cache-mb", type=megabytes_arg, default=DEFAULT_MAX_CACHE_MIB, metavar="MB",
                         help="memory for images and fields in all, in MiB; it also bounds one upload's size "
                              f"(default {DEFAULT_MAX_CACHE_MIB})")
     parser.add_argument("-q", "--quiet", action="store_true", help="only the address, warnings and errors")
@@ -485,9 +549,11 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether every address `host` names (IPv4 and IPv6) is this machine's loopback."""
     try:
-        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
-    except (OSError, ValueError):
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+        return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+    except (OSError, ValueError, UnicodeError):
         return False
 
 
@@ -510,10 +576,9 @@ def main(argv: list[str] | None = None) -> int:
     limits = Limits(round(args.max_upload_mb * MIB), args.max_images, round(args.max_cache_mb * MIB),
                     args.max_pixels)
     loopback = is_loopback(args.host)
-    # Host headers are checked on loopback (no other site's page can reach the viewer by DNS rebinding); the
-    # check reads IPv4 names only.
-    guarded = loopback and ":" not in args.host
-    app = create_app(model, settings, limits, LOOPBACK_HOSTS + [args.host] if guarded else None)
+    # Host headers are checked on every loopback address, IPv4 and IPv6 (no other site's page can reach the
+    # viewer by DNS rebinding).
+    app = create_app(model, settings, limits, LOOPBACK_HOSTS + [args.host] if loopback else None)
     if not loopback:
         log.warning("listening on %s: anyone who can reach this machine can use the viewer", args.host)
     host, port = sock.getsockname()[:2]

@@ -158,8 +158,8 @@ def parse_data_norm(data_norm: Any) -> dict[str, tuple[torch.Tensor, torch.Tenso
         for key, default in zip(NORM_KEYS, (0.0, 1.0)):
             raw = entry.get(key, [default])
             raw = raw if isinstance(raw, list) else [raw]
-            if len(raw) not in (1, 3) or not all(isinstance(v, (int, float)) for v in raw):
-                raise UsageError(f"data_norm.{part}.{key} must be one number or three, got {raw}")
+            if len(raw) not in (1, 3) or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in raw):
+                raise UsageError(f"data_norm.{part}.{key} must be one finite number or three, got {raw}")
             values.append(torch.tensor(raw, dtype=torch.float32).view(1, -1, 1, 1))
         if torch.any(values[1] == 0):
             raise UsageError(f"data_norm.{part}.div must not be 0")
@@ -413,6 +413,8 @@ def _evaluate_sample(model: torch.nn.Module, name: str, batch: dict[str, torch.T
     gaussians = model.encode((inp - norm["inp"][0]) / norm["inp"][1])
     _synchronize(device)
     result.encode_seconds.append(time.perf_counter() - start)
+    if hasattr(gaussians, "check_finite"):  # a NaN or infinite Gaussian vanishes from the render: a black image
+        gaussians.check_finite()
     for s in result.scales:
         size = rendered_size(protocol, s, tuple(inp.shape[-2:]), tuple(gt.shape[-2:]))
         start = time.perf_counter()

@@ -2,7 +2,9 @@
 uploads, eviction, and the command line's errors."""
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
 import signal
 import subprocess
 import sys
@@ -442,3 +444,52 @@ def test_the_program_serves_the_page_on_a_free_port(tiny_checkpoint):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# ---------------------------------------------------------------------------------------------- hostile clients
+@pytest.mark.parametrize("header,allowed", [("127.0.0.1:8000", True), ("localhost", True), ("[::1]:8000", True),
+                                            ("[::1]", True), ("LOCALHOST:1", True), ("rebound.example.com", False),
+                                            ("rebound.example.com:8000", False), ("[::2]:8000", False), ("", False)])
+def test_the_host_check_reads_ipv4_and_ipv6_hosts_and_answers_in_json(tiny_sr_model, header, allowed):
+    app = viewer.create_app(tiny_sr_model, settings(), allowed_hosts=viewer.LOOPBACK_HOSTS)
+    with TestClient(app) as client:
+        response = client.get("/api/images/none", headers={"Host": header})
+    assert response.status_code == (404 if allowed else 400)
+    assert response.headers["content-type"] == "application/json"
+    assert ("is not this viewer's address" in response.json()["error"]) != allowed
+
+
+@pytest.mark.parametrize("host,loopback", [("127.0.0.1", True), ("::1", True), ("localhost", True),
+                                           ("0.0.0.0", False), ("::", False)])
+def test_every_loopback_address_is_guarded(host, loopback):
+    assert viewer.is_loopback(host) == loopback
+
+
+def test_a_client_that_disconnects_mid_upload_leaves_no_traceback(tiny_sr_model, caplog):
+    """The ASGI app itself, fed half a body and then the client's disconnect: it must end quietly (the server
+    logged a traceback for the ClientDisconnect)."""
+    app = viewer.create_app(tiny_sr_model, settings())
+    messages = iter([{"type": "http.request", "body": b"x" * 100, "more_body": True}, {"type": "http.disconnect"}])
+    sent = []
+
+    async def receive():
+        return next(messages, {"type": "http.disconnect"})
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/api/images", "raw_path": b"/api/images", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"127.0.0.1"), (b"content-length", b"1000")], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 8000)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 400 and b"cut off" in sent[1]["body"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("value", ["1e308", "inf", "nan", "0", "-1", "1e-9", "2e6"])
+def test_memory_sizes_beyond_what_a_byte_count_holds_are_refused(capsys, value):
+    for option in ("--max-upload-mb", "--max-cache-mb"):
+        assert viewer.main([option, value]) == demo.EXIT_USAGE
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"viewer.py: error: argument {option}: expected a size")
