@@ -1,7 +1,8 @@
 """Reading and writing images: any common format and mode in, float tensors in [0, 1] out, atomic writes.
 
 Grayscale is replicated to RGB, palette images are expanded, 16-bit and 32-bit integer images are scaled by
-their full range, and an alpha channel is returned separately when asked for (RGB is taken as stored).
+their full range, and an alpha channel is returned separately when asked for (RGB is taken as stored). An EXIF
+orientation is applied, as image viewers do: a sideways-stored photo is read, and sized, upright.
 """
 from __future__ import annotations
 
@@ -72,12 +73,49 @@ def _open(source: str | os.PathLike | BinaryIO, label: str, max_pixels: int) -> 
     return image
 
 
+# EXIF orientation (tag 274) → the (transpose, flip rows, flip columns) that show the stored pixels upright, the
+# transpose first: 1 upright, 2 mirrored, 3 upside down, 4 flipped, 5-8 turned a quarter (with or without a mirror).
+ORIENTATION_TAG = 274
+IMAGE_WIDTH_TAG, IMAGE_LENGTH_TAG = 256, 257  # a TIFF's stored size
+ORIENTATIONS = {2: (False, False, True), 3: (False, True, True), 4: (False, True, False), 5: (True, False, False),
+                6: (True, False, True), 7: (True, True, True), 8: (True, True, False)}
+
+
+def _orientation(image: Image.Image) -> tuple[bool, bool, bool] | None:
+    """How to turn `image` upright by its EXIF orientation, read from what opening the file already parsed (never
+    by decoding it), or None when it is stored upright. A phone's photo shown 20x24 is stored 24x20."""
+    try:
+        if image.format == "PNG" and "exif" not in image.info:
+            return None  # PIL would decode the whole image to look for an eXIf chunk after the pixels
+        orientation = image.getexif().get(ORIENTATION_TAG)
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError):
+        return None  # unreadable metadata: the pixels as stored, as image viewers show them
+    return ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
+
+
+def _upright(image: torch.Tensor, turn: tuple[bool, bool, bool] | None) -> torch.Tensor:
+    """(C, H, W) as stored → as shown, by `_orientation`'s transpose and flips."""
+    if turn is None:
+        return image
+    transpose, flip_rows, flip_cols = turn
+    image = image.transpose(-2, -1) if transpose else image
+    dims = [d for d, flip in ((-2, flip_rows), (-1, flip_cols)) if flip]
+    return (image.flip(dims) if dims else image).contiguous()
+
+
 def image_size(path: str | os.PathLike, max_pixels: int = MAX_INPUT_PIXELS) -> tuple[int, int]:
-    """(height, width) from the file's header alone: a size can be checked before anything is decoded."""
+    """(height, width) as shown (EXIF orientation applied) from the file's header alone: a size can be checked
+    before anything is decoded."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"no such file: {path}")
     with _open(path, str(path), max_pixels) as image:
+        turn = _orientation(image)
+        stored = getattr(image, "tag_v2", {})
+        already = (stored.get(IMAGE_WIDTH_TAG), stored.get(IMAGE_LENGTH_TAG)) not in ((image.width, image.height),
+                                                                                     (None, None))
+        if turn is not None and turn[0] and not already:  # (recent PIL reports a TIFF's size upright itself)
+            return image.width, image.height
         return image.height, image.width
 
 
@@ -86,17 +124,20 @@ def _decode(source: str | os.PathLike | BinaryIO, label: str, max_pixels: int
     """Decode an opened-or-openable image; `label` names it in errors. The size is checked before decoding."""
     try:
         with _open(source, label, max_pixels) as image:
+            turn = _orientation(image)
             image.load()
+            if turn is not None and ORIENTATION_TAG not in image.getexif():
+                turn = None  # PIL turned it upright itself while loading (its TIFF reader does, in recent versions)
             if image.mode == "P" and "transparency" in image.info:
                 image = image.convert("RGBA")
             if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
                 plane = _integer_plane(image)
-                return torch.from_numpy(np.repeat(plane[None], 3, 0).copy()), None
+                return _upright(torch.from_numpy(np.repeat(plane[None], 3, 0).copy()), turn), None
             has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La")
             array = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / MAX_8BIT
     except (OSError, SyntaxError, ValueError) as exc:
         raise _unreadable(label, exc) from None
-    tensor = torch.from_numpy(array.transpose(2, 0, 1).copy())
+    tensor = _upright(torch.from_numpy(array.transpose(2, 0, 1).copy()), turn)
     if has_alpha:
         return tensor[:3], tensor[3:]
     return tensor, None

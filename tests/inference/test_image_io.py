@@ -172,3 +172,41 @@ def test_a_write_cut_short_by_a_full_disk_never_replaces_the_file(tmp_path):
                                                       for n in names)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
     assert all((tmp_path / n).read_bytes() == b"old" for n in names)
+
+
+def _with_orientation(path: Path, array: np.ndarray, orientation: int) -> Path:
+    exif = Image.Exif()
+    exif[274] = orientation
+    Image.fromarray(array).save(path, exif=exif.tobytes())
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_image_viewers_do(tmp_path, suffix, orientation):
+    """A photo stored sideways (a phone's 24x20 shown 20x24) is read and sized upright: the pixels PIL's own
+    exif_transpose gives, for each of the eight orientations, and its header size says the same before decoding."""
+    from PIL import ImageOps
+
+    from inference.image_io import image_size
+
+    array = np.random.default_rng(orientation).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    path = _with_orientation(tmp_path / f"photo{suffix}", array, orientation)
+    with Image.open(path) as stored:
+        stored.load()  # (exif_transpose of a TIFF not yet loaded turns it twice in recent PIL)
+        expected = np.asarray(ImageOps.exif_transpose(stored).convert("RGB"), dtype=np.float32) / 255
+    rgb, _ = read_image_with_alpha(path)
+    assert rgb.shape[1:] == expected.shape[:2] == image_size(path)
+    assert torch.equal(rgb, torch.from_numpy(expected.transpose(2, 0, 1).copy()))
+    assert torch.equal(decode_image_with_alpha(path.read_bytes(), "upload")[0], rgb)
+    if orientation >= 5:
+        assert image_size(path) == (24, 20)
+
+
+def test_an_alpha_channel_turns_with_its_image(tmp_path):
+    rgba = np.random.default_rng(0).integers(0, 256, (4, 6, 4), dtype=np.uint8)
+    path = _with_orientation(tmp_path / "a.png", rgba, 6)  # stored turned: shown rotated 90° clockwise
+    rgb, alpha = read_image_with_alpha(path)
+    upright = np.rot90(rgba, k=-1)
+    assert torch.equal(alpha[0], torch.from_numpy(upright[..., 3].astype(np.float32) / 255))
+    assert torch.equal(rgb, torch.from_numpy(upright[..., :3].transpose(2, 0, 1).astype(np.float32) / 255))
