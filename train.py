@@ -100,6 +100,7 @@ from gaussian import GaussianField
 from inference.image_io import ImageError, write_image
 from training import distributed
 from training.config import ConfigError, apply_overrides, complete, load_yaml, save_config
+from training.lr_schedule import check_lr_schedule
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, NonFiniteError,
                    UsageError, check_finite, remove_stale_temporaries, resolve_device, stop_cleanly_on_sigterm,
                    worker_stops_cleanly)
@@ -225,9 +226,9 @@ def refusing_bad_args(key: str, spec: dict[str, Any]) -> Iterator[None]:
 
 
 def check_optimisation(cfg: dict[str, Any]) -> None:
-    """Build the optimizer and the lr scheduler on a throwaway parameter, step the optimizer once and the scheduler
-    through all epoch_max epochs: an argument that would fail (or give a non-finite lr) only after an epoch or
-    a hundred fails now, before any work."""
+    """Build the optimizer and the lr scheduler on a throwaway parameter, step the optimizer once and check the
+    schedule over all epoch_max epochs (training.lr_schedule, in constant time): an argument that would fail (or
+    give a non-finite lr) only after an epoch or a hundred fails now, before any work."""
     param = nn.Parameter(torch.zeros(1))
     param.grad = torch.zeros(1)
     with refusing_bad_args("optimizer", cfg["optimizer"]):
@@ -239,11 +240,7 @@ def check_optimisation(cfg: dict[str, Any]) -> None:
     if scheduler is None:
         return
     with refusing_bad_args("lr_scheduler", cfg["lr_scheduler"]):
-        for epoch in range(cfg["epoch_max"]):
-            scheduler.step()
-            lr = optimizer.param_groups[0]["lr"]
-            if not math.isfinite(lr) or lr < 0:
-                raise ValueError(f"the lr would be {lr} after epoch {epoch + 1}")
+        check_lr_schedule(scheduler, cfg["epoch_max"])
 
 
 def summary_writer_class() -> type | None:
