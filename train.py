@@ -101,6 +101,7 @@ from inference.image_io import ImageError, write_image
 from training import distributed
 from training.config import ConfigError, apply_overrides, complete, load_yaml, save_config
 from training.lr_schedule import check_lr_schedule
+from training.resume_state import check_resume_state
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, NonFiniteError,
                    UsageError, check_finite, remove_stale_temporaries, resolve_device, stop_cleanly_on_sigterm,
                    worker_stops_cleanly)
@@ -494,6 +495,7 @@ class Trainer:
             f"{self.loader.batch_sampler.batches_per_epoch()} steps per epoch")
 
     def restore(self, ckpt: dict[str, Any]) -> None:
+        check_resume_state(ckpt, self.optimizer, self.scheduler)
         try:
             models.load_state_dict_strict(self.model, ckpt.get("train_sd", ckpt["model"]["sd"]))
             self.optimizer.load_state_dict(ckpt["optimizer"])

@@ -5,7 +5,8 @@ epochs must be refused or started at once, not hang in its checks).
 The schedules (torch.optim.lr_scheduler, as train.py builds them; lr_0 is a group's initial lr, e the epoch):
     StepLR(step_size, gamma)          lr_0 · gamma^(e // step_size)
     MultiStepLR(milestones, gamma)    lr_0 · gamma^(number of milestones ≤ e)
-    CosineAnnealingLR(T_max, eta_min) eta_min + (lr_0 − eta_min)·(1 + cos(π·e / T_max)) / 2, between eta_min and lr_0
+    CosineAnnealingLR(T_max, eta_min) eta_min + (lr_0 − eta_min)·(1 + cos(π·e / T_max)) / 2,
+                                      between lr_0 and eta_min (reached at T_max)
 The magnitude of gamma^k is monotonic in k, so the first and the last power the run reaches bound every value
 (and a negative gamma is refused by the first odd power, which StepLR reaches at once and MultiStepLR at one of
 its milestones).
