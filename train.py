@@ -102,6 +102,7 @@ from training import distributed
 from training.config import ConfigError, apply_overrides, complete, load_yaml, save_config
 from training.lr_schedule import check_lr_schedule
 from training.resume_state import check_resume_state
+from training.tensorboard import close_writer, guard_writer
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, NonFiniteError,
                    UsageError, check_finite, remove_stale_temporaries, resolve_device, stop_cleanly_on_sigterm,
                    worker_stops_cleanly)
@@ -281,7 +282,7 @@ class Logger:
                 self("TensorBoard logging is off: neither tensorboardX nor tensorboard is installed (log.txt has "
                      "every epoch's loss, lr and validation PSNR)")
             else:
-                self.writer = writer_class(str(self.out / "tensorboard"))
+                self.writer = guard_writer(writer_class(str(self.out / "tensorboard")))
 
     def __call__(self, message: str, console: bool = True) -> None:
         if self.active:
@@ -303,9 +304,10 @@ class Logger:
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            close_writer(self.writer)  # a full disk loses the charts' last events quietly: log.txt has them
         if self.log_file is not None:
-            self.log_file.close()
+            with contextlib.suppress(OSError):  # a full disk: its error is reported already; the file is closed
+                self.log_file.close()
 
 
 class RenderAtTarget(nn.Module):
