@@ -38,7 +38,7 @@ MAGIC = b"CSRPIX01"
 PREAMBLE = struct.Struct("<8sQQ")
 # Each image's pixels start on a page boundary (mappable views, float32 aligned); the preamble fills the first.
 PAGE = 4096
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: pixels as read_image gives them with the EXIF orientation applied
 SUFFIX = ".decoded"
 # Characters of the hex digest that tell caches of different folders (or first_k) apart in one cache_dir.
 KEY_LENGTH = 12
