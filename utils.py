@@ -215,25 +215,47 @@ def refuse_symlink_loop(path: str | os.PathLike) -> None:
                     raise OSError(errno.ELOOP, "a loop of symbolic links", str(link)) from None
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders that making `folder` would create, deepest first."""
+    missing = []
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove `folders` (deepest first) while they are empty: a failed write leaves no folder it made behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another file arrived), or never made: the ones above stay too
+            return
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path` (same suffix) to write to; flushed to disk and renamed onto `path` when the
-    block succeeds, removed when it fails — so `path` is never half-written and an old file survives a failure.
-    A writer that can lose bytes silently (one writing to the descriptor itself) should use `atomic_file`.
+    block succeeds, removed when it fails — so `path` is never half-written and an old file survives a failure
+    (and the folders made for it are removed again, when still empty). A writer that can lose bytes silently (one writing to the descriptor itself) should use `atomic_file`.
     Raises OSError where the folder cannot be made or written, or `path` is a loop of symbolic links."""
     path = Path(path)
     refuse_symlink_loop(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    made = _missing_folders(path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=path.suffix, dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, _new_file_mode())  # mkstemp makes it private; give it the permissions open() would
         os.replace(tmp, path)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        _remove_if_empty(made)
         interruption = _interruption_behind(exc)
         if interruption is not None and interruption is not exc:
             raise interruption from None

@@ -273,3 +273,18 @@ def test_a_workers_other_uncaught_errors_are_still_reported(capsys):
     except ValueError as exc:
         _quiet_when_hung_up(type(exc), exc, exc.__traceback__)
     assert "ValueError: a real failure" in capsys.readouterr().err
+
+
+def test_a_failed_write_removes_the_folders_it_made_and_keeps_the_others(tmp_path):
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "kept" / "new" / "deeper" / "out.png"):
+            raise RuntimeError("the render failed")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["kept"]
+    (tmp_path / "kept" / "new").mkdir()
+    (tmp_path / "kept" / "new" / "other.png").write_text("written before")
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "kept" / "new" / "deeper" / "out.png"):
+            raise RuntimeError("the render failed")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "kept", "kept/new", "kept/new/other.png"]
