@@ -270,6 +270,7 @@ class CheckedWriter(io.RawIOBase):
     def __init__(self, file: BinaryIO):
         super().__init__()
         self._file, self.end = file, 0
+        self.error: OSError | None = None  # the first failed write's error, which a library may hide behind its own
 
     def writable(self) -> bool:
         return True
@@ -278,7 +279,11 @@ class CheckedWriter(io.RawIOBase):
         return True
 
     def write(self, data) -> int:
-        written = self._file.write(data)
+        try:
+            written = self._file.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
         self.end = max(self.end, self._file.tell())
         return written
 
@@ -298,11 +303,17 @@ class CheckedWriter(io.RawIOBase):
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[CheckedWriter]:
     """`atomic_path` with the file opened for binary writing as a `CheckedWriter`: before the temporary replaces
-    `path` it is flushed, synced, and its size on disk checked against what was written (OSError if short)."""
+    `path` it is flushed, synced, and its size on disk checked against what was written (OSError if short). A
+    write's own OSError is what fails the block, whatever error the library made of it."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             writer = CheckedWriter(f)
-            yield writer
+            try:
+                yield writer
+            except Exception:
+                if writer.error is not None:  # e.g. torch.save reports a full disk as "unexpected pos"
+                    raise writer.error from None
+                raise
             f.flush()
             os.fsync(f.fileno())
         on_disk = os.path.getsize(tmp)

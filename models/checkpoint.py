@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from utils import atomic_path
+from utils import atomic_file
 
 from .registry import UnknownModelError, make
 from .state_dict import CheckpointError
@@ -134,6 +134,7 @@ def model_payload(spec: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
 
 
 def save_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename: never a half-written file."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    """Write to a temporary file beside `path` (utils.atomic_file: checked complete, flushed to disk), then rename:
+    never a half-written file, and a full disk is reported as one (torch.save's own error says "unexpected pos")."""
+    with atomic_file(path) as f:
         torch.save(dict(ckpt), f)

@@ -288,3 +288,22 @@ def test_a_failed_write_removes_the_folders_it_made_and_keeps_the_others(tmp_pat
             raise RuntimeError("the render failed")
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "kept", "kept/new", "kept/new/other.png"]
+
+
+def test_a_failed_write_is_reported_as_itself_not_as_what_a_library_made_of_it(tmp_path):
+    """torch.save turns a full disk into "unexpected pos ..."; through atomic_file it is the disk's own error."""
+    script = textwrap.dedent(f"""
+        import resource, signal, torch
+        from utils import atomic_file
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+        try:
+            with atomic_file({str(tmp_path / "w.pth")!r}) as f:
+                torch.save({{"w": torch.zeros(100_000)}}, f)
+        except OSError as exc:
+            print(exc.strerror)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPOSITORY, capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == "File too large", done.stderr
+    assert list(tmp_path.iterdir()) == []
