@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import sys
 import tempfile
 import time
@@ -47,7 +46,7 @@ from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP, TRANSFORM
 from models import CheckpointError
 from rasterizer import check_backend
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, NonFiniteError,
-                   UsageError, check_finite, refuse_symlink_loop, resolve_device, stop_cleanly_on_sigterm)
+                   UsageError, check_finite, check_path, resolve_device, stop_cleanly_on_sigterm)
 
 ROOT = Path(__file__).resolve().parent
 # The checkpoint used without --model, relative to this folder (weights/MODEL_CARD.md describes it).
@@ -227,10 +226,6 @@ def load_model(path: Path, device: torch.device) -> nn.Module:
 
 def check_writable(path: Path) -> None:
     """Fail before any work if `path` could not be created: its nearest existing folder must take a file."""
-    try:
-        refuse_symlink_loop(path)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
     folder = path.parent
     while not folder.exists():
         folder = folder.parent
@@ -333,7 +328,7 @@ def run_file(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--output {target} is a folder; give a file name (a folder is for a folder --input)")
     if not is_image_file(target):
         raise UsageError(f"--output {target}: unsupported image format (use one of {', '.join(IMAGE_SUFFIXES)})")
-    if os.path.realpath(target) == os.path.realpath(source):
+    if target.resolve() == source.resolve():
         raise UsageError(f"--output is the input file {source}; write the result elsewhere")
     size = target_size(image_size(source), args.scale, args.size, settings.max_pixels)  # from the header
     rgb, alpha = read_image_with_alpha(source)  # a damaged file fails here, before the model loads
@@ -347,7 +342,7 @@ def run_folder(args: argparse.Namespace, settings: Settings) -> int:
     source, target = Path(args.input), Path(args.output)
     if target.exists() and not target.is_dir():
         raise UsageError(f"--output {target} is a file; with a folder --input it must be a folder")
-    if os.path.realpath(target) == os.path.realpath(source):
+    if target.resolve() == source.resolve():
         raise UsageError("--output is the input folder; the originals would be overwritten")
     if is_image_file(target):
         raise UsageError(f"--output {target} names an image; with a folder --input it must be a folder")
@@ -416,6 +411,10 @@ def run(args: argparse.Namespace) -> int:
     for option, value in (("--input", args.input), ("--output", args.output)):
         if not value.strip():
             raise UsageError(f"{option} is empty: give a file or folder")
+        try:
+            check_path(value)
+        except OSError as exc:
+            raise UsageError(f"{option}: {exc.strerror}") from None
     source = Path(args.input)
     if not source.exists():
         raise UsageError(f"no such file or folder: {source}")

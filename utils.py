@@ -160,6 +160,7 @@ TEMPORARY_MARK = "partial-"
 TEMPORARY_RANDOM_CHARS = 8  # what tempfile.mkstemp puts between the prefix and the suffix
 TEMPORARY_DIGEST_CHARS = 8
 NAME_MAX = 255  # a file name's length in bytes where the folder cannot tell its own (POSIX file systems' usual)
+PATH_MAX = 4096  # a path's length in bytes, with its final NUL, where the system cannot tell its own (Linux's)
 
 
 def _name_max(folder: Path) -> int:
@@ -202,17 +203,35 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def refuse_symlink_loop(path: str | os.PathLike) -> None:
-    """OSError (ELOOP) if `path` or a folder above it is a symbolic link that never reaches a file or folder: a
-    loop is no place to write, and it must be refused before any work, with a line that says so."""
+def _path_max() -> int:
+    """The longest path (in bytes, with its final NUL) that the system's calls take."""
+    try:
+        return os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        return PATH_MAX
+
+
+def check_path(path: str | os.PathLike) -> None:
+    """OSError, its strerror one line naming the problem, if `path` cannot name a file here: longer than the
+    system's paths or with a name longer than its file system's, or a loop of symbolic links (the path itself or
+    a folder above it). Such paths otherwise fail deep inside pathlib with a traceback; refuse them up front."""
     path = Path(path)
+    length, limit = len(os.fsencode(path)), _path_max()
+    if length >= limit:
+        raise OSError(errno.ENAMETOOLONG, f"the path is {length:,} bytes long, above the {limit - 1:,} the system "
+                                          "allows")
+    existing = next((p for p in (path.parent, *path.parent.parents) if os.path.isdir(p)), Path("."))
+    longest, name_max = max(len(os.fsencode(part)) for part in path.parts), _name_max(existing)
+    if longest > name_max:
+        raise OSError(errno.ENAMETOOLONG, f"a name in the path is {longest} bytes long, above the {name_max} its "
+                                          "file system allows")
     for link in (path, *path.parents):
         if os.path.islink(link):
             try:
                 link.stat()
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
-                    raise OSError(errno.ELOOP, "a loop of symbolic links", str(link)) from None
+                    raise OSError(errno.ELOOP, f"a loop of symbolic links at {link}", str(link)) from None
 
 
 def _missing_folders(folder: Path) -> list[Path]:
@@ -238,9 +257,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path` (same suffix) to write to; flushed to disk and renamed onto `path` when the
     block succeeds, removed when it fails — so `path` is never half-written and an old file survives a failure
     (and the folders made for it are removed again, when still empty). A writer that can lose bytes silently (one writing to the descriptor itself) should use `atomic_file`.
-    Raises OSError where the folder cannot be made or written, or `path` is a loop of symbolic links."""
+    Raises OSError where the folder cannot be made or written, or `path` is refused by `check_path`."""
     path = Path(path)
-    refuse_symlink_loop(path)
+    check_path(path)
     made = _missing_folders(path.parent)
     tmp = None
     try:

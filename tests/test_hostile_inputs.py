@@ -42,6 +42,13 @@ CLI_CASES = [
     ("demo", "--input {good} --output {loop_folder}/sr.png --scale 2 --model {ckpt}", EXIT_USAGE,
      "a loop of symbolic links"),
     ("demo", "--input {good} --output {out}/{longest_name} --scale 2 --model {ckpt}", EXIT_OK, None),
+    ("demo", "--input {good} --output {out}/{too_long_name} --scale 2 --model {ckpt}", EXIT_USAGE,
+     "a name in the path is 256 bytes long"),
+    ("demo", "--input {good} --output {out}/{too_deep}/sr.png --scale 2 --model {ckpt}", EXIT_USAGE,
+     "bytes long, above the"),
+    ("demo", "--input {out}/{too_deep}/lr.png --output {out}/sr.png --scale 2 --model {ckpt}", EXIT_USAGE,
+     "bytes long, above the"),
+    ("demo", "--input {loop} --output {out}/sr.png --scale 2 --model {ckpt}", EXIT_USAGE, "a loop of symbolic links"),
     ("demo", "--input {good} --output {out}/z.gif --zoom 1:2:3 --fps 0.001 --model {ckpt}", EXIT_USAGE,
      "frames per second"),
     ("demo", "--input {good} --output {out}/z.gif --zoom 1:2:3 --fps 1000 --model {ckpt}", EXIT_USAGE,
@@ -102,7 +109,8 @@ def inputs(tmp_path_factory, tiny_checkpoint) -> dict[str, str]:
         write_image(images / f"img{i}.png", smooth_image(24, 28, seed=i))
     made = {"good": folder / "good.png", "ckpt": tiny_checkpoint, "loop": folder / "loop.png",
             "loop_folder": folder / "loop_folder", "data": folder / "load", "images": images,
-            "train_config": TRAIN_CONFIG, "longest_name": "n" * (LONGEST_NAME - len(".png")) + ".png"}
+            "train_config": TRAIN_CONFIG, "longest_name": "n" * (LONGEST_NAME - len(".png")) + ".png",
+            "too_long_name": "n" * (LONGEST_NAME + 1 - len(".png")) + ".png", "too_deep": "/".join(["d"] * 3000)}
     config = yaml.safe_load(TEST_CONFIG.read_text())
     for name, div in (("nan_norm_config", math.nan), ("overflowing_norm_config", 1e-40)):
         changed = copy.deepcopy(config)

@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
-from utils import (REPOSITORY, TEMPORARY_MARK, _quiet_when_hung_up, atomic_file, atomic_path, remove_stale_temporaries,
-                   repository_path)
+from utils import (REPOSITORY, TEMPORARY_MARK, _quiet_when_hung_up, atomic_file, atomic_path, check_path,
+                   remove_stale_temporaries, repository_path)
 
 
 def test_success_renames_onto_the_target(tmp_path):
@@ -307,3 +307,17 @@ def test_a_failed_write_is_reported_as_itself_not_as_what_a_library_made_of_it(t
                           timeout=120)
     assert done.stdout.strip() == "File too large", done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_paths_the_system_cannot_take_are_named_before_anything_is_made(tmp_path):
+    """A 256-byte name, a 6,000-byte path: one line saying which, and no folder made (pathlib raised midway)."""
+    for path, message in ((tmp_path / ("n" * 252 + ".png"), "a name in the path is 256 bytes long"),
+                          (tmp_path.joinpath(*["d"] * 3000, "x.png"), "bytes long, above the")):
+        with pytest.raises(OSError) as raised:
+            check_path(path)
+        assert raised.value.errno == errno.ENAMETOOLONG and message in raised.value.strerror
+        with pytest.raises(OSError, match=message):
+            with atomic_path(path):
+                pass
+    assert list(tmp_path.iterdir()) == []
+    check_path(tmp_path / ("n" * 251 + ".png"))  # 255 bytes: legal
