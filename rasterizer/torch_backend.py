@@ -34,7 +34,7 @@ def _chunks(extents: torch.Tensor, means: torch.Tensor, height: int, width: int)
     n = idx.numel()
     while start < n:
         box_w, box_h = (int(v) for v in box[start])  # the first of a chunk is (nearly) its largest
-        count = max(1, CHUNK_ELEMENTS // (box_w * box_h))
+        count = max(1, CHUNK_ELEMENTS // max(1, box_w * box_h))  # a box can hold no pixel on one axis
         stop = min(n, start + count)
         box_w, box_h = (int(v) for v in box[start:stop].amax(0))
         yield idx[start:stop], box_h, box_w

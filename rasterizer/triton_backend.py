@@ -220,6 +220,36 @@ def backward_launch(means: torch.Tensor, factors: torch.Tensor, colours: torch.T
                    hg, wg), {"C": channels, "GH": CELLS_H, "GW": CELLS_W, "PH": PIXELS_H, "PW": PIXELS_W})
 
 
+def evaluated_pairs(gaussians: ProjectedGaussians, height: int, width: int) -> tuple[int, int]:
+    """(forward, backward): the (pixel, Gaussian) pairs the kernels evaluate for this field, counted from their
+    launch grids and loop bounds (every lane of every chunk, masked or not)."""
+    batch, hg, wg = gaussians.means.shape[:3]
+    reach = lattice_reach(gaussians.means.detach().float(), gaussians.extents.float(), height, width).cpu()
+    x_lo, x_hi, y_lo, y_hi = reach.unbind()
+    f32 = torch.float32
+    tiles_x, tiles_y = torch.arange(triton.cdiv(width, TILE_W)), torch.arange(triton.cdiv(height, TILE_H))
+    j0, i0 = (tiles_x * TILE_W).to(f32), (tiles_y * TILE_H).to(f32)
+    scale_x, scale_y = torch.tensor(wg / width, dtype=f32), torch.tensor(hg / height, dtype=f32)
+    c_lo = torch.ceil((j0 - x_hi) * scale_x).int().clamp(min=0)
+    c_hi = torch.floor((j0 + TILE_W - 1 - x_lo) * scale_x).int().clamp(max=wg - 1)
+    r_lo = torch.ceil((i0 - y_hi) * scale_y).int().clamp(min=0)
+    r_hi = torch.floor((i0 + TILE_H - 1 - y_lo) * scale_y).int().clamp(max=hg - 1)
+    chunks = ((c_hi - c_lo + 1).clamp(min=0) + CHUNK_COLS - 1) // CHUNK_COLS
+    rows = (r_hi - r_lo + 1).clamp(min=0)
+    forward = batch * TILE_H * TILE_W * CHUNK_COLS * int(rows.sum()) * int(chunks.sum())
+    cells_x, cells_y = torch.arange(triton.cdiv(wg, CELLS_W)), torch.arange(triton.cdiv(hg, CELLS_H))
+    c_first, r_first = (cells_x * CELLS_W).to(f32), (cells_y * CELLS_H).to(f32)
+    step_x, step_y = torch.tensor(width / wg, dtype=f32), torch.tensor(height / hg, dtype=f32)
+    j_lo = torch.ceil(c_first * step_x + x_lo).int().clamp(min=0)
+    j_hi = torch.floor((c_first + CELLS_W - 1) * step_x + x_hi).int().clamp(max=width - 1)
+    i_lo = torch.ceil(r_first * step_y + y_lo).int().clamp(min=0)
+    i_hi = torch.floor((r_first + CELLS_H - 1) * step_y + y_hi).int().clamp(max=height - 1)
+    col_steps = ((j_hi - j_lo + 1).clamp(min=0) + PIXELS_W - 1) // PIXELS_W
+    row_steps = ((i_hi - i_lo + 1).clamp(min=0) + PIXELS_H - 1) // PIXELS_H
+    backward = (batch * CELLS_H * CELLS_W * PIXELS_H * PIXELS_W * int(row_steps.sum()) * int(col_steps.sum()))
+    return forward, backward
+
+
 class _RasterizeTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, factors, colours, reach, height, width):

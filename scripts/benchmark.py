@@ -3,8 +3,11 @@
     python scripts/benchmark.py raster [--backends torch,triton] [--backward] [--cases ...]
     python scripts/benchmark.py model  [--encoders edsr-baseline,hat-srx4] [--lr 192x256]
     python scripts/benchmark.py cpu    [--backends torch,numba] [--model weights/...pth]
+    python scripts/benchmark.py pairs  [--cases ...] [--scales 2,4,8,16] [--model weights/...pth]
 
-Each figure is the median of repeated runs after warm-up: CUDA events on a GPU, wall clock on the CPU, with
+`pairs` times nothing: it counts, on the CPU, the (pixel, Gaussian) pairs the Triton kernels evaluate (from
+their launch grids and loop bounds) against the pairs actually drawn (α ≥ 1/255), for every raster case and for
+the bundled model's field of the bundled example at each of --scales. Otherwise each figure is the median of repeated runs after warm-up: CUDA events on a GPU, wall clock on the CPU, with
 peak memory (allocated on CUDA, resident-set increase on the CPU). Prints a table and writes JSON (device,
 date, figures) under benchmarks/. Fields for the raster cases are shaped like the head's (dictionary-mixture
 covariances, offsets in (−1, 1) LR pixels).
@@ -190,20 +193,26 @@ def drawn_pairs(g: rasterizer.ProjectedGaussians, height: int, width: int) -> in
     return total
 
 
-def count_pairs(render: Callable[[str], object]) -> int:
-    """The drawn pairs of `render(backend)`, through a counting backend registered for the call."""
-    counted = []
+def projections(render: Callable[[str], object]) -> list[tuple[rasterizer.ProjectedGaussians, int, int]]:
+    """(projected Gaussians, height, width) of each rasterizer call `render(backend)` makes, through a capturing
+    backend registered for the call (it renders zeros)."""
+    captured = []
 
-    def counting(g: rasterizer.ProjectedGaussians, height: int, width: int) -> torch.Tensor:
-        counted.append(drawn_pairs(g, height, width))
+    def capture(g: rasterizer.ProjectedGaussians, height: int, width: int) -> torch.Tensor:
+        captured.append((g, height, width))
         return g.colours.new_zeros(g.colours.shape[0], g.colours.shape[-1], height, width)
 
-    rasterizer.register_backend("count-pairs", counting, auto_device_types=())
+    rasterizer.register_backend("capture", capture, auto_device_types=())
     try:
-        render("count-pairs")
+        render("capture")
     finally:
-        del rasterizer.BACKENDS["count-pairs"]
-    return sum(counted)
+        del rasterizer.BACKENDS["capture"]
+    return captured
+
+
+def count_pairs(render: Callable[[str], object]) -> int:
+    """The drawn pairs of `render(backend)`."""
+    return sum(drawn_pairs(g, height, width) for g, height, width in projections(render))
 
 
 def _floor(pairs: float, median_ms: float) -> dict[str, float]:
@@ -277,17 +286,65 @@ def bench_cpu(args, device: torch.device) -> list[dict]:
     return results
 
 
+BUNDLED_EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "example.png"
+PAIR_SCALES = "2,4,8,16"
+
+
+def _pair_row(name: str, g: rasterizer.ProjectedGaussians, height: int, width: int) -> dict:
+    from rasterizer.triton_backend import evaluated_pairs
+
+    drawn = drawn_pairs(g, height, width)
+    forward, backward = evaluated_pairs(g, height, width)
+    row = {"field": name, "gaussians": g.means[..., 0].numel(), "output": [g.means.shape[0], height, width],
+           "drawn": drawn, "forward_evaluated": forward, "backward_evaluated": backward,
+           "forward_ratio": forward / max(drawn, 1), "backward_ratio": backward / max(drawn, 1)}
+    print(f"{name:28s} {row['gaussians']:>9d} G -> {g.means.shape[0]}x{height}x{width}: drawn {drawn / 1e6:9.3f} M, "
+          f"evaluated forward {forward / 1e6:10.3f} M ({row['forward_ratio']:6.2f} per drawn), backward "
+          f"{backward / 1e6:10.3f} M ({row['backward_ratio']:6.2f})", flush=True)
+    return row
+
+
+def bench_pairs(args, device: torch.device) -> list[dict]:
+    """Evaluated against drawn pairs for each raster case and the bundled model's real field at --scales."""
+    from inference.image_io import read_image
+
+    cases = args.cases.split(",") if args.cases else list(RASTER_CASES)
+    unknown = [c for c in cases if c not in RASTER_CASES]
+    if unknown:
+        raise UsageError(f"unknown case(s) {', '.join(unknown)} (known: {', '.join(RASTER_CASES)})")
+    try:
+        scales = [float(v) for v in args.scales.split(",")]
+    except ValueError:
+        raise UsageError(f"--scales must be comma-separated numbers, got {args.scales!r}") from None
+    if not all(s > 0 for s in scales):
+        raise UsageError(f"--scales must be positive, got {args.scales!r}")
+    results = []
+    with torch.no_grad():
+        for case in cases:
+            lr_h, lr_w, height, width, batch = RASTER_CASES[case]
+            xy, chol, colour = make_field(lr_h, lr_w, height, width, batch, device)
+            results.append(_pair_row(case, rasterizer.project(xy, chol, colour, height, width), height, width))
+        model = models.sr_model_from_checkpoint(args.model, device)
+        field = model.encode(read_image(BUNDLED_EXAMPLE).unsqueeze(0).to(device))
+        for scale in scales:
+            for g, height, width in projections(lambda backend: model.render(field, scale=scale, backend=backend)):
+                results.append(_pair_row(f"bundled model x{scale:g}", g, height, width))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("raster", "model", "cpu"))
+    parser.add_argument("what", choices=("raster", "model", "cpu", "pairs"))
     parser.add_argument("--device", default=DEVICE_AUTO,
                         help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU)")
     parser.add_argument("--backends", default=None,
                         help="raster, cpu: comma-separated rasterizer backends (default torch; cpu: torch,numba)")
     parser.add_argument("--lr-sizes", default=CPU_LR_SIZES, help=f"cpu: LR sizes WxH (default {CPU_LR_SIZES})")
-    parser.add_argument("--model", default=str(BUNDLED_MODEL), help="cpu: the checkpoint (default: the bundled one)")
+    parser.add_argument("--model", default=str(BUNDLED_MODEL),
+                        help="cpu, pairs: the checkpoint (default: the bundled one)")
+    parser.add_argument("--scales", default=PAIR_SCALES, help=f"pairs: the model's scales (default {PAIR_SCALES})")
     parser.add_argument("--backward", action="store_true", help="raster: also time forward+backward")
-    parser.add_argument("--cases", default=None, help=f"raster: comma-separated, from {', '.join(RASTER_CASES)}")
+    parser.add_argument("--cases", default=None, help=f"raster, pairs: comma-separated, from {', '.join(RASTER_CASES)}")
     parser.add_argument("--encoders", default="edsr-baseline", help=f"model: from {', '.join(ENCODERS)}")
     parser.add_argument("--lr", default=None, help="model: LR size HxW (default 192x256 on CUDA, 48x64 on CPU)")
     parser.add_argument("--backend", default="auto", help="model: rasterizer backend")
@@ -302,7 +359,12 @@ def main() -> None:
         sys.exit(EXIT_USAGE)
     args.repeats = args.repeats or (20 if device.type == "cuda" else 5)
     args.backends = args.backends or ("torch,numba" if args.what == "cpu" else "torch")
-    results = {"raster": bench_raster, "model": bench_model, "cpu": bench_cpu}[args.what](args, device)
+    try:
+        results = {"raster": bench_raster, "model": bench_model, "cpu": bench_cpu,
+                   "pairs": bench_pairs}[args.what](args, device)
+    except UsageError as exc:
+        print(f"benchmark.py: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
     date = datetime.date.today().isoformat()
