@@ -25,13 +25,13 @@ from typing import Callable
 import torch
 import triton
 
-from . import triton_backend
+from . import footprints, triton_backend
 
 CAPABILITIES = (80, 90)  # sm_80 (A100) and sm_90 (H100/H200)
 CHANNELS = tuple(range(1, triton_backend.MAX_CHANNELS + 1))
 WARP_SIZE = 32
 INT32_RANGE = range(-2 ** 31, 2 ** 31)
-POINTER_TYPES = {torch.float32: "*fp32"}
+POINTER_TYPES = {torch.float32: "*fp32", torch.int32: "*i32", torch.int64: "*i64"}
 # The JIT hints divisibility by this many (ints) and bytes (pointers), as `BaseBackend.parse_attr("D")`.
 DIVISIBILITY_HINT = "D"
 OLDEST_TRITON = (3, 5)
@@ -39,7 +39,8 @@ OLDEST_TRITON = (3, 5)
 
 @dataclass(frozen=True)
 class Case:
-    """A launch as the JIT sees it: output size, lattice size, and whether pointers are 16-byte aligned."""
+    """A launch as the JIT sees it: output size, lattice size (its Gaussians are the kernels' lanes), and whether
+    pointers are 16-byte aligned."""
 
     height: int
     width: int
@@ -57,22 +58,30 @@ CASES = {
 }
 
 
-def _meta(*shape: int) -> torch.Tensor:
-    return torch.empty(*shape, device="meta", dtype=torch.float32)
+def _meta(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.empty(*shape, device="meta", dtype=dtype)
+
+
+def _lattice(case: Case, channels: int) -> tuple[footprints.Plan, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The plan (one image's Gaussians as lanes), means, factors and colours of a case, as meta tensors."""
+    lattice = (1, case.lattice_h, case.lattice_w)
+    lanes = case.lattice_h * case.lattice_w
+    work = footprints.Plan(_meta(lanes, footprints.INT_FIELDS, dtype=torch.int32),
+                           _meta(lanes, footprints.FLOAT_FIELDS), _meta(-(-lanes // footprints.BLOCK),
+                                                                       dtype=torch.int32))
+    return work, _meta(*lattice, 2), _meta(*lattice, 3), _meta(*lattice, channels)
 
 
 def _forward(case: Case, channels: int) -> triton_backend.Launch:
-    lattice = (1, case.lattice_h, case.lattice_w)
-    return triton_backend.forward_launch(_meta(*lattice, 2), _meta(*lattice, 3), _meta(*lattice, channels), _meta(4),
-                                         _meta(1, channels, case.height, case.width))
+    work, means, factors, colours = _lattice(case, channels)
+    return triton_backend.forward_launch(work, means, factors, colours, _meta(1),
+                                         _meta(1, channels, case.height, case.width, dtype=torch.int64))
 
 
 def _backward(case: Case, channels: int) -> triton_backend.Launch:
-    lattice = (1, case.lattice_h, case.lattice_w)
-    means, factors, colours = _meta(*lattice, 2), _meta(*lattice, 3), _meta(*lattice, channels)
-    return triton_backend.backward_launch(means, factors, colours, _meta(4),
-                                          _meta(1, channels, case.height, case.width), _meta(*means.shape),
-                                          _meta(*factors.shape), _meta(*colours.shape))
+    work, means, factors, colours = _lattice(case, channels)
+    return triton_backend.backward_launch(work, means, factors, colours, _meta(1, channels, case.height, case.width),
+                                          _meta(*means.shape), _meta(*factors.shape), _meta(*colours.shape))
 
 
 KERNELS: dict[str, tuple[object, Callable[[Case, int], triton_backend.Launch]]] = {
@@ -166,7 +175,7 @@ def compile_build(kernel_name: str, case_name: str, channels: int, capability: i
     kernel, launch = KERNELS[kernel_name]
     case = CASES[case_name]
     target = GPUTarget("cuda", capability, WARP_SIZE)
-    _, args, constexprs = launch(case, channels)
+    _, args, constexprs, options = launch(case, channels)
     signature, constants, attrs = specialise(kernel, args, constexprs, case.aligned, make_backend(target))
     log = io.StringIO()
     previous = os.environ.get("TRITON_DUMP_PTXAS_LOG")
@@ -174,7 +183,7 @@ def compile_build(kernel_name: str, case_name: str, channels: int, capability: i
     try:
         with contextlib.redirect_stdout(log):
             triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs),
-                           target=target)
+                           target=target, options=options)
     except Exception as exc:  # any compiler failure is the finding: recorded, never swallowed silently
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [""]
         # A CompilationError reads "at L:C:", the source, then the cause: keep the first and last lines.

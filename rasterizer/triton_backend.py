@@ -1,34 +1,44 @@
-"""Triton rasterizer: the docs/DESIGN.md §4 sum on CUDA, exploiting the lattice instead of sorting Gaussians.
+"""Triton rasterizer: the docs/DESIGN.md §4 sum on CUDA, each Gaussian evaluated on its own footprint only.
 
-Forward: one program per output tile gathers the lattice window whose Gaussians can reach the tile and sums
-them in fp32 — no sort, no atomics. Backward: one program per block of lattice cells reads the output-gradient
-footprint of its Gaussians and writes their gradients directly — no atomics either.
-
-The window comes from the actual field: every valid Gaussian's drift from its lattice anchor plus its α ≥ 1/255
-half-width lies in [lo, hi] per axis (`projection.lattice_reach`), computed on the device so that nothing
-synchronises with the host. Runs on the CPU too under TRITON_INTERPRET=1, which is how the tests check it without
-a GPU.
+Both kernels run one lane per Gaussian (`footprints`: the parallelogram of pixels that holds its α ≥ 1/255
+ellipse, Gaussians in footprint-size order, one warp of lanes per program), each lane stepping through its own
+footprint; no pixel outside it is evaluated, so the kernels evaluate about 1.3-1.9 pairs per pair drawn
+(`scripts/benchmark.py pairs`). Backward: each lane sums its own gradients over its footprint and writes them once —
+no atomics. Forward: lanes add α·colour into the output with atomic adds, in 64-bit fixed point (`FIXED_POINT_BITS`
+of headroom over the largest possible sum), so the sum is the same bit for bit whatever order the adds land in;
+the result is converted to fp32 once. Runs on the CPU too under TRITON_INTERPRET=1, which is how the tests check
+it without a GPU.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import torch
 import triton
 import triton.language as tl
 
-from .projection import ALPHA_MIN, ProjectedGaussians, lattice_reach, project
+from . import footprints
+from .projection import ALPHA_MIN, ProjectedGaussians, project
 from .torch_backend import rasterize_torch
 
-# Forward: output tile (pixels) per program and lattice columns evaluated at once.
-TILE_H, TILE_W, CHUNK_COLS = 16, 16, 16
-# Backward: lattice cells per program and output pixels evaluated at once.
-CELLS_H, CELLS_W, PIXELS_H, PIXELS_W = 4, 8, 8, 16
 MAX_CHANNELS = 4
+# Warps per program: one lane per Gaussian, footprints.BLOCK (32) lanes.
+NUM_WARPS = 1
+# The forward sums in int64 fixed point scaled so that Gaussians-per-image × the largest |colour| maps to 2^62:
+# no sum can overflow, and each pair is resolved to 2^-62 of that bound (2^-42 of the largest colour for a
+# million-Gaussian field). Colours below 2^-60 in magnitude are treated as 2^-60 when choosing the scale.
+FIXED_POINT_BITS = 62
+MIN_COLOUR_SCALE = 2.0 ** -60
+MAX_PIXELS = 2 ** 31  # int32 pixel indices and step counts
 # The probe's field: a small lattice (rows, columns) with three channels, rendered at an odd size; the largest
 # relative difference from the torch backend it accepts (both compute the same fp32 sum).
 PROBE_LATTICE, PROBE_SIZE, PROBE_TOLERANCE = (4, 6), (9, 13), 1e-4
 ALPHA_MIN_C = tl.constexpr(ALPHA_MIN)
+INDEX_C, FIRST_ROW_C, COLUMNS_C, SPAN_C, COUNT_C = (tl.constexpr(v) for v in (
+    footprints.INDEX, footprints.FIRST_ROW, footprints.COLUMNS, footprints.SPAN, footprints.COUNT))
+INTS_C, FLOATS_C = tl.constexpr(footprints.INT_FIELDS), tl.constexpr(footprints.FLOAT_FIELDS)
+SLOPE_C, HALF_WIDTH_C = tl.constexpr(footprints.SLOPE), tl.constexpr(footprints.HALF_WIDTH)
 
 
 def interpreting() -> bool:
@@ -49,10 +59,10 @@ def _sigma_weight(dx, dy, p, q, r, mask):
     return tl.where(mask & (sigma >= 0) & (alpha >= ALPHA_MIN_C), alpha, 0.0)
 
 
-
 @triton.jit
 def _load_gaussians(means, factors, g, mask):
-    """Centre (X, Y) and inverse factors (p, q, r) of the Gaussians at flat indices `g`; zeros where masked."""
+    """Centre (X, Y) and inverse factors (p, q, r) of the Gaussians at flat (int64) indices `g`; zeros where
+    masked."""
     X = tl.load(means + 2 * g, mask=mask, other=0.0)
     Y = tl.load(means + 2 * g + 1, mask=mask, other=0.0)
     p = tl.load(factors + 3 * g, mask=mask, other=0.0)
@@ -62,225 +72,195 @@ def _load_gaussians(means, factors, g, mask):
 
 
 @triton.jit
-def _forward_kernel(means, factors, colours, reach, out, H, W, Hg, Wg,
-                    C: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, CHUNK: tl.constexpr):
-    tile_x = tl.program_id(0)
-    tile_y = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)  # int64 offsets: B·C·H·W can pass 2^31 on large batches
-    offs = tl.arange(0, TH * TW)
-    pi = tile_y * TH + offs // TW
-    pj = tile_x * TW + offs % TW
-    pix_mask = (pi < H) & (pj < W)
-    fi = pi.to(tl.float32)
-    fj = pj.to(tl.float32)
-    x_lo = tl.load(reach + 0)
-    x_hi = tl.load(reach + 1)
-    y_lo = tl.load(reach + 2)
-    y_hi = tl.load(reach + 3)
-    # True division turns int32 operands into fp32 and works whether the JIT passed a size as a tensor or, when
-    # it equals 1, as a constexpr (which has no `.to`): a 1-pixel-high or -wide render compiles.
-    scale_x = Wg / W
-    scale_y = Hg / H
-    j0 = (tile_x * TW).to(tl.float32)
-    i0 = (tile_y * TH).to(tl.float32)
-    c_lo = tl.maximum(tl.ceil((j0 - x_hi) * scale_x).to(tl.int32), 0)
-    c_hi = tl.minimum(tl.floor((j0 + TW - 1 - x_lo) * scale_x).to(tl.int32), Wg - 1)
-    r_lo = tl.maximum(tl.ceil((i0 - y_hi) * scale_y).to(tl.int32), 0)
-    r_hi = tl.minimum(tl.floor((i0 + TH - 1 - y_lo) * scale_y).to(tl.int32), Hg - 1)
-    acc0 = tl.zeros((TH * TW,), tl.float32)
-    acc1 = tl.zeros((TH * TW,), tl.float32)
-    acc2 = tl.zeros((TH * TW,), tl.float32)
-    acc3 = tl.zeros((TH * TW,), tl.float32)
-    for row in range(r_lo, r_hi + 1):
-        for c0 in range(c_lo, c_hi + 1, CHUNK):
-            cols = c0 + tl.arange(0, CHUNK)
-            g_mask = cols <= c_hi
-            g = (b * Hg + row) * Wg + cols
-            X, Y, p, q, r = _load_gaussians(means, factors, g, g_mask)
-            w = _sigma_weight(X[None, :] - fj[:, None], Y[None, :] - fi[:, None], p[None, :], q[None, :],
-                              r[None, :], g_mask[None, :])
-            acc0 += tl.sum(w * tl.load(colours + C * g, mask=g_mask, other=0.0)[None, :], axis=1)
-            if C > 1:
-                acc1 += tl.sum(w * tl.load(colours + C * g + 1, mask=g_mask, other=0.0)[None, :], axis=1)
-            if C > 2:
-                acc2 += tl.sum(w * tl.load(colours + C * g + 2, mask=g_mask, other=0.0)[None, :], axis=1)
-            if C > 3:
-                acc3 += tl.sum(w * tl.load(colours + C * g + 3, mask=g_mask, other=0.0)[None, :], axis=1)
-    base = b * C * H * W + pi * W + pj
-    tl.store(out + base, acc0, mask=pix_mask)
-    if C > 1:
-        tl.store(out + base + H * W, acc1, mask=pix_mask)
-    if C > 2:
-        tl.store(out + base + 2 * H * W, acc2, mask=pix_mask)
-    if C > 3:
-        tl.store(out + base + 3 * H * W, acc3, mask=pix_mask)
+def _load_lanes(ints, floats, lane, valid):
+    """A program's lanes (`footprints.Plan`): each one's Gaussian (int64 flat index), first row, columns per row,
+    a row's full span, steps, the centre line's slope and the half-width; an empty footprint where not valid."""
+    g = tl.load(ints + INTS_C * lane + INDEX_C, mask=valid, other=0).to(tl.int64)
+    first_row = tl.load(ints + INTS_C * lane + FIRST_ROW_C, mask=valid, other=0)
+    columns = tl.load(ints + INTS_C * lane + COLUMNS_C, mask=valid, other=1)
+    span = tl.load(ints + INTS_C * lane + SPAN_C, mask=valid, other=1)
+    count = tl.load(ints + INTS_C * lane + COUNT_C, mask=valid, other=0)
+    slope = tl.load(floats + FLOATS_C * lane + SLOPE_C, mask=valid, other=0.0)
+    half = tl.load(floats + FLOATS_C * lane + HALF_WIDTH_C, mask=valid, other=0.0)
+    return g, first_row, columns, span, count, slope, half
 
 
 @triton.jit
-def _backward_kernel(means, factors, colours, reach, grad_out, grad_means, grad_factors, grad_colours,
-                     H, W, Hg, Wg, C: tl.constexpr, GH: tl.constexpr, GW: tl.constexpr,
-                     PH: tl.constexpr, PW: tl.constexpr):
-    block_x = tl.program_id(0)
-    block_y = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)  # int64 offsets: B·C·H·W can pass 2^31 on large batches
-    cell = tl.arange(0, GH * GW)
-    rows = block_y * GH + cell // GW
-    cols = block_x * GW + cell % GW
-    g_mask = (rows < Hg) & (cols < Wg)
-    g = (b * Hg + rows) * Wg + cols
-    X, Y, p, q, r = _load_gaussians(means, factors, g, g_mask)
-    col0 = tl.load(colours + C * g, mask=g_mask, other=0.0)
-    col1 = tl.load(colours + C * g + 1, mask=g_mask & (C > 1), other=0.0)
-    col2 = tl.load(colours + C * g + 2, mask=g_mask & (C > 2), other=0.0)
-    col3 = tl.load(colours + C * g + 3, mask=g_mask & (C > 3), other=0.0)
-    x_lo = tl.load(reach + 0)
-    x_hi = tl.load(reach + 1)
-    y_lo = tl.load(reach + 2)
-    y_hi = tl.load(reach + 3)
-    step_x = W / Wg  # fp32 for tensor and constexpr sizes alike (see _forward_kernel)
-    step_y = H / Hg
-    c_first = (block_x * GW).to(tl.float32)
-    r_first = (block_y * GH).to(tl.float32)
-    j_lo = tl.maximum(tl.ceil(c_first * step_x + x_lo).to(tl.int32), 0)
-    j_hi = tl.minimum(tl.floor((c_first + GW - 1) * step_x + x_hi).to(tl.int32), W - 1)
-    i_lo = tl.maximum(tl.ceil(r_first * step_y + y_lo).to(tl.int32), 0)
-    i_hi = tl.minimum(tl.floor((r_first + GH - 1) * step_y + y_hi).to(tl.int32), H - 1)
-    gX = tl.zeros((GH * GW,), tl.float32)
-    gY = tl.zeros((GH * GW,), tl.float32)
-    gp = tl.zeros((GH * GW,), tl.float32)
-    gq = tl.zeros((GH * GW,), tl.float32)
-    gr = tl.zeros((GH * GW,), tl.float32)
-    gc0 = tl.zeros((GH * GW,), tl.float32)
-    gc1 = tl.zeros((GH * GW,), tl.float32)
-    gc2 = tl.zeros((GH * GW,), tl.float32)
-    gc3 = tl.zeros((GH * GW,), tl.float32)
-    offs = tl.arange(0, PH * PW)
-    for i0 in range(i_lo, i_hi + 1, PH):
-        for j0 in range(j_lo, j_hi + 1, PW):
-            pi = i0 + offs // PW
-            pj = j0 + offs % PW
-            p_mask = (pi <= i_hi) & (pj <= j_hi)
-            base = b * C * H * W + pi * W + pj
-            go0 = tl.load(grad_out + base, mask=p_mask, other=0.0)
-            go1 = tl.load(grad_out + base + H * W, mask=p_mask & (C > 1), other=0.0)
-            go2 = tl.load(grad_out + base + 2 * H * W, mask=p_mask & (C > 2), other=0.0)
-            go3 = tl.load(grad_out + base + 3 * H * W, mask=p_mask & (C > 3), other=0.0)
-            dx = X[None, :] - pj.to(tl.float32)[:, None]
-            dy = Y[None, :] - pi.to(tl.float32)[:, None]
-            w = _sigma_weight(dx, dy, p[None, :], q[None, :], r[None, :], p_mask[:, None] & g_mask[None, :])
-            gc0 += tl.sum(w * go0[:, None], axis=0)
-            gc1 += tl.sum(w * go1[:, None], axis=0)
-            gc2 += tl.sum(w * go2[:, None], axis=0)
-            gc3 += tl.sum(w * go3[:, None], axis=0)
-            v = (go0[:, None] * col0[None, :] + go1[:, None] * col1[None, :] + go2[:, None] * col2[None, :]
-                 + go3[:, None] * col3[None, :])
-            d_sigma = -w * v
-            e = dy - q[None, :] * dx
-            rv = r[None, :] * r[None, :] * e
-            gX += tl.sum(d_sigma * (p[None, :] * p[None, :] * dx - q[None, :] * rv), axis=0)
-            gY += tl.sum(d_sigma * rv, axis=0)
-            gp += tl.sum(d_sigma * p[None, :] * dx * dx, axis=0)
-            gq += tl.sum(-d_sigma * rv * dx, axis=0)
-            gr += tl.sum(d_sigma * r[None, :] * e * e, axis=0)
-    tl.store(grad_means + 2 * g, gX, mask=g_mask)
-    tl.store(grad_means + 2 * g + 1, gY, mask=g_mask)
-    tl.store(grad_factors + 3 * g, gp, mask=g_mask)
-    tl.store(grad_factors + 3 * g + 1, gq, mask=g_mask)
-    tl.store(grad_factors + 3 * g + 2, gr, mask=g_mask)
-    tl.store(grad_colours + C * g, gc0, mask=g_mask)
-    tl.store(grad_colours + C * g + 1, gc1, mask=g_mask & (C > 1))
-    tl.store(grad_colours + C * g + 2, gc2, mask=g_mask & (C > 2))
-    tl.store(grad_colours + C * g + 3, gc3, mask=g_mask & (C > 3))
+def _footprint_pixel(t, first_row, columns, span, count, X, Y, slope, half, W):
+    """Step `t` of each lane's footprint: the pixel (row, column) and whether the lane draws there at all (the
+    step is within its count and the column inside both its row's span and the image)."""
+    k = t // columns
+    row = first_row + k
+    start = tl.ceil(X + slope * (row.to(tl.float32) - Y) - half).to(tl.int32)
+    col = tl.maximum(start, 0) + (t - k * columns)
+    active = (t < count) & (col <= tl.minimum(start + span - 1, W - 1))
+    return row, col, active
 
 
-Launch = tuple[tuple[int, int, int], tuple, dict[str, int]]
+@triton.jit
+def _forward_kernel(ints, floats, steps, means, factors, colours, scale, acc, H, W, cells, N,
+                    C: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    lane = pid * BLOCK + tl.arange(0, BLOCK)
+    valid = lane < N
+    g, first_row, columns, span, count, slope, half = _load_lanes(ints, floats, lane, valid)
+    X, Y, p, q, r = _load_gaussians(means, factors, g, valid)
+    fixed = tl.load(scale)
+    col0 = tl.load(colours + C * g, mask=valid, other=0.0) * fixed
+    col1 = tl.load(colours + C * g + 1, mask=valid & (C > 1), other=0.0) * fixed
+    col2 = tl.load(colours + C * g + 2, mask=valid & (C > 2), other=0.0) * fixed
+    col3 = tl.load(colours + C * g + 3, mask=valid & (C > 3), other=0.0) * fixed
+    plane = H * W
+    base = acc + (g // cells) * C * plane  # int64: B·C·H·W can pass 2^31 on large batches
+    for t in range(0, tl.load(steps + pid)):
+        row, col, active = _footprint_pixel(t, first_row, columns, span, count, X, Y, slope, half, W)
+        w = _sigma_weight(X - col.to(tl.float32), Y - row.to(tl.float32), p, q, r, active)
+        drawn = w > 0
+        at = base + row.to(tl.int64) * W + col
+        tl.atomic_add(at, (w * col0).to(tl.int64), mask=drawn, sem="relaxed")
+        if C > 1:
+            tl.atomic_add(at + plane, (w * col1).to(tl.int64), mask=drawn, sem="relaxed")
+        if C > 2:
+            tl.atomic_add(at + 2 * plane, (w * col2).to(tl.int64), mask=drawn, sem="relaxed")
+        if C > 3:
+            tl.atomic_add(at + 3 * plane, (w * col3).to(tl.int64), mask=drawn, sem="relaxed")
 
 
-def forward_launch(means: torch.Tensor, factors: torch.Tensor, colours: torch.Tensor, reach: torch.Tensor,
-                   out: torch.Tensor) -> Launch:
-    """(grid, arguments, constexprs) of `_forward_kernel` for these tensors; out: (B, C, H, W).
+@triton.jit
+def _backward_kernel(ints, floats, steps, means, factors, colours, grad_out, grad_means, grad_factors,
+                     grad_colours, H, W, cells, N, C: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    lane = pid * BLOCK + tl.arange(0, BLOCK)
+    valid = lane < N
+    g, first_row, columns, span, count, slope, half = _load_lanes(ints, floats, lane, valid)
+    X, Y, p, q, r = _load_gaussians(means, factors, g, valid)
+    col0 = tl.load(colours + C * g, mask=valid, other=0.0)
+    col1 = tl.load(colours + C * g + 1, mask=valid & (C > 1), other=0.0)
+    col2 = tl.load(colours + C * g + 2, mask=valid & (C > 2), other=0.0)
+    col3 = tl.load(colours + C * g + 3, mask=valid & (C > 3), other=0.0)
+    plane = H * W
+    base = grad_out + (g // cells) * C * plane  # int64, as in the forward
+    gX = tl.zeros((BLOCK,), tl.float32)
+    gY = tl.zeros((BLOCK,), tl.float32)
+    gp = tl.zeros((BLOCK,), tl.float32)
+    gq = tl.zeros((BLOCK,), tl.float32)
+    gr = tl.zeros((BLOCK,), tl.float32)
+    gc0 = tl.zeros((BLOCK,), tl.float32)
+    gc1 = tl.zeros((BLOCK,), tl.float32)
+    gc2 = tl.zeros((BLOCK,), tl.float32)
+    gc3 = tl.zeros((BLOCK,), tl.float32)
+    for t in range(0, tl.load(steps + pid)):
+        row, col, active = _footprint_pixel(t, first_row, columns, span, count, X, Y, slope, half, W)
+        dx = X - col.to(tl.float32)
+        dy = Y - row.to(tl.float32)
+        w = _sigma_weight(dx, dy, p, q, r, active)
+        drawn = w > 0
+        at = base + row.to(tl.int64) * W + col
+        go0 = tl.load(at, mask=drawn, other=0.0)
+        go1 = tl.load(at + plane, mask=drawn & (C > 1), other=0.0)
+        go2 = tl.load(at + 2 * plane, mask=drawn & (C > 2), other=0.0)
+        go3 = tl.load(at + 3 * plane, mask=drawn & (C > 3), other=0.0)
+        gc0 += w * go0
+        gc1 += w * go1
+        gc2 += w * go2
+        gc3 += w * go3
+        d_sigma = -w * (go0 * col0 + go1 * col1 + go2 * col2 + go3 * col3)
+        e = dy - q * dx
+        rv = r * r * e
+        gX += d_sigma * (p * p * dx - q * rv)
+        gY += d_sigma * rv
+        gp += d_sigma * p * dx * dx
+        gq += -d_sigma * rv * dx
+        gr += d_sigma * r * e * e
+    tl.store(grad_means + 2 * g, gX, mask=valid)
+    tl.store(grad_means + 2 * g + 1, gY, mask=valid)
+    tl.store(grad_factors + 3 * g, gp, mask=valid)
+    tl.store(grad_factors + 3 * g + 1, gq, mask=valid)
+    tl.store(grad_factors + 3 * g + 2, gr, mask=valid)
+    tl.store(grad_colours + C * g, gc0, mask=valid)
+    tl.store(grad_colours + C * g + 1, gc1, mask=valid & (C > 1))
+    tl.store(grad_colours + C * g + 2, gc2, mask=valid & (C > 2))
+    tl.store(grad_colours + C * g + 3, gc3, mask=valid & (C > 3))
+
+
+# (grid, runtime arguments, constexprs, compile options) of one kernel launch.
+Launch = tuple[tuple[int], tuple, dict[str, int], dict[str, int]]
+
+
+def _plan_arguments(work: footprints.Plan, colours: torch.Tensor, height: int, width: int) -> tuple[tuple, dict]:
+    """The sizes both kernels take after their tensors (H, W, Gaussians per image, lanes) and their constexprs."""
+    _, hg, wg, channels = colours.shape
+    return ((height, width, hg * wg, work.ints.shape[0]),
+            {"C": channels, "BLOCK": footprints.BLOCK})
+
+
+def forward_launch(work: footprints.Plan, means: torch.Tensor, factors: torch.Tensor, colours: torch.Tensor,
+                   scale: torch.Tensor, acc: torch.Tensor) -> Launch:
+    """The launch of `_forward_kernel` for this plan and these tensors; acc: (B, C, H, W) int64, zeros.
 
     The one place the launch is spelled out: the wrapper runs it and `triton_aot` compiles it ahead of time.
     """
-    batch, hg, wg, channels = colours.shape
-    height, width = out.shape[-2:]
-    grid = (triton.cdiv(width, TILE_W), triton.cdiv(height, TILE_H), batch)
-    return (grid, (means, factors, colours, reach, out, height, width, hg, wg),
-            {"C": channels, "TH": TILE_H, "TW": TILE_W, "CHUNK": CHUNK_COLS})
+    sizes, constexprs = _plan_arguments(work, colours, *acc.shape[-2:])
+    return ((work.steps.shape[0],), (work.ints, work.floats, work.steps, means, factors, colours, scale, acc, *sizes),
+            constexprs, {"num_warps": NUM_WARPS})
 
 
-def backward_launch(means: torch.Tensor, factors: torch.Tensor, colours: torch.Tensor, reach: torch.Tensor,
+def backward_launch(work: footprints.Plan, means: torch.Tensor, factors: torch.Tensor, colours: torch.Tensor,
                     grad_out: torch.Tensor, grad_means: torch.Tensor, grad_factors: torch.Tensor,
                     grad_colours: torch.Tensor) -> Launch:
-    """(grid, arguments, constexprs) of `_backward_kernel`; grad_out: (B, C, H, W) fp32, contiguous."""
-    batch, hg, wg, channels = colours.shape
-    height, width = grad_out.shape[-2:]
-    grid = (triton.cdiv(wg, CELLS_W), triton.cdiv(hg, CELLS_H), batch)
-    return (grid, (means, factors, colours, reach, grad_out, grad_means, grad_factors, grad_colours, height, width,
-                   hg, wg), {"C": channels, "GH": CELLS_H, "GW": CELLS_W, "PH": PIXELS_H, "PW": PIXELS_W})
+    """The launch of `_backward_kernel`; grad_out: (B, C, H, W) fp32, contiguous."""
+    sizes, constexprs = _plan_arguments(work, colours, *grad_out.shape[-2:])
+    return ((work.steps.shape[0],), (work.ints, work.floats, work.steps, means, factors, colours, grad_out,
+                                     grad_means, grad_factors, grad_colours, *sizes), constexprs,
+            {"num_warps": NUM_WARPS})
 
 
-def evaluated_pairs(gaussians: ProjectedGaussians, height: int, width: int) -> tuple[int, int]:
-    """(forward, backward): the (pixel, Gaussian) pairs the kernels evaluate for this field, counted from their
-    launch grids and loop bounds (every lane of every chunk, masked or not)."""
-    batch, hg, wg = gaussians.means.shape[:3]
-    reach = lattice_reach(gaussians.means.detach().float(), gaussians.extents.float(), height, width).cpu()
-    x_lo, x_hi, y_lo, y_hi = reach.unbind()
-    f32 = torch.float32
-    tiles_x, tiles_y = torch.arange(triton.cdiv(width, TILE_W)), torch.arange(triton.cdiv(height, TILE_H))
-    j0, i0 = (tiles_x * TILE_W).to(f32), (tiles_y * TILE_H).to(f32)
-    scale_x, scale_y = torch.tensor(wg / width, dtype=f32), torch.tensor(hg / height, dtype=f32)
-    c_lo = torch.ceil((j0 - x_hi) * scale_x).int().clamp(min=0)
-    c_hi = torch.floor((j0 + TILE_W - 1 - x_lo) * scale_x).int().clamp(max=wg - 1)
-    r_lo = torch.ceil((i0 - y_hi) * scale_y).int().clamp(min=0)
-    r_hi = torch.floor((i0 + TILE_H - 1 - y_lo) * scale_y).int().clamp(max=hg - 1)
-    chunks = ((c_hi - c_lo + 1).clamp(min=0) + CHUNK_COLS - 1) // CHUNK_COLS
-    rows = (r_hi - r_lo + 1).clamp(min=0)
-    forward = batch * TILE_H * TILE_W * CHUNK_COLS * int(rows.sum()) * int(chunks.sum())
-    cells_x, cells_y = torch.arange(triton.cdiv(wg, CELLS_W)), torch.arange(triton.cdiv(hg, CELLS_H))
-    c_first, r_first = (cells_x * CELLS_W).to(f32), (cells_y * CELLS_H).to(f32)
-    step_x, step_y = torch.tensor(width / wg, dtype=f32), torch.tensor(height / hg, dtype=f32)
-    j_lo = torch.ceil(c_first * step_x + x_lo).int().clamp(min=0)
-    j_hi = torch.floor((c_first + CELLS_W - 1) * step_x + x_hi).int().clamp(max=width - 1)
-    i_lo = torch.ceil(r_first * step_y + y_lo).int().clamp(min=0)
-    i_hi = torch.floor((r_first + CELLS_H - 1) * step_y + y_hi).int().clamp(max=height - 1)
-    col_steps = ((j_hi - j_lo + 1).clamp(min=0) + PIXELS_W - 1) // PIXELS_W
-    row_steps = ((i_hi - i_lo + 1).clamp(min=0) + PIXELS_H - 1) // PIXELS_H
-    backward = (batch * CELLS_H * CELLS_W * PIXELS_H * PIXELS_W * int(row_steps.sum()) * int(col_steps.sum()))
-    return forward, backward
+def fixed_point_scale(colours: torch.Tensor) -> torch.Tensor:
+    """(1,) fp32 on the colours' device: the factor from colour to the forward's fixed point, the power of two
+    that maps Gaussians-per-image × max |colour| to 2^FIXED_POINT_BITS, divided by max |colour|."""
+    per_image = colours[0, ..., 0].numel()
+    headroom = 2.0 ** (FIXED_POINT_BITS - math.ceil(math.log2(max(per_image, 2))))
+    largest = colours.detach().abs().amax().clamp(min=MIN_COLOUR_SCALE) if colours.numel() else colours.new_ones(())
+    return (headroom / largest).float().reshape(1)
 
 
 class _RasterizeTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means, factors, colours, reach, height, width):
+    def forward(ctx, means, factors, colours, ints, floats, steps, height, width):
+        work = footprints.Plan(ints, floats, steps)
         batch, channels = colours.shape[0], colours.shape[-1]
-        out = torch.empty(batch, channels, height, width, device=means.device, dtype=torch.float32)
-        grid, args, constexprs = forward_launch(means, factors, colours, reach, out)
-        _forward_kernel[grid](*args, **constexprs)
-        ctx.save_for_backward(means, factors, colours, reach)
-        return out
+        acc = torch.zeros(batch, channels, height, width, device=means.device, dtype=torch.int64)
+        scale = fixed_point_scale(colours)
+        grid, args, constexprs, options = forward_launch(work, means, factors, colours, scale, acc)
+        _forward_kernel[grid](*args, **constexprs, **options)
+        ctx.save_for_backward(means, factors, colours, ints, floats, steps)
+        return (acc.double() / scale.double()).float()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        means, factors, colours, reach = ctx.saved_tensors
+        means, factors, colours, ints, floats, steps = ctx.saved_tensors
         grad_means, grad_factors, grad_colours = (torch.empty_like(t) for t in (means, factors, colours))
-        grid, args, constexprs = backward_launch(means, factors, colours, reach, grad_out.float().contiguous(),
-                                                 grad_means, grad_factors, grad_colours)
-        _backward_kernel[grid](*args, **constexprs)
-        return grad_means, grad_factors, grad_colours, None, None, None
+        grid, args, constexprs, options = backward_launch(
+            footprints.Plan(ints, floats, steps), means, factors, colours, grad_out.float().contiguous(),
+            grad_means, grad_factors, grad_colours)
+        _backward_kernel[grid](*args, **constexprs, **options)
+        return grad_means, grad_factors, grad_colours, None, None, None, None, None
 
 
 def rasterize_triton(gaussians: ProjectedGaussians, height: int, width: int) -> torch.Tensor:
-    """The plain α-weighted colour sum, (B, C, height, width), computed and accumulated in fp32."""
+    """The plain α-weighted colour sum, (B, C, height, width), in fp32 (each pair's α·colour in fp32, summed in
+    fixed point)."""
     channels = gaussians.colours.shape[-1]
     if channels > MAX_CHANNELS:
         raise ValueError(f"the triton backend renders at most {MAX_CHANNELS} channels, got {channels}")
+    if height * width >= MAX_PIXELS:
+        raise ValueError(f"the triton backend renders fewer than {MAX_PIXELS} pixels, got {height}x{width}")
     dtype = gaussians.means.dtype
     means, factors, colours = (t.float().contiguous() for t in (gaussians.means, gaussians.inv_factors,
                                                                  gaussians.colours))
-    reach = lattice_reach(gaussians.means.detach().float(), gaussians.extents.float(), height, width)
-    out = _RasterizeTriton.apply(means, factors, colours, reach, height, width)
+    work = footprints.plan(gaussians, height, width)
+    out = _RasterizeTriton.apply(means, factors, colours, work.ints, work.floats, work.steps, height, width)
     return out.to(dtype)
 
 

@@ -77,7 +77,7 @@ def test_specialisation_follows_the_jit():
     hint = backend.parse_attr("D")
     for kernel_name, (kernel, launch) in triton_aot.KERNELS.items():
         for case_name, case in triton_aot.CASES.items():
-            _, args, constexprs = launch(case, 3)
+            _, args, constexprs, _ = launch(case, 3)
             signature, constants, attrs = triton_aot.specialise(kernel, args, constexprs, case.aligned, backend)
             assert list(signature) == list(kernel.arg_names)
             runtime = [name for name in kernel.arg_names if name not in constexprs]
@@ -91,10 +91,10 @@ def test_specialisation_follows_the_jit():
                     else:
                         assert attrs.get(index, []) == (hint if jit_hint == "D" else []), (case_name, name)
                 else:
-                    assert signature[name] == "*fp32"
+                    assert signature[name] == triton_aot.POINTER_TYPES[value.dtype]
                     assert attrs.get(index, []) == (hint if case.aligned else [])
             assert {k: constants[k] for k in constexprs} == constexprs
     kernel, launch = triton_aot.KERNELS["forward"]
-    _, args, constexprs = launch(triton_aot.CASES["ones"], 2)
+    _, args, constexprs, _ = launch(triton_aot.CASES["ones"], 2)
     signature = triton_aot.specialise(kernel, args, constexprs, True, backend)[0]
-    assert {name for name, kind in signature.items() if kind == "constexpr"} == {"H", "W", "Hg", "Wg", *constexprs}
+    assert {name for name, kind in signature.items() if kind == "constexpr"} == {"H", "W", "cells", "N", *constexprs}

@@ -28,13 +28,65 @@ def to_device(*tensors):
     return [t.to(DEVICE) for t in tensors]
 
 
-@pytest.mark.parametrize("scale_h,scale_w", [(1.5, 1.5), (2, 2), (3.3, 3.3), (4, 4), (8, 8),
+@pytest.mark.parametrize("scale_h,scale_w", [(1, 1), (1.5, 1.5), (2, 2), (3.3, 3.3), (4, 4), (8, 8),
                                              pytest.param(16, 16, marks=pytest.mark.slow), (2.5, 5.25), (7, 1.75)])
 def test_forward_matches_brute_force(scale_h, scale_w):
     xy, chol, col, height, width = lattice_field(2, *LR, scale_h, scale_w, seed=int(10 * scale_h + scale_w))
     out = rasterize(*to_device(xy, chol, col), height, width, backend="triton")
     assert out.shape == (2, 3, height, width) and out.dtype == torch.float32
     assert forward_error(out, xy, chol, col) <= TOLERANCE
+
+
+@pytest.mark.parametrize("sharpness", [0.0, 10.0])
+def test_round_and_elongated_gaussians_match_brute_force(sharpness):
+    xy, chol, col, height, width = lattice_field(1, *LR, 3.3, 5.5, seed=3, sharpness=sharpness)
+    out = rasterize(*to_device(xy, chol, col), height, width, backend="triton")
+    assert forward_error(out, xy, chol, col) <= TOLERANCE
+
+
+def test_negative_and_large_colours_sum_exactly():
+    """The forward's fixed point scales to the largest |colour|: signs and magnitudes pass through."""
+    xy, chol, col, height, width = lattice_field(1, *LR, 2.5, 2.5, seed=4)
+    col = (col - 0.5) * 1e4
+    out = rasterize(*to_device(xy, chol, col), height, width, backend="triton")
+    assert forward_error(out, xy, chol, col) <= TOLERANCE
+
+
+def test_forward_and_backward_are_deterministic():
+    """The forward adds in any order (atomics) but in integers: every run gives the same bits."""
+    xy, chol, col, height, width = lattice_field(2, *LR, 3, 3, seed=6)
+    weight = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    runs = []
+    for _ in range(2):
+        inputs = [t.clone().requires_grad_(True) for t in to_device(xy, chol, col)]
+        out = rasterize(*inputs, height, width, backend="triton")
+        (out * weight).sum().backward()
+        runs.append([out.detach()] + [t.grad for t in inputs])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+@pytest.mark.skipif(ON_GPU, reason="counts lanes through the interpreter")
+@pytest.mark.parametrize("scale_h,scale_w", [(2, 2), (3.3, 5.5)])
+def test_kernels_evaluate_the_pairs_the_plan_counts(monkeypatch, scale_h, scale_w):
+    """Every lane of every α evaluation inside the kernels, counted as they run, is `footprints.evaluated_pairs`."""
+    from rasterizer import footprints, project, triton_backend
+
+    lanes = []
+    evaluate = triton_backend._sigma_weight
+
+    def counting(dx, *args):
+        lanes.append(dx.numel)
+        return evaluate(dx, *args)
+
+    monkeypatch.setattr(triton_backend, "_sigma_weight", counting)
+    xy, chol, col, height, width = lattice_field(2, *LR, scale_h, scale_w, seed=8)
+    inputs = [t.clone().requires_grad_(True) for t in (xy, chol, col)]
+    out = rasterize(*inputs, height, width, backend="triton")
+    forward = sum(int(n) for n in lanes)
+    lanes.clear()
+    out.sum().backward()
+    expected = footprints.evaluated_pairs(project(xy, chol, col, height, width), height, width)
+    assert forward == sum(int(n) for n in lanes) == expected > 0
 
 
 def test_odd_output_sizes_and_border_gaussians():
