@@ -4,17 +4,24 @@
     python scripts/benchmark.py model  [--encoders edsr-baseline,hat-srx4] [--lr 192x256]
     python scripts/benchmark.py cpu    [--backends torch,numba] [--model weights/...pth]
     python scripts/benchmark.py pairs  [--cases ...] [--scales 2,4,8,16] [--model weights/...pth]
+    python scripts/benchmark.py precision --photos data/photos/test [--scales 2,3,4,6,8] [--limit N]
 
 `pairs` times nothing: it counts, on the CPU, the (pixel, Gaussian) pairs the Triton kernels evaluate (from
-their launch grids and loop bounds) against the pairs actually drawn (α ≥ 1/255), for every raster case and for
-the bundled model's field of the bundled example at each of --scales. Otherwise each figure is the median of repeated runs after warm-up: CUDA events on a GPU, wall clock on the CPU, with
-peak memory (allocated on CUDA, resident-set increase on the CPU). Prints a table and writes JSON (device,
+their launch grids and loop bounds, `rasterizer.footprints`) against the pairs actually drawn (α ≥ 1/255), for
+every raster case and for the bundled model's field of the bundled example at each of --scales, beside the
+ratios of an earlier count (--before: by default the lattice-window kernels' count that the footprint kernels
+replaced). `precision` scores the bundled model (--model) on a folder of HR photographs (the test split of
+scripts/prepare_photos.py) with the benchmark protocol, encoding in fp32 and in bf16, and prints the PSNR change
+per scale; on a CPU without native bf16 (where encode() runs bf16 as fp32) it emulates bf16, tens of times
+slower: use --limit there. Otherwise each figure is the median of repeated runs after warm-up: CUDA events on a GPU, wall clock
+on the CPU, with peak memory (allocated on CUDA, resident-set increase on the CPU). Prints a table and writes JSON (device,
 date, figures) under benchmarks/. Fields for the raster cases are shaped like the head's (dictionary-mixture
 covariances, offsets in (−1, 1) LR pixels).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import platform
@@ -27,6 +34,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import gaussian  # noqa: E402
 import models  # noqa: E402
 import rasterizer  # noqa: E402
 from gaussian import DGP_UNIT, make_dgp_dictionary  # noqa: E402
@@ -143,6 +151,7 @@ def bench_model(args, device: torch.device) -> list[dict]:
         torch.manual_seed(0)
         spec = {"name": "continuous-gaussian", "args": {"encoder_spec": ENCODERS[name]}}
         model = models.make(spec).to(device).eval()
+        model.precision = args.precision
         inp = torch.rand(1, 3, lr_h, lr_w, device=device)
         with torch.no_grad():
             field = model.encode(inp)
@@ -157,22 +166,23 @@ def bench_model(args, device: torch.device) -> list[dict]:
             for step, fn in steps.items():
                 repeats = max(1, args.repeats // 4) if "sweep" in step else args.repeats
                 r = {"encoder": name, "lr": [lr_h, lr_w], "step": step, "backend": args.backend,
+                     "precision": args.precision,
                      **measure(fn, device, args.warmup, repeats)}
                 results.append(r)
-                print(f"{name:14s} LR {lr_h}x{lr_w}  {step:48s} median {r['median_ms']:10.2f} ms "
+                print(f"{name:14s} {args.precision} LR {lr_h}x{lr_w}  {step:48s} median {r['median_ms']:10.2f} ms "
                       f"(min {r['min_ms']:.2f})  peak +{r['peak_mib']:.0f} MiB", flush=True)
     return results
 
 
-# ---- CPU rendering (issue 16): the same runs for each backend, on the bundled model ----------------------
+# ---- CPU rendering: the same runs for each backend, on the bundled model ---------------------------------
 BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "weights" / "continuoussr-edsr-baseline.pth"
 CPU_LR_SIZES = "64x48,256x192"  # WxH; the view is cut from the last one's field
 # A viewer's frame: a 1280x720 window of the last LR size's field, zoomed x8 (or more) about the centre.
 VIEW_SIZE, VIEW_LEVEL = (720, 1280), 8.0
 # Training batches (batch, LR side, scale): the bundled recipe's (96x96 HR crops, batch 8) and the default's.
 TRAIN_BATCHES = ((8, 24, 4.0), (16, 48, 4.0))
-# Work per drawn (pixel, Gaussian) pair as the issue counts it (σ, exp, the colour sum), and the peak it
-# compares with: 2 Zen 3 cores, 8-lane fp32 FMA (the issue's ~150 GFLOP/s).
+# Work per drawn (pixel, Gaussian) pair (σ, exp, the colour sum), and the peak it compares with: 2 Zen 3 cores,
+# 8-lane fp32 FMA (~150 GFLOP/s).
 FLOPS_PER_PAIR = 15
 CPU_PEAK_GFLOPS = 150.0
 
@@ -288,16 +298,24 @@ def bench_cpu(args, device: torch.device) -> list[dict]:
 
 BUNDLED_EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "example.png"
 PAIR_SCALES = "2,4,8,16"
+# The count of the kernels before the footprint kernels (a tile's lattice window sized by the field's largest
+# drift and extent, for every pixel of the tile).
+WINDOW_KERNELS_PAIRS = Path(__file__).resolve().parents[1] / "benchmarks" / "pairs-window-kernels-cpu-2026-12-07.json"
 
 
-def _pair_row(name: str, g: rasterizer.ProjectedGaussians, height: int, width: int) -> dict:
-    from rasterizer.triton_backend import evaluated_pairs
+def _pair_row(name: str, g: rasterizer.ProjectedGaussians, height: int, width: int, before: dict) -> dict:
+    from rasterizer.footprints import evaluated_pairs
 
     drawn = drawn_pairs(g, height, width)
-    forward, backward = evaluated_pairs(g, height, width)
+    forward = backward = evaluated_pairs(g, height, width)  # both kernels step through the same plan
     row = {"field": name, "gaussians": g.means[..., 0].numel(), "output": [g.means.shape[0], height, width],
            "drawn": drawn, "forward_evaluated": forward, "backward_evaluated": backward,
            "forward_ratio": forward / max(drawn, 1), "backward_ratio": backward / max(drawn, 1)}
+    earlier = before.get(name)
+    if earlier is not None:
+        row["before"] = {k: earlier[k] for k in ("forward_ratio", "backward_ratio")}
+        print(f"{name:28s} before: forward {earlier['forward_ratio']:6.2f}, backward {earlier['backward_ratio']:6.2f} "
+              f"per drawn pair", flush=True)
     print(f"{name:28s} {row['gaussians']:>9d} G -> {g.means.shape[0]}x{height}x{width}: drawn {drawn / 1e6:9.3f} M, "
           f"evaluated forward {forward / 1e6:10.3f} M ({row['forward_ratio']:6.2f} per drawn), backward "
           f"{backward / 1e6:10.3f} M ({row['backward_ratio']:6.2f})", flush=True)
@@ -313,28 +331,87 @@ def bench_pairs(args, device: torch.device) -> list[dict]:
     if unknown:
         raise UsageError(f"unknown case(s) {', '.join(unknown)} (known: {', '.join(RASTER_CASES)})")
     try:
-        scales = [float(v) for v in args.scales.split(",")]
+        scales = [float(v) for v in (args.scales or PAIR_SCALES).split(",")]
     except ValueError:
         raise UsageError(f"--scales must be comma-separated numbers, got {args.scales!r}") from None
     if not all(s > 0 for s in scales):
         raise UsageError(f"--scales must be positive, got {args.scales!r}")
+    before = {}
+    if args.before:
+        try:
+            before = {r["field"]: r for r in json.loads(Path(args.before).read_text())["results"]}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"--before {args.before}: not a pairs JSON ({type(exc).__name__}: {exc})") from None
     results = []
     with torch.no_grad():
         for case in cases:
             lr_h, lr_w, height, width, batch = RASTER_CASES[case]
             xy, chol, colour = make_field(lr_h, lr_w, height, width, batch, device)
-            results.append(_pair_row(case, rasterizer.project(xy, chol, colour, height, width), height, width))
+            results.append(_pair_row(case, rasterizer.project(xy, chol, colour, height, width), height, width,
+                                     before))
         model = models.sr_model_from_checkpoint(args.model, device)
         field = model.encode(read_image(BUNDLED_EXAMPLE).unsqueeze(0).to(device))
         for scale in scales:
             for g, height, width in projections(lambda backend: model.render(field, scale=scale, backend=backend)):
-                results.append(_pair_row(f"bundled model x{scale:g}", g, height, width))
+                results.append(_pair_row(f"bundled model x{scale:g}", g, height, width, before))
+    return results
+
+
+PRECISION_SCALES = "2,3,4,6,8"
+
+
+@contextlib.contextmanager
+def _real_bf16(device: torch.device):
+    """bf16 arithmetic even on a CPU without native bf16, where encode() would run fp32 instead."""
+    if device.type != "cpu" or gaussian.cpu_bf16_native():
+        yield
+        return
+    print("this CPU has no native bf16: emulating it (slow)", flush=True)
+    native = gaussian.cpu_bf16_native
+    gaussian.cpu_bf16_native = lambda: True
+    try:
+        yield
+    finally:
+        gaussian.cpu_bf16_native = native
+
+
+def bench_precision(args, device: torch.device) -> list[dict]:
+    """Mean PSNR of the model's renders with the encode in fp32 and in bf16, per scale, on --photos."""
+    from bundle_model import split_config
+    from evaluation.protocol import build_dataset, evaluate, validate_config
+
+    if not args.photos or not Path(args.photos).is_dir():
+        raise UsageError(f"--photos must be a folder of HR images, got {args.photos!r}")
+    try:
+        scales = [float(v) for v in (args.scales or PRECISION_SCALES).split(",")]
+    except ValueError:
+        raise UsageError(f"--scales must be comma-separated numbers, got {args.scales!r}") from None
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    model = models.sr_model_from_checkpoint(args.model, device)
+    results = []
+    for scale in scales:
+        config = split_config(Path(args.photos), scale)
+        config["test_dataset"]["dataset"]["args"]["first_k"] = args.limit
+        protocol = validate_config(config)
+        psnr = {}
+        for precision in ("fp32", "bf16"):
+            model.precision = precision
+            with _real_bf16(device) if precision == "bf16" else contextlib.nullcontext():
+                result = evaluate(model, build_dataset(config), protocol, device=device, progress=False)
+            psnr[precision] = result.mean("psnr", protocol.scale)
+        model.precision = "fp32"
+        row = {"scale": scale, "images": len(result.names), "psnr_fp32": psnr["fp32"], "psnr_bf16": psnr["bf16"],
+               "change_db": psnr["bf16"] - psnr["fp32"]}
+        results.append(row)
+        print(f"x{scale:<5g} {row['images']:3d} images: fp32 {psnr['fp32']:.4f} dB, bf16 {psnr['bf16']:.4f} dB, "
+              f"change {row['change_db']:+.4f} dB", flush=True)
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("raster", "model", "cpu", "pairs"))
+    parser.add_argument("what", choices=("raster", "model", "cpu", "pairs", "precision"))
     parser.add_argument("--device", default=DEVICE_AUTO,
                         help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU)")
     parser.add_argument("--backends", default=None,
@@ -342,12 +419,20 @@ def main() -> None:
     parser.add_argument("--lr-sizes", default=CPU_LR_SIZES, help=f"cpu: LR sizes WxH (default {CPU_LR_SIZES})")
     parser.add_argument("--model", default=str(BUNDLED_MODEL),
                         help="cpu, pairs: the checkpoint (default: the bundled one)")
-    parser.add_argument("--scales", default=PAIR_SCALES, help=f"pairs: the model's scales (default {PAIR_SCALES})")
+    parser.add_argument("--scales", default=None,
+                        help=f"pairs, precision: the model's scales (default {PAIR_SCALES}; {PRECISION_SCALES})")
+    parser.add_argument("--photos", default=None, help="precision: folder of HR photographs (the test split)")
+    parser.add_argument("--limit", type=int, default=None, help="precision: score only the first N photographs")
+    parser.add_argument("--before", default=str(WINDOW_KERNELS_PAIRS),
+                        help="pairs: an earlier pairs JSON whose ratios are printed first ('' for none; default: "
+                             "the lattice-window kernels')")
     parser.add_argument("--backward", action="store_true", help="raster: also time forward+backward")
     parser.add_argument("--cases", default=None, help=f"raster, pairs: comma-separated, from {', '.join(RASTER_CASES)}")
     parser.add_argument("--encoders", default="edsr-baseline", help=f"model: from {', '.join(ENCODERS)}")
     parser.add_argument("--lr", default=None, help="model: LR size HxW (default 192x256 on CUDA, 48x64 on CPU)")
     parser.add_argument("--backend", default="auto", help="model: rasterizer backend")
+    parser.add_argument("--precision", default="fp32", choices=gaussian.PRECISIONS,
+                        help="model: the encode's arithmetic (default fp32)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (default: 5 on CPU, 20 on CUDA)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/<what>-<device>-<date>.json)")
@@ -361,7 +446,8 @@ def main() -> None:
     args.backends = args.backends or ("torch,numba" if args.what == "cpu" else "torch")
     try:
         results = {"raster": bench_raster, "model": bench_model, "cpu": bench_cpu,
-                   "pairs": bench_pairs}[args.what](args, device)
+                   "pairs": bench_pairs,
+                   "precision": bench_precision}[args.what](args, device)
     except UsageError as exc:
         print(f"benchmark.py: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
