@@ -1,15 +1,21 @@
-"""The one command to run first on a CUDA machine: environment, GPU tests and every benchmark, in one folder.
+"""The one command to run first on a CUDA machine: environment, GPU tests and the benchmarks, in one folder.
 
     python scripts/device_check.py [--out DIR]      # on a CUDA machine: at most 8 minutes
     python scripts/device_check.py --cpu-smoke      # every step at toy sizes on the CPU (CI)
+
+Run it on an NVIDIA H100 where one is available: the official code's figures (`TARGETS`) were measured on one,
+so only there do the two compare on the same GPU. It runs the GPU tests (`pytest -m "gpu or triton"`), the
+raster benchmark of the Triton kernels (beside the figures of the kernels they replaced, read from
+`BEFORE_RASTER`: the committed JSON of an earlier check, on the device it names), the model benchmark with the
+encode in fp32 and in bf16, and the training step's benchmark.
 
 Each step runs in its own process with a time limit (`STEPS`), so a failing or hanging step costs only its own
 share; the whole check stays within `TOTAL_BUDGET_S`. Everything goes into one folder (default
 benchmarks/device-check-<cuda|cpu-smoke>-<date>): `device_check.log` (every step's output), `device_check.json`
 (environment, each step's status, time and parsed summary, the targets below next to the measured figures; it is
 rewritten after every step, so an interrupted check keeps what it measured) and the benchmark scripts' own JSON
-files. The targets are the issue's figures for an H100/H200 against the official code: read them, they are
-never asserted. Exit status 0 if every step passed, 1 if one failed or ran out of time, 2 on bad options.
+files. The targets are figures for an H100 beside the official code's on one: read them, they are never
+asserted. Exit status 0 if every step passed, 1 if one failed or ran out of time, 2 on bad options.
 It needs only a stock CUDA PyTorch image (torch, triton, numpy, pillow, pyyaml, tqdm, imageio, pytest).
 """
 from __future__ import annotations
@@ -35,6 +41,8 @@ RASTER_CASES = ["691560g-to-2040x1356", "262144g-to-2048sq", "196608g-to-1024x76
 MODEL_LR = "192x256"  # LR 256x192 (width x height), as H x W
 ENCODERS = "edsr-baseline,hat-srx4"
 
+# The lattice-window kernels' raster figures (before the footprint kernels), as the first check measured them.
+BEFORE_RASTER = ROOT / "benchmarks" / "device-check-h200-2026-12-04" / "raster-triton.json"
 # (where the figure is, what it is, target ms, the official code's ms on an H100): targets, never asserted.
 TARGETS = [
     ({"file": "raster-triton.json", "case": "691560g-to-2040x1356", "backend": "triton", "mode": "forward"},
@@ -44,9 +52,11 @@ TARGETS = [
     ({"file": "raster-triton.json", "case": "262144g-to-2048sq", "backend": "triton", "mode": "forward"},
      "262,144 Gaussians -> 2048x2048, forward", 0.3, 1.21),
     ({"file": "model.json", "encoder": "hat-srx4", "step": "render x4"},
-     "one x4 render after encoding LR 256x192 (HAT-SRx4)", 1.0, 37.6),
+     "one x4 render after encoding LR 256x192 (HAT-SRx4)", 0.5, 37.6),
     ({"file": "model.json", "encoder": "hat-srx4", "step": "40-scale sweep x4..x12 (1 encode + 40 renders)"},
-     "40-scale sweep x4..x12 with HAT-SRx4 (official 1.81 s, LIIF 22.2 s)", 300.0, 1810.0),
+     "40-scale sweep x4..x12 with HAT-SRx4, fp32 (official 1.81 s, LIIF 22.2 s)", 300.0, 1810.0),
+    ({"file": "model-bf16.json", "encoder": "hat-srx4", "step": "40-scale sweep x4..x12 (1 encode + 40 renders)"},
+     "40-scale sweep x4..x12 with HAT-SRx4, bf16 encode", 120.0, 1810.0),
 ]
 
 
@@ -65,17 +75,17 @@ def python(*args: str) -> list[str]:
 
 
 def steps_for(smoke: bool, out: Path) -> list[Step]:
-    """The check's steps: toy sizes on the CPU with `smoke`, the issue's sizes on CUDA otherwise."""
+    """The check's steps: toy sizes on the CPU with `smoke`, the benchmarks' full sizes on CUDA otherwise."""
     bench, train = str(ROOT / "scripts" / "benchmark.py"), str(ROOT / "scripts" / "benchmark_train.py")
     once = ["--repeats", "1", "--warmup", "0"]
     if smoke:
         device, cases, lr, encoders = ["--device", "cpu"], ["smoke-6x8-to-12x16"], "8x8", "edsr-baseline,hat-smoke"
-        fast_repeats = torch_repeats = model_repeats = once
+        fast_repeats = model_repeats = once
         train_args = ["--config", str(ROOT / "configs" / "train" / "tiny.yaml"), "--steps", "1", "--warmup", "0"]
         tests = ["-m", "gpu"]  # all skip on the CPU: this checks the step itself
     else:
         device, cases, lr, encoders = ["--device", "cuda"], RASTER_CASES, MODEL_LR, ENCODERS
-        fast_repeats, torch_repeats = ["--repeats", "20", "--warmup", "2"], ["--repeats", "5", "--warmup", "1"]
+        fast_repeats = ["--repeats", "20", "--warmup", "2"]
         model_repeats = ["--repeats", "10", "--warmup", "1"]
         train_args = ["--steps", "20", "--warmup", "3"]
         tests = ["-m", "gpu or triton"]
@@ -85,23 +95,21 @@ def steps_for(smoke: bool, out: Path) -> list[Step]:
         return python(bench, "raster", *device, "--backends", ",".join(backends), "--backward", "--cases",
                       ",".join(cases), *repeats, "--out", str(out / name))
 
-    steps = [
+    def model(precision: str, name: str) -> list[str]:
+        return python(bench, "model", *device, "--encoders", encoders, "--lr", lr, "--precision", precision,
+                      *model_repeats, "--out", str(out / name))
+
+    return [
         Step("environment", python(str(Path(__file__).resolve()), "--environment"), 30),
         Step("gpu-tests", python("-m", "pytest", "-q", "-p", "no:cacheprovider", *tests), 130),
-        # the fast backends apart from torch's, so that a slow torch run cannot cost their figures
         Step("raster-benchmark-" + "-".join(fast), raster(fast, fast_repeats, "raster-triton.json"), 50,
              "raster-triton.json", interpret=smoke),
-        Step("raster-benchmark-torch", raster(["torch"], torch_repeats, "raster-torch.json"), 60,
-             "raster-torch.json"),
-        Step("model-benchmark", python(bench, "model", *device, "--encoders", encoders, "--lr", lr, *model_repeats,
-                                       "--out", str(out / "model.json")), 100, "model.json"),
+        Step("model-benchmark-fp32", model("fp32", "model.json"), 100, "model.json"),
+        Step("model-benchmark-bf16", model("bf16", "model-bf16.json"), 80, "model-bf16.json"),
+        Step("train-benchmark-triton", python(train, *device, *train_args, "--backend", "triton",
+                                              "--out", str(out / "train-triton.json")),
+             45, "train-triton.json", interpret=smoke),
     ]
-    for backend in ("torch", "triton"):
-        steps.append(Step(f"train-benchmark-{backend}",
-                          python(train, *device, *train_args, "--backend", backend,
-                                 "--out", str(out / f"train-{backend}.json")),
-                          45, f"train-{backend}.json", interpret=smoke and backend == "triton"))
-    return steps
 
 
 def _importable(module: str) -> bool:
@@ -202,6 +210,27 @@ def compare_targets(out: Path, smoke: bool) -> list[dict]:
     return rows
 
 
+def before_after(out: Path, before: Path = BEFORE_RASTER) -> list[dict]:
+    """Each Triton raster figure of this check beside the same case's figure in `before` (the kernels replaced),
+    with both devices: a ratio across two different GPUs says less than one on the same."""
+    rows = []
+    try:
+        now = json.loads((out / "raster-triton.json").read_text())
+        then = json.loads(before.read_text())
+    except (OSError, json.JSONDecodeError):
+        return rows
+    earlier = {(r.get("case"), r.get("mode")): r.get("median_ms") for r in then.get("results", [])
+               if r.get("backend") == "triton"}
+    for r in now.get("results", []):
+        before_ms = earlier.get((r.get("case"), r.get("mode")))
+        if r.get("backend") != "triton" or before_ms is None:
+            continue
+        rows.append({"case": r["case"], "mode": r["mode"], "before_ms": before_ms, "before_device": then.get("device"),
+                     "after_ms": r["median_ms"], "after_device": now.get("device"),
+                     "speedup": before_ms / r["median_ms"] if r["median_ms"] else None})
+    return rows
+
+
 def write_summary(out: Path, summary: dict) -> None:
     partial = out / f".{SUMMARY_NAME}.tmp"
     partial.write_text(json.dumps(summary, indent=2) + "\n")
@@ -235,8 +264,8 @@ def main() -> None:
     steps = steps_for(args.cpu_smoke, out)
     summary = {"mode": mode, "date": date, "command": " ".join(sys.argv), "budget_s": TOTAL_BUDGET_S,
                "complete": False, "steps": [], "targets": compare_targets(out, args.cpu_smoke),
-               "targets_note": "issue 12's targets for an H100/H200, beside the official code on an H100 (HAT-SRx4, "
-                               "its gsplat fork): figures to tune for, never asserted"}
+               "targets_note": "targets for an H100, beside the official code on an H100 (HAT-SRx4, its gsplat "
+                               "fork): figures to tune for, never asserted"}
     start = time.monotonic()
     base_env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     with open(out / LOG_NAME, "w") as log:
@@ -269,6 +298,7 @@ def main() -> None:
                 log.write(line + "\n")
                 summary["steps"].append(step.result)
                 summary["targets"] = compare_targets(out, args.cpu_smoke)
+                summary["raster_before_after"] = [] if args.cpu_smoke else before_after(out)
                 summary["seconds"] = round(time.monotonic() - start, 1)
                 write_summary(out, summary)
             summary["complete"] = True
@@ -278,6 +308,9 @@ def main() -> None:
         summary["seconds"] = round(time.monotonic() - start, 1)
         write_summary(out, summary)
     failed = [s["name"] for s in summary["steps"] if s["status"] != "ok"]
+    for row in [] if args.cpu_smoke else summary.get("raster_before_after", []):
+        print(f"raster {row['case']} {row['mode']}: {row['after_ms']:.3f} ms on {row['after_device']}, before "
+              f"{row['before_ms']:.3f} ms on {row['before_device']}")
     for row in [] if args.cpu_smoke else summary["targets"]:
         measured = "not measured" if row["measured_ms"] is None else f"{row['measured_ms']:.3f} ms"
         print(f"target {row['what']}: {measured} (target {row['target_ms']} ms, official {row['official_h100_ms']})")

@@ -76,19 +76,20 @@ def test_a_hanging_step_costs_only_its_own_limit(tmp_path, monkeypatch, capsys):
     assert "failed: hangs, fails" in capsys.readouterr().out
 
 
-def test_the_cuda_plan_fits_the_budget_and_covers_the_issue(tmp_path):
+def test_the_cuda_plan_fits_the_budget_and_covers_the_gpu_work(tmp_path):
     script = load_script()
     steps = script.steps_for(False, tmp_path)
     assert sum(s.timeout_s for s in steps) <= script.TOTAL_BUDGET_S <= 8 * 60
     assert len({s.output for s in steps if s.output}) + 2 <= MAX_FILES
+    assert any(s.command[-2:] == ["-m", "gpu or triton"] for s in steps)
     commands = [" ".join(s.command) for s in steps]
     raster = [c for c in commands if " raster " in c]
-    assert {b for c in raster for b in c.split("--backends ")[1].split()[0].split(",")} >= {"torch", "triton"}
+    assert "triton" in {b for c in raster for b in c.split("--backends ")[1].split()[0].split(",")}
     assert all("--backward" in c and ",".join(script.RASTER_CASES) in c for c in raster)
-    model = next(c for c in commands if " model " in c)
-    assert "edsr-baseline,hat-srx4" in model and "--lr 192x256" in model
-    assert {"--backend torch", "--backend triton"} <= {c[c.index("--backend "):].split(" --")[0] for c in commands
-                                                       if "benchmark_train" in c}
+    model = [c for c in commands if " model " in c]
+    assert all("edsr-baseline,hat-srx4" in c and "--lr 192x256" in c for c in model)
+    assert {c.split("--precision ")[1].split()[0] for c in model} == {"fp32", "bf16"}
+    assert any("benchmark_train" in c and "--backend triton" in c for c in commands)
     assert not any(s.interpret for s in steps)  # on CUDA the kernels are compiled, never interpreted
     bench = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
     module = importlib.util.module_from_spec(bench)
@@ -96,6 +97,21 @@ def test_the_cuda_plan_fits_the_budget_and_covers_the_issue(tmp_path):
     assert set(script.RASTER_CASES) <= set(module.RASTER_CASES)
     lr_h, lr_w, height, width, _ = module.RASTER_CASES["691560g-to-2040x1356"]
     assert 4 * lr_h * lr_w == 691_560 and (height, width) == (1356, 2040)
+    assert script.BEFORE_RASTER.exists()  # the committed figures the raster benchmark is compared with
+
+
+def test_raster_figures_are_set_beside_the_earlier_kernels(tmp_path):
+    script = load_script()
+    now = [{"case": "262144g-to-2048sq", "backend": "triton", "mode": "forward", "median_ms": 0.5},
+           {"case": "262144g-to-2048sq", "backend": "gsplat", "mode": "forward", "median_ms": 1.0},
+           {"case": "unknown-case", "backend": "triton", "mode": "forward", "median_ms": 1.0}]
+    (tmp_path / "raster-triton.json").write_text(json.dumps({"device": "GPU B", "results": now}))
+    then = [{"case": "262144g-to-2048sq", "backend": "triton", "mode": "forward", "median_ms": 3.0}]
+    (tmp_path / "before.json").write_text(json.dumps({"device": "GPU A", "results": then}))
+    rows = script.before_after(tmp_path, tmp_path / "before.json")
+    assert rows == [{"case": "262144g-to-2048sq", "mode": "forward", "before_ms": 3.0, "before_device": "GPU A",
+                     "after_ms": 0.5, "after_device": "GPU B", "speedup": 6.0}]
+    assert script.before_after(tmp_path / "missing", tmp_path / "before.json") == []
 
 
 def test_targets_are_read_from_the_benchmark_json(tmp_path):
