@@ -137,3 +137,13 @@ def test_unknown_backend_and_bad_shapes_are_clear_errors():
 def test_auto_picks_torch_on_cpu_without_a_compiled_backend(monkeypatch):
     monkeypatch.setattr(rasterizer, "_numba_module", lambda: None)
     assert rasterizer.resolve_backend("auto", torch.device("cpu")) == "torch"
+
+
+def test_a_box_without_a_pixel_column_renders():
+    """A thin Gaussian between two pixel columns, the tallest of the field: its box holds no pixel across."""
+    xy, chol, col, height, width = lattice_field(1, 3, 3, 2, 2, seed=2)
+    xy, chol = xy.clone(), chol.clone()
+    chol[0, 0, 0] = torch.tensor([0.02, 0.0, 8.0])
+    xy[0, 0, 0, 0] = 2 * 2.5 / width - 1  # X = 2.5
+    out = rasterize(xy, chol, col, height, width, backend="torch")
+    assert relative_error(out, rasterize_brute_force(xy, chol, col, height, width)) <= TOLERANCE
