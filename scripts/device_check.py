@@ -5,9 +5,9 @@
 
 Run it on an NVIDIA H100 where one is available: the official code's figures (`TARGETS`) were measured on one,
 so only there do the two compare on the same GPU. It runs the GPU tests (`pytest -m "gpu or triton"`), the
-raster benchmark of the Triton kernels (beside the figures of the kernels they replaced, read from
-`BEFORE_RASTER`: the committed JSON of an earlier check, on the device it names), the model benchmark with the
-encode in fp32 and in bf16, and the training step's benchmark.
+raster benchmark (the Triton kernels' figures beside those of the kernels they replaced, read from
+`BEFORE_RASTER`: the committed JSON of an earlier check, on the device it names; and torch's), the model
+benchmark with the encode in fp32 and in bf16, and the training step's benchmark with each backend.
 
 Each step runs in its own process with a time limit (`STEPS`), so a failing or hanging step costs only its own
 share; the whole check stays within `TOTAL_BUDGET_S`. Everything goes into one folder (default
@@ -37,6 +37,9 @@ TOTAL_BUDGET_S = 470  # under 8 minutes, with room for process start-up and the 
 LOG_NAME, SUMMARY_NAME = "device_check.log", "device_check.json"
 LOG_TAIL_CHARS = 4000  # of a failed step's output, kept in the summary too
 MIN_STEP_S = 1  # a step with less time than this left in the budget is skipped
+# The limit of a step that runs the Triton kernels through the interpreter (the CPU smoke test: numpy, one
+# Python step per footprint pixel), in place of its CUDA limit.
+INTERPRETED_STEP_S = 150
 RASTER_CASES = ["691560g-to-2040x1356", "262144g-to-2048sq", "196608g-to-1024x768", "train-b16-48sq-to-192sq"]
 MODEL_LR = "192x256"  # LR 256x192 (width x height), as H x W
 ENCODERS = "edsr-baseline,hat-srx4"
@@ -69,6 +72,10 @@ class Step:
     interpret: bool = False  # run Triton kernels through the interpreter (CPU smoke only)
     result: dict = field(default_factory=dict)
 
+    def __post_init__(self):  # an interpreted step gets the interpreter's limit, not its CUDA one
+        if self.interpret:
+            self.timeout_s = INTERPRETED_STEP_S
+
 
 def python(*args: str) -> list[str]:
     return [sys.executable, *args]
@@ -80,12 +87,12 @@ def steps_for(smoke: bool, out: Path) -> list[Step]:
     once = ["--repeats", "1", "--warmup", "0"]
     if smoke:
         device, cases, lr, encoders = ["--device", "cpu"], ["smoke-6x8-to-12x16"], "8x8", "edsr-baseline,hat-smoke"
-        fast_repeats = model_repeats = once
+        fast_repeats = torch_repeats = model_repeats = once
         train_args = ["--config", str(ROOT / "configs" / "train" / "tiny.yaml"), "--steps", "1", "--warmup", "0"]
         tests = ["-m", "gpu"]  # all skip on the CPU: this checks the step itself
     else:
         device, cases, lr, encoders = ["--device", "cuda"], RASTER_CASES, MODEL_LR, ENCODERS
-        fast_repeats = ["--repeats", "20", "--warmup", "2"]
+        fast_repeats, torch_repeats = ["--repeats", "20", "--warmup", "2"], ["--repeats", "5", "--warmup", "1"]
         model_repeats = ["--repeats", "10", "--warmup", "1"]
         train_args = ["--steps", "20", "--warmup", "3"]
         tests = ["-m", "gpu or triton"]
@@ -99,17 +106,23 @@ def steps_for(smoke: bool, out: Path) -> list[Step]:
         return python(bench, "model", *device, "--encoders", encoders, "--lr", lr, "--precision", precision,
                       *model_repeats, "--out", str(out / name))
 
-    return [
-        Step("environment", python(str(Path(__file__).resolve()), "--environment"), 30),
-        Step("gpu-tests", python("-m", "pytest", "-q", "-p", "no:cacheprovider", *tests), 130),
-        Step("raster-benchmark-" + "-".join(fast), raster(fast, fast_repeats, "raster-triton.json"), 50,
+    steps = [
+        Step("environment", python(str(Path(__file__).resolve()), "--environment"), 20),
+        Step("gpu-tests", python("-m", "pytest", "-q", "-p", "no:cacheprovider", *tests), 120),
+        # the fast backends apart from torch's, so that a slow torch run cannot cost their figures
+        Step("raster-benchmark-" + "-".join(fast), raster(fast, fast_repeats, "raster-triton.json"), 45,
              "raster-triton.json", interpret=smoke),
-        Step("model-benchmark-fp32", model("fp32", "model.json"), 100, "model.json"),
-        Step("model-benchmark-bf16", model("bf16", "model-bf16.json"), 80, "model-bf16.json"),
-        Step("train-benchmark-triton", python(train, *device, *train_args, "--backend", "triton",
-                                              "--out", str(out / "train-triton.json")),
-             45, "train-triton.json", interpret=smoke),
+        Step("raster-benchmark-torch", raster(["torch"], torch_repeats, "raster-torch.json"), 40,
+             "raster-torch.json"),
+        Step("model-benchmark-fp32", model("fp32", "model.json"), 70, "model.json"),
+        Step("model-benchmark-bf16", model("bf16", "model-bf16.json"), 70, "model-bf16.json"),
     ]
+    for backend in ("torch", "triton"):
+        steps.append(Step(f"train-benchmark-{backend}",
+                          python(train, *device, *train_args, "--backend", backend,
+                                 "--out", str(out / f"train-{backend}.json")),
+                          40, f"train-{backend}.json", interpret=smoke and backend == "triton"))
+    return steps
 
 
 def _importable(module: str) -> bool:

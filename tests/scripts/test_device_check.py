@@ -84,12 +84,13 @@ def test_the_cuda_plan_fits_the_budget_and_covers_the_gpu_work(tmp_path):
     assert any(s.command[-2:] == ["-m", "gpu or triton"] for s in steps)
     commands = [" ".join(s.command) for s in steps]
     raster = [c for c in commands if " raster " in c]
-    assert "triton" in {b for c in raster for b in c.split("--backends ")[1].split()[0].split(",")}
+    assert {b for c in raster for b in c.split("--backends ")[1].split()[0].split(",")} >= {"torch", "triton"}
     assert all("--backward" in c and ",".join(script.RASTER_CASES) in c for c in raster)
     model = [c for c in commands if " model " in c]
     assert all("edsr-baseline,hat-srx4" in c and "--lr 192x256" in c for c in model)
     assert {c.split("--precision ")[1].split()[0] for c in model} == {"fp32", "bf16"}
-    assert any("benchmark_train" in c and "--backend triton" in c for c in commands)
+    assert {"--backend torch", "--backend triton"} <= {c[c.index("--backend "):].split(" --")[0] for c in commands
+                                                       if "benchmark_train" in c}
     assert not any(s.interpret for s in steps)  # on CUDA the kernels are compiled, never interpreted
     bench = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
     module = importlib.util.module_from_spec(bench)
