@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 
 from models.mlp import MLP
-from models.registry import make, register
+from models.registry import make
 from utils import check_finite
-from rasterizer import compiled_lattice_points, rasterize
+from rasterizer import lattice_points, rasterize
 
 # Gaussians per LR pixel along each axis (PixelUnshuffle(2) of the x4 features).
 LATTICE_FACTOR = 2
@@ -149,13 +149,13 @@ def output_gaussians(field: GaussianField, size: tuple[int, int],
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The rasterizer's inputs (xy, cholesky, colour) for the LR `window` of `field` shown at `size` (H, W).
 
-    The one home of the output-pixel formulas (docs/DESIGN.md §3): cell (r, c) sits at LR position
-    u = (c/2 + offset_x, r/2 + offset_y); with the window (top, left, win_h, win_w) (default: the whole image,
-    which is `render`) drawn at scale (s_h, s_w) = (H/win_h, W/win_w), its centre is X = s_w·(u_x − left) − ½,
-    Y = s_h·(u_y − top) − ½ in output pixels (pixel j is centred on LR position left + (j + ½)/s_w), given to the
-    rasterizer normalised, x = 2X/W − 1; its Cholesky factor is (s_w·l11, s_h·l21, s_h·l22) / DGP_UNIT.
-    `cells` ((r0, r1), (c0, c1)), in LR pixels, keeps only the lattice cells of those LR pixels (a window's
-    neighbourhood); default all. Shapes: xy (B, Hg, Wg, 2), cholesky (B, Hg, Wg, 3), colour (B, Hg, Wg, C).
+    Cell (r, c) sits at LR position u = (c/2 + offset_x, r/2 + offset_y); with the window (top, left, win_h,
+    win_w) (default: the whole image, which is `render`) drawn at scale (s_h, s_w) = (H/win_h, W/win_w), its
+    centre is X = s_w·(u_x − left) − ½, Y = s_h·(u_y − top) − ½ in output pixels (docs/DESIGN.md §3), given to
+    the rasterizer normalised (`rasterizer.lattice.centre`, the formula's one definition); its Cholesky factor is
+    (s_w·l11, s_h·l21, s_h·l22) / DGP_UNIT. `cells` ((r0, r1), (c0, c1)), in LR pixels, keeps only the lattice
+    cells of those LR pixels (a window's neighbourhood); default all. Shapes: xy (B, Hg, Wg, 2), cholesky
+    (B, Hg, Wg, 3), colour (B, Hg, Wg, C).
     """
     height, width = size
     h, w = field.lr_size
@@ -164,19 +164,10 @@ def output_gaussians(field: GaussianField, size: tuple[int, int],
     f = LATTICE_FACTOR
     # l11 scales with the width, l21 and l22 with the height (python scalars: no host-to-device copy)
     scale_x, scale_y = width / win_w / DGP_UNIT, height / win_h / DGP_UNIT
-    kept = (slice(None), slice(f * r0, f * r1), slice(f * c0, f * c1))
-    colour = field.colour[kept]
-    compiled = compiled_lattice_points(field.offset, field.cholesky, (f * r0, f * r1), (f * c0, f * c1),
-                                       (f, left, top, win_w, win_h, 1 / width, 1 / height, scale_x, scale_y))
-    if compiled is not None:  # the same numbers, bit for bit, from one compiled pass (CPU inference)
-        return (*compiled, colour)
-    cholesky, offset = field.cholesky[kept], field.offset[kept]
-    rows = torch.arange(f * r0, f * r1, device=offset.device, dtype=offset.dtype)[:, None] / f
-    cols = torch.arange(f * c0, f * c1, device=offset.device, dtype=offset.dtype) / f
-    x = 2 * (cols + offset[..., 0] - left) / win_w - 1 - 1 / width
-    y = 2 * (rows + offset[..., 1] - top) / win_h - 1 - 1 / height
-    cholesky = torch.cat((cholesky[..., :1] * scale_x, cholesky[..., 1:] * scale_y), -1)
-    return torch.stack((x, y), -1), cholesky, colour
+    rows, cols = (f * r0, f * r1), (f * c0, f * c1)
+    xy, cholesky = lattice_points(field.offset, field.cholesky, rows, cols,
+                                  (f, left, top, win_w, win_h, 1 / width, 1 / height, scale_x, scale_y))
+    return xy, cholesky, field.colour[:, slice(*rows), slice(*cols)]
 
 
 def output_size(lr_size: tuple[int, int], scale=None, size: tuple[int, int] | None = None) -> tuple[int, int]:
@@ -193,9 +184,8 @@ def output_size(lr_size: tuple[int, int], scale=None, size: tuple[int, int] | No
     return height, width
 
 
-@register("continuous-gaussian")
 class ContinuousGaussian(nn.Module):
-    """Encoder + Gaussian head. `cnn_spec` and `fc_spec` are accepted, and unused, as in official checkpoints."""
+    """Encoder + Gaussian head, registered as "continuous-gaussian" (models/__init__.py). `cnn_spec` and `fc_spec` are accepted, and unused, as in official checkpoints."""
 
     def __init__(self, encoder_spec: dict, cnn_spec: dict | None = None, fc_spec: dict | None = None):
         super().__init__()

@@ -7,6 +7,7 @@ import copy
 import errno
 import glob
 import hashlib
+import importlib
 import io
 import multiprocessing
 import os
@@ -363,22 +364,41 @@ class UnknownNameError(KeyError):
 
 class Registry:
     """Names → constructors, built from `{'name', 'args'}` specs (the LIIF convention); `kind` names the entries
-    in errors, and an unknown name raises `unknown_error` listing the known ones."""
+    in errors, and an unknown name raises `unknown_error` listing the known ones.
+
+    An entry is a constructor, or a "module:attribute" string (`register_lazy`) imported on first use: a
+    constructor that lives in a layer above the registry's (it imports the registry) is listed without the
+    registry importing it."""
 
     def __init__(self, kind: str, unknown_error: type[UnknownNameError]):
         self.kind, self.unknown_error = kind, unknown_error
-        self.entries: dict[str, Callable[..., Any]] = {}
+        self.entries: dict[str, Callable[..., Any] | str] = {}
 
     def register(self, name: str) -> Callable:
         """Decorator that makes a class or factory constructible by `build({'name': name, ...})`."""
 
         def decorator(cls):
-            if name in self.entries:
-                raise ValueError(f"{self.kind} name {name!r} registered twice")
-            self.entries[name] = cls
+            self._add(name, cls)
             return cls
 
         return decorator
+
+    def register_lazy(self, name: str, target: str) -> None:
+        """Make `build({'name': name, ...})` import "module:attribute" `target` the first time and construct it."""
+        self._add(name, target)
+
+    def _add(self, name: str, entry: Callable[..., Any] | str) -> None:
+        if name in self.entries:
+            raise ValueError(f"{self.kind} name {name!r} registered twice")
+        self.entries[name] = entry
+
+    def constructor(self, name: str) -> Callable[..., Any]:
+        """The constructor registered as `name`, importing a lazy entry's module on first use."""
+        entry = self.entries[name]
+        if isinstance(entry, str):
+            module, _, attribute = entry.partition(":")
+            entry = self.entries[name] = getattr(importlib.import_module(module), attribute)
+        return entry
 
     def build(self, spec: Mapping[str, Any], args: Mapping[str, Any] | None = None) -> Any:
         """Construct the entry `spec` names with the spec's args, updated by `args` (neither is changed)."""
@@ -389,4 +409,4 @@ class Registry:
             raise self.unknown_error(f"unknown {self.kind} {name!r} (known: {', '.join(sorted(self.entries))})")
         spec_args = copy.deepcopy(dict(spec.get("args") or {}))
         spec_args.update(args or {})
-        return self.entries[name](**spec_args)
+        return self.constructor(name)(**spec_args)

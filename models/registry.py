@@ -17,6 +17,7 @@ class UnknownModelError(UnknownNameError):
 _registry = Registry("model", UnknownModelError)
 models = _registry.entries
 register = _registry.register
+register_lazy = _registry.register_lazy
 
 
 def make(spec: dict[str, Any], args: dict[str, Any] | None = None, load_sd: bool = False) -> nn.Module:

@@ -19,6 +19,7 @@ import torch
 
 from utils import UsageError
 
+from .lattice import lattice_points_torch
 from .projection import ALPHA_MIN, SIGMA_MAX, ProjectedGaussians, project  # noqa: F401
 from .torch_backend import rasterize_torch
 
@@ -104,18 +105,21 @@ def _rasterize_numba(xy: torch.Tensor, cholesky: torch.Tensor, colour: torch.Ten
     return _numba_module().rasterize_numba(xy, cholesky, colour, height, width)
 
 
-def compiled_lattice_points(offset: torch.Tensor, cholesky: torch.Tensor, rows: tuple[int, int],
-                            cols: tuple[int, int], consts: tuple[float, ...]
-                            ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """`gaussian.output_gaussians`'s (xy, cholesky), bit for bit, from the numba backend's one compiled pass
-    (`numba_backend.lattice_points`) where it applies: CPU tensors in float32 or float64 that need no gradient,
-    numba importable. None elsewhere: the caller computes them in torch (on the CPU ~15 tensor operations on
-    (…, 2|3)-shaped tensors take ~0.3 ms, as long as an x4 render's whole sum)."""
+def lattice_points(offset: torch.Tensor, cholesky: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int],
+                   consts: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rasterizer's centres xy (B, r, c, 2) and factors (B, r, c, 3) of the lattice block `rows` x `cols`
+    ((first, stop) cells) of a field's offset (B, Hg, Wg, 2) and Cholesky factors (B, Hg, Wg, 3), by
+    `lattice.centre`; consts: (factor, left, top, win_w, win_h, 1/W, 1/H, s_x, s_y) as Python numbers.
+
+    CPU tensors in float32 or float64 that need no gradient take the numba backend's one compiled pass where numba
+    is importable (the same numbers, bit for bit: on the CPU ~15 tensor operations on (…, 2|3)-shaped tensors
+    take ~0.3 ms, as long as an x4 render's whole sum); everything else takes torch operations."""
     needs_grad = torch.is_grad_enabled() and (offset.requires_grad or cholesky.requires_grad)
-    if offset.device.type != "cpu" or offset.dtype not in (torch.float32, torch.float64) or needs_grad:
-        return None
-    module = _numba_module()
-    return None if module is None else module.lattice_points(offset, cholesky, rows, cols, consts)
+    if offset.device.type == "cpu" and offset.dtype in (torch.float32, torch.float64) and not needs_grad:
+        module = _numba_module()
+        if module is not None:
+            return module.lattice_points(offset, cholesky, rows, cols, consts)
+    return lattice_points_torch(offset, cholesky, rows, cols, consts)
 
 
 if importlib.util.find_spec("numba") is not None:  # the compiled CPU backend, `auto` there; it projects itself

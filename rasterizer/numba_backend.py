@@ -34,6 +34,7 @@ from numba.extending import intrinsic, overload
 import numpy as np
 import torch
 
+from . import lattice
 from .projection import ALPHA_MIN, EXTENT_SLACK, SIGMA_MAX, WINDOW_SLACK
 
 # Output pixels per forward task (rows, columns): large enough to amortise the window set-up, small enough to
@@ -134,12 +135,16 @@ def _reach(xy, cholesky, consts, height, width, boxes):
     return x_lo - WINDOW_SLACK, x_hi + WINDOW_SLACK, y_lo - WINDOW_SLACK, y_hi + WINDOW_SLACK
 
 
+# The output-pixel formula, compiled from its one definition.
+_centre = numba.njit(cache=True, inline="always")(lattice.centre)
+
+
 @numba.njit(cache=True)
 def _lattice_points(offset, cholesky, rows, cols, consts, xy, scaled):
-    """`gaussian.output_gaussians`'s centres and factors of the lattice block `rows` x `cols` (first, stop) of
-    the field, in its expression's order and dtype (so the same roundings), in one pass instead of ~15 tensor
-    operations: x = 2·(c/f + offset_x − left)/win_w − 1 − 1/W (y likewise), factors × (s_x, s_y, s_y).
-    consts: (f, left, top, win_w, win_h, 1/W, 1/H, s_x, s_y, 1, 2) in the field's dtype."""
+    """`rasterizer.lattice_points` of the lattice block `rows` x `cols` (first, stop) of the field, in one pass
+    instead of ~15 tensor operations: centres by `lattice.centre` in the field's dtype (so the torch path's
+    roundings), factors × (s_x, s_y, s_y). consts: (f, left, top, win_w, win_h, 1/W, 1/H, s_x, s_y, 1, 2) in the
+    field's dtype."""
     f, left, top, win_w, win_h, inv_w, inv_h, s_x, s_y, one, two = (
         consts[0], consts[1], consts[2], consts[3], consts[4], consts[5], consts[6], consts[7], consts[8],
         consts[9], consts[10])
@@ -147,12 +152,11 @@ def _lattice_points(offset, cholesky, rows, cols, consts, xy, scaled):
     for b in range(offset.shape[0]):
         for r in range(rows[1] - rows[0]):
             gr = rows[0] + r
-            y_anchor = _offset(zero, gr) / f
+            row_index = _offset(zero, gr)
             for c in range(cols[1] - cols[0]):
                 gc = cols[0] + c
-                x_anchor = _offset(zero, gc) / f
-                xy[b, r, c, 0] = two * (x_anchor + offset[b, gr, gc, 0] - left) / win_w - one - inv_w
-                xy[b, r, c, 1] = two * (y_anchor + offset[b, gr, gc, 1] - top) / win_h - one - inv_h
+                xy[b, r, c, 0] = _centre(_offset(zero, gc), f, offset[b, gr, gc, 0], left, win_w, inv_w, one, two)
+                xy[b, r, c, 1] = _centre(row_index, f, offset[b, gr, gc, 1], top, win_h, inv_h, one, two)
                 scaled[b, r, c, 0] = cholesky[b, gr, gc, 0] * s_x
                 scaled[b, r, c, 1] = cholesky[b, gr, gc, 1] * s_y
                 scaled[b, r, c, 2] = cholesky[b, gr, gc, 2] * s_y
@@ -523,9 +527,7 @@ def compile_kernels(dtype: torch.dtype = torch.float32) -> None:
 
 def lattice_points(offset: torch.Tensor, cholesky: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int],
                    consts: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """`gaussian.output_gaussians`'s (xy, cholesky) for the lattice block rows x cols ((first, stop) cells) of a
-    field's offset (B, Hg, Wg, 2) and cholesky (B, Hg, Wg, 3), float32 or float64, without gradients;
-    consts: (f, left, top, win_w, win_h, 1/W, 1/H, s_x, s_y) as Python numbers (`_lattice_points`)."""
+    """`rasterizer.lattice_points` compiled: CPU tensors in float32 or float64, without gradients."""
     dtype = offset.dtype
     shape = (offset.shape[0], rows[1] - rows[0], cols[1] - cols[0])
     xy, scaled = torch.empty(shape + (2,), dtype=dtype), torch.empty(shape + (3,), dtype=dtype)

@@ -131,6 +131,21 @@ def test_registry_builds_from_specs_and_refuses_duplicates_and_unknown_names():
         registry.build({"name": "nope"})
 
 
+def test_a_lazy_registry_entry_imports_its_module_on_first_build():
+    import sys
+
+    from utils import Registry, UnknownNameError
+
+    registry = Registry("widget", UnknownNameError)
+    registry.register_lazy("fraction", "fractions:Fraction")
+    sys.modules.pop("fractions", None)
+    assert "fractions" not in sys.modules and "fraction" in registry.entries
+    assert registry.build({"name": "fraction", "args": {"numerator": 3, "denominator": 6}}) == 0.5
+    assert "fractions" in sys.modules and registry.entries["fraction"] is sys.modules["fractions"].Fraction
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("fraction")(tuple)
+
+
 @pytest.fixture
 def two_fake_gpus(monkeypatch):
     """CUDA faked present with two devices: resolve_device only asks torch.cuda whether they exist."""

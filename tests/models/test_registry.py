@@ -1,6 +1,8 @@
 """The model registry: names, spec handling and errors."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,10 +11,21 @@ import torch
 import models
 from models.edsr import EDSREncoder
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def test_every_design_name_is_registered():
     for name in ("edsr-baseline", "edsr-large", "edsr", "rdn", "swinir", "hat", "mlp", "continuous-gaussian"):
         assert name in models.models, name
+
+
+def test_importing_models_does_not_import_the_head_above_it():
+    """models/ is the lower layer: the head (gaussian.py, which imports models) is imported when first built."""
+    probe = "import sys, models; assert 'gaussian' not in sys.modules; models.make({'name': 'continuous-gaussian', " \
+            "'args': {'encoder_spec': {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'no_upsampling': False, " \
+            "'scale': 4}}}}); " \
+            "assert 'gaussian' in sys.modules"
+    subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True)
 
 
 def test_edsr_is_an_alias_of_edsr_large():
