@@ -54,13 +54,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-import demo
+import cli
 from gaussian import GaussianField
-from inference import zoom
+from inference import pipeline, zoom
+from inference.arguments import AUTO, non_negative_int, positive_int, scale_arg, size_arg, tile_arg
 from inference.image_io import IMAGE_SUFFIXES, MAX_OUTPUT_PIXELS, ImageError, decode_image_with_alpha, encode_image
 from inference.resize import resize_bicubic, resize_bicubic_window
 from inference.tiling import FIELD_BYTES_PER_LR_PIXEL
-from models import CheckpointError
 from rasterizer import check_backend
 from utils import DEVICE_AUTO, DEVICE_CHOICES, NonFiniteError, UsageError, resolve_device
 
@@ -232,10 +232,10 @@ def full_size(lr_size: tuple[int, int], scale: str | None, size: str | None, max
     if (scale is None) == (size is None):
         raise ViewerError(400, "give one of scale=S|SH,SW or size=WxH")
     try:
-        pair = demo.scale_arg(scale) if scale is not None else demo.size_arg(size)
+        pair = scale_arg(scale) if scale is not None else size_arg(size)
         if scale is not None:
-            return demo.target_size(lr_size, pair, None, max_pixels)
-        return demo.target_size(lr_size, None, pair, max_pixels)
+            return pipeline.target_size(lr_size, pair, None, max_pixels)
+        return pipeline.target_size(lr_size, None, pair, max_pixels)
     except (argparse.ArgumentTypeError, UsageError) as exc:
         raise ViewerError(400 if isinstance(exc, argparse.ArgumentTypeError) else 413, str(exc)) from None
 
@@ -259,7 +259,7 @@ def png_response(data: bytes, seconds: float, filename: str | None = None) -> Re
 class Viewer:
     """The server's state: the model, the field cache, and one compute lock (renders and encodes take turns)."""
 
-    def __init__(self, model: nn.Module, settings: demo.Settings, limits: Limits):
+    def __init__(self, model: nn.Module, settings: pipeline.Settings, limits: Limits):
         self.model, self.settings, self.limits = model, settings, limits
         self.cache = FieldCache(limits.max_images, limits.max_cache_bytes)
         self.compute = threading.Lock()
@@ -274,7 +274,7 @@ class Viewer:
             except ViewerError:
                 raise
             except Exception as exc:  # noqa: BLE001  only memory exhaustion is expected; anything else re-raises
-                if not demo._is_out_of_memory(exc):
+                if not cli.is_out_of_memory(exc):
                     raise
                 raise ViewerError(507, f"out of memory while {what}; try a smaller view or size") from None
 
@@ -301,7 +301,7 @@ class Viewer:
             if entry.id not in self.cache:
                 return  # evicted before its turn
             with self.computing("encoding"):
-                field = demo.encode(self.model, entry.rgb[None].to(self.settings.device), self.settings, progress)
+                field = pipeline.encode(self.model, entry.rgb[None].to(self.settings.device), self.settings, progress)
                 try:
                     field.check_finite()
                 except NonFiniteError:
@@ -384,7 +384,7 @@ class HostCheck:
         await self.app(scope, receive, send)
 
 
-def create_app(model: nn.Module, settings: demo.Settings, limits: Limits = Limits(),
+def create_app(model: nn.Module, settings: pipeline.Settings, limits: Limits = Limits(),
                allowed_hosts: list[str] | None = None) -> FastAPI:
     """The viewer's ASGI app around a loaded model; `allowed_hosts` (Host headers) guards against DNS rebinding."""
     viewer = Viewer(model, settings, limits)
@@ -505,24 +505,24 @@ def megabytes_arg(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = demo.OneLineParser(prog="viewer.py", description=__doc__,
+    parser = cli.OneLineParser(prog="viewer.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a ContinuousSR checkpoint (default: the bundled model)")
     parser.add_argument("--device", default=DEVICE_AUTO, help=f"{DEVICE_CHOICES} (auto: CUDA if available)")
-    parser.add_argument("--gpu", type=demo.non_negative_int, metavar="N", help="CUDA device N (as --device cuda:N)")
-    parser.add_argument("--backend", default=demo.AUTO, help="rasterizer backend (auto picks the fastest available)")
+    parser.add_argument("--gpu", type=non_negative_int, metavar="N", help="CUDA device N (as --device cuda:N)")
+    parser.add_argument("--backend", default=AUTO, help="rasterizer backend (auto picks the fastest available)")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
     parser.add_argument("--port", type=port_arg, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0: any free")
-    parser.add_argument("--tile", type=demo.tile_arg, default=None, metavar="auto|N",
+    parser.add_argument("--tile", type=tile_arg, default=None, metavar="auto|N",
                         help="encode in tiles of N x N input pixels (0: never); auto: as demo.py (default)")
-    parser.add_argument("--tile-overlap", type=demo.non_negative_int, metavar="N",
+    parser.add_argument("--tile-overlap", type=non_negative_int, metavar="N",
                         help="input pixels of context around each tile (default: as demo.py)")
-    parser.add_argument("--max-pixels", type=demo.positive_int, default=MAX_OUTPUT_PIXELS, metavar="N",
+    parser.add_argument("--max-pixels", type=positive_int, default=MAX_OUTPUT_PIXELS, metavar="N",
                         help=f"refuse whole-image downloads above N pixels (default {MAX_OUTPUT_PIXELS:,})")
     parser.add_argument("--max-upload-mb", type=megabytes_arg, default=DEFAULT_MAX_UPLOAD_MIB, metavar="MB",
                         help=f"refuse uploads above MB MiB (default {DEFAULT_MAX_UPLOAD_MIB})")
-    parser.add_argument("--max-images", type=demo.positive_int, default=DEFAULT_MAX_IMAGES, metavar="N",
+    parser.add_argument("--max-images", type=positive_int, default=DEFAULT_MAX_IMAGES, metavar="N",
                         help=f"fields kept in memory; the least recently used go first (default {DEFAULT_MAX_IMAGES})")
     parser.add_argument("--max-cache-mb", type=megabytes_arg, default=DEFAULT_MAX_CACHE_MIB, metavar="MB",
                         help="memory for images and fields in all, in MiB; it also bounds one upload's size "
@@ -558,21 +558,21 @@ def is_loopback(host: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help, or a usage error already printed on one line
-        return int(exc.code or 0)
+    args = cli.parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     logging.basicConfig(format="%(name)s: %(message)s", level=logging.WARNING if args.quiet else logging.INFO)
-    try:
-        device = resolve_device(args.device, args.gpu)
-        backend = check_backend(args.backend, device)
-        path = demo.model_path(args.model)
-        sock = listen(args.host, args.port)
-        model = demo.load_model(path, device)
-    except (UsageError, CheckpointError) as exc:
-        print(f"viewer.py: error: {exc}", file=sys.stderr)
-        return demo.EXIT_USAGE
-    settings = demo.Settings(device, backend, args.tile, args.tile_overlap, args.max_pixels, progress=False)
+    return cli.run("viewer.py", lambda: serve(args))
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Load the model and serve until Ctrl+C (exit status 0)."""
+    device = resolve_device(args.device, args.gpu)
+    backend = check_backend(args.backend, device)
+    path = pipeline.model_path(args.model)
+    sock = listen(args.host, args.port)
+    model = pipeline.load_model(path, device)
+    settings = pipeline.Settings(device, backend, args.tile, args.tile_overlap, args.max_pixels, progress=False)
     limits = Limits(round(args.max_upload_mb * MIB), args.max_images, round(args.max_cache_mb * MIB),
                     args.max_pixels)
     loopback = is_loopback(args.host)

@@ -175,15 +175,19 @@ def _pil_image(rgb: torch.Tensor, alpha: torch.Tensor | None, suffix: str) -> Im
     """The 8-bit PIL image `write_image` saves for a file with `suffix` (alpha dropped where the format has none)."""
     if suffix.lower() not in IMAGE_SUFFIXES:
         raise ImageError(f"unsupported output format {suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})")
+    colour = "L" if rgb.shape[0] == 1 else "RGB"  # one channel: a grayscale image
     channels = torch.cat((rgb, alpha)) if alpha is not None else rgb
-    image = Image.fromarray(to_uint8(channels), "RGBA" if alpha is not None else "RGB")
+    array = to_uint8(channels)
+    mode = colour + ("A" if alpha is not None else "")
+    image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array, mode)
     if alpha is not None and suffix.lower() in (".jpg", ".jpeg", ".bmp"):
-        image = image.convert("RGB")  # formats without alpha: keep the colour
+        image = image.convert(colour)  # formats without alpha: keep the colour
     return image
 
 
 def write_image(path: str | os.PathLike, rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> None:
-    """Write (3, H, W) [+ (1, H, W) alpha] as 8-bit, format from the suffix, through `save_image`."""
+    """Write (3, H, W) (or (1, H, W): grayscale) [+ (1, H, W) alpha] as 8-bit, format from the suffix, through
+    `save_image`."""
     path = Path(path)
     save_image(path, _pil_image(rgb, alpha, path.suffix), Image.registered_extensions()[path.suffix.lower()])
 

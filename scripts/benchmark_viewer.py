@@ -24,31 +24,42 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-import demo  # noqa: E402
+import cli  # noqa: E402
 import viewer  # noqa: E402
+from inference import pipeline  # noqa: E402
+from inference.arguments import AUTO, size_arg  # noqa: E402
+from inference.image_io import MAX_OUTPUT_PIXELS  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
 from scripts.benchmark import measure  # noqa: E402
+from utils import resolve_device  # noqa: E402
 
 POLL_S = 0.05
 METHODS = (viewer.SR, viewer.BICUBIC)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint (default: the bundled model)")
     parser.add_argument("--image", type=Path, default=ROOT / "assets" / "example.png")
-    parser.add_argument("--size", type=demo.size_arg, default=(720, 1280), metavar="WxH", help="the view's size")
+    parser.add_argument("--size", type=size_arg, default=(720, 1280), metavar="WxH", help="the view's size")
     parser.add_argument("--zooms", default="6,8,16", help="output pixels per input pixel, comma-separated")
-    parser.add_argument("--device", default=demo.AUTO)
-    parser.add_argument("--backend", default=demo.AUTO)
+    parser.add_argument("--device", default=AUTO)
+    parser.add_argument("--backend", default=AUTO)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--out", type=Path, help="JSON path (default: benchmarks/viewer-<device>-<date>.json)")
-    args = parser.parse_args(argv)
-    device = demo.resolve_device(args.device)
-    model = demo.load_model(demo.model_path(args.model), device)
-    settings = demo.Settings(device, check_backend(args.backend, device), None, None, demo.MAX_OUTPUT_PIXELS,
-                             progress=False)
+    args = cli.parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    return cli.run("benchmark_viewer.py", lambda: benchmark(args, argv))
+
+
+def benchmark(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Time the views, print the table and write the JSON."""
+    device = resolve_device(args.device)
+    model = pipeline.load_model(pipeline.model_path(args.model), device)
+    settings = pipeline.Settings(device, check_backend(args.backend, device), None, None, MAX_OUTPUT_PIXELS,
+                                 progress=False)
     height, width = args.size
     results = []
     with TestClient(viewer.create_app(model, settings)) as client:
@@ -59,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(POLL_S)
             info = client.get(f"/api/images/{info['id']}").json()
         if info["state"] != viewer.READY:
-            raise SystemExit(f"benchmark_viewer.py: error: {info['error']}")
+            raise cli.Failure(info["error"])
         seconds = time.perf_counter() - start
         print(f"{args.image.name} {info['width']}x{info['height']}: upload + encode {seconds:.2f} s")
         for zoom in (float(z) for z in args.zooms.split(",")):
@@ -69,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 def request():
                     response = client.get(f"/api/images/{info['id']}/view", params={**window, "method": method})
                     if response.status_code != 200:
-                        raise SystemExit(f"benchmark_viewer.py: error: {response.json()['error']}")
+                        raise cli.Failure(response.json()["error"])
 
                 timing = measure(request, device, args.warmup, args.repeats)
                 results.append({"zoom": zoom, "method": method, "view": [height, width], **timing})

@@ -13,7 +13,7 @@ from PIL import Image
 
 import demo
 from conftest import smooth_image
-from inference import tiling
+from inference import pipeline, tiling
 from inference.image_io import read_image, to_uint8, write_image
 from inference.self_ensemble import SelfEnsemble
 
@@ -193,18 +193,56 @@ def test_folder_errors(capsys, tmp_path, tiny_checkpoint, case):
     assert sorted(p.name for p in source.iterdir()) == inputs
 
 
-def test_compare_is_bicubic_then_sr(capsys, tmp_path, lr_png, tiny_checkpoint, tiny_sr_model):
+def label_box(label: str, size: tuple[int, int]) -> tuple[slice, slice]:
+    """The rows and columns that `label` covers on an image of `size`: where drawing it on black changes pixels."""
+    drawn = pipeline.labelled(torch.zeros(1, *size), label, pipeline.COMPARE_SEPARATOR_VALUE)[0]
+    rows, cols = torch.nonzero(drawn, as_tuple=True)
+    return slice(0, int(rows.max()) + 1), slice(0, int(cols.max()) + 1)
+
+
+def test_compare_is_labelled_bicubic_then_sr(capsys, tmp_path, lr_png, tiny_checkpoint, tiny_sr_model):
     out = tmp_path / "cmp.png"
-    assert run(capsys, "--input", lr_png, "--output", out, "--scale", "2", "--model", tiny_checkpoint,
+    scale = 8  # halves wide enough for their labels
+    assert run(capsys, "--input", lr_png, "--output", out, "--scale", scale, "--model", tiny_checkpoint,
                "--compare")[0] == 0
     result = pixels(out)
-    height, width, sep = 2 * LR_H, 2 * LR_W, demo.COMPARE_SEPARATOR_PX
+    height, width, sep = scale * LR_H, scale * LR_W, pipeline.COMPARE_SEPARATOR_PX
     assert result.shape == (height, 2 * width + sep, 3)
     lr = read_image(lr_png)
-    bicubic = F.interpolate(lr[None], size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)[0]
-    assert np.abs(result[:, :width] - to_uint8(bicubic)).max() <= 1
+    bicubic = to_uint8(F.interpolate(lr[None], size=(height, width), mode="bicubic", align_corners=False)
+                       .clamp(0, 1)[0]).astype(np.int16)
+    sr = expected_sr(tiny_sr_model, lr_png, (height, width))
+    for half, expected, label in ((result[:, :width], bicubic, "bicubic"),
+                                  (result[:, width + sep:], sr, "ContinuousSR")):
+        rows, cols = label_box(label, (height, width))
+        labelled = np.zeros((height, width), bool)
+        labelled[rows, cols] = True
+        assert np.abs(half - expected)[~labelled].max() <= 1  # the image, outside its label
+        box = half[rows, cols]
+        assert (box == 255).all(-1).sum() > box[..., 0].size / 2 and box.max(-1).min() < 128  # dark text, white box
     assert (result[:, width:width + sep] == 255).all()
-    assert np.abs(result[:, width + sep:] - expected_sr(tiny_sr_model, lr_png, (height, width))).max() <= 1
+
+
+def test_a_gray_input_gives_a_gray_output(capsys, tmp_path, tiny_checkpoint, tiny_sr_model):
+    """A grayscale file is written as grayscale: the BT.601 luma of the model's render of it (whose channels
+    differ), also in a comparison and with an alpha channel (LA)."""
+    gray = (smooth_image(LR_H, LR_W)[:1] * 255).round() / 255
+    source = tmp_path / "gray.png"
+    Image.fromarray(to_uint8(gray)[..., 0], "L").save(source)
+    out = tmp_path / "sr.png"
+    assert run(capsys, "--input", source, "--output", out, "--scale", "2", "--model", tiny_checkpoint)[0] == 0
+    with Image.open(out) as image:
+        assert image.mode == "L"
+    rgb = expected_sr(tiny_sr_model, source, (2 * LR_H, 2 * LR_W)).astype(np.float64)
+    assert np.ptp(rgb, axis=-1).max() > 1  # the render itself is not gray
+    assert np.abs(pixels(out) - rgb @ np.array([0.299, 0.587, 0.114])).max() <= 1.5
+    with_alpha = tmp_path / "gray_alpha.png"
+    alpha = np.full((LR_H, LR_W), 200, np.uint8)
+    Image.fromarray(np.stack([to_uint8(gray)[..., 0], alpha], -1), "LA").save(with_alpha)
+    assert run(capsys, "--input", with_alpha, "--output", out, "--scale", "2", "--model", tiny_checkpoint,
+               "--compare")[0] == 0
+    with Image.open(out) as image:
+        assert image.mode == "LA" and image.size == (4 * LR_W + pipeline.COMPARE_SEPARATOR_PX, 2 * LR_H)
 
 
 def test_self_ensemble_is_the_mean_over_the_eight_transforms(capsys, tmp_path, lr_png, tiny_checkpoint,
@@ -342,15 +380,13 @@ def test_failure_keeps_an_existing_output(capsys, tmp_path, lr_png):
     assert code == 2 and out.read_bytes() == b"previous result"
 
 
-def test_a_model_is_needed_when_none_is_bundled(capsys, tmp_path, lr_png, tiny_checkpoint, monkeypatch):
+def test_the_bundled_model_is_the_default(capsys, tmp_path, lr_png, tiny_checkpoint, monkeypatch):
     out = tmp_path / "sr.png"
-    monkeypatch.setattr(demo, "DEFAULT_MODEL", None)
+    monkeypatch.setattr(pipeline, "DEFAULT_MODEL", Path("weights/not-there.pth"))
     code, err = run(capsys, "-q", "--input", lr_png, "--output", out, "--scale", "2")
-    assert code == 2 and len(lines(err)) == 1 and "--model" in err and not out.exists()
-    monkeypatch.setattr(demo, "DEFAULT_MODEL", Path("weights/not-there.pth"))
-    code, err = run(capsys, "-q", "--input", lr_png, "--output", out, "--scale", "2")
-    assert code == 2 and "missing" in err and str(demo.ROOT / "weights") in err
-    monkeypatch.setattr(demo, "DEFAULT_MODEL", tiny_checkpoint)
+    assert code == 2 and len(lines(err)) == 1 and "missing" in err and "--model" in err
+    assert str(ROOT / "weights" / "not-there.pth") in err and not out.exists()
+    monkeypatch.setattr(pipeline, "DEFAULT_MODEL", tiny_checkpoint)
     assert run(capsys, "-q", "--input", lr_png, "--output", out, "--scale", "2")[0] == 0 and out.exists()
 
 
@@ -358,7 +394,7 @@ def test_out_of_memory_is_one_line(capsys, tmp_path, lr_png, tiny_checkpoint, mo
     def exhausted(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
 
-    monkeypatch.setattr(demo, "encode", exhausted)
+    monkeypatch.setattr(pipeline, "encode", exhausted)
     out = tmp_path / "sr.png"
     code, err = run(capsys, "-q", "--input", lr_png, "--output", out, "--scale", "2", "--model", tiny_checkpoint)
     assert code == 1 and len(lines(err)) == 1 and "out of memory" in err and "--tile" in err and not out.exists()
@@ -369,6 +405,7 @@ def test_help_states_the_conventions(capsys):
     text = capsys.readouterr().out
     assert code == 0 and "height first" in text and "--scale SH,SW" in text and "--size WxH" in text
     assert "--gpu N" in text and "Exit status" in text
+    assert "bundled model (weights/continuoussr-edsr-baseline.pth)" in " ".join(text.split())
 
 
 @pytest.mark.slow

@@ -19,12 +19,12 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-import demo
 from conftest import default_sigint, smooth_image
 from gaussian import GaussianField
-from inference import zoom
+from inference import pipeline, zoom
 from inference.image_io import decode_image_with_alpha, encode_image, to_uint8
 from inference.resize import resize_bicubic_window
+from utils import EXIT_USAGE
 
 # The viewer's web stack: requirements.txt installs it, a stock GPU image (the device check's) may lack it.
 pytest.importorskip("fastapi")
@@ -38,11 +38,11 @@ POLL_S = 0.02
 ENCODE_TIMEOUT_S = 60
 
 
-def settings(**changes) -> demo.Settings:
+def settings(**changes) -> pipeline.Settings:
     values = dict(device=torch.device("cpu"), backend="torch", tile=None, overlap=None, max_pixels=1 << 20,
                   progress=False)
     values.update(changes)
-    return demo.Settings(**values)
+    return pipeline.Settings(**values)
 
 
 @pytest.fixture
@@ -415,14 +415,14 @@ def test_other_host_names_are_refused(tiny_sr_model):
     (["--model", "missing.pth", "--port", "0"], "checkpoint not found: missing.pth"),
 ])
 def test_bad_options_are_one_line_and_exit_2(capsys, argv, message):
-    assert viewer.main(argv) == demo.EXIT_USAGE
+    assert viewer.main(argv) == EXIT_USAGE
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and err.startswith("viewer.py: error: ")
 
 
 def test_a_port_in_use_is_a_usage_error(capsys):
     with viewer.listen("127.0.0.1", 0) as busy:
-        assert viewer.main(["--port", str(busy.getsockname()[1])]) == demo.EXIT_USAGE
+        assert viewer.main(["--port", str(busy.getsockname()[1])]) == EXIT_USAGE
     assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
 
 

@@ -14,6 +14,7 @@ import models
 from evaluation import metrics
 from evaluation.imresize import imresize
 from evaluation.protocol import BicubicBaseline
+from inference import pipeline
 from inference.image_io import read_image, to_uint8
 from scripts.bundle_model import STORAGES
 
@@ -30,7 +31,7 @@ def bundled() -> torch.nn.Module:
 
 
 def test_the_weights_are_demo_defaults_in_the_official_format():
-    assert (demo.ROOT / demo.DEFAULT_MODEL).resolve() == WEIGHTS.resolve()
+    assert pipeline.model_path(None).resolve() == WEIGHTS.resolve()
     assert WEIGHTS.stat().st_size <= MAX_WEIGHTS_BYTES
     checkpoint = models.load_checkpoint(WEIGHTS)
     assert set(checkpoint["model"]) == {"name", "args", "sd"}

@@ -1,0 +1,94 @@
+"""What every command line (demo.py, test.py, train.py, viewer.py, scripts/) shares: an argument parser whose
+errors are one line, and `run`, which runs a command and maps what it raises to an exit status and one line on
+stderr, never a traceback:
+
+    2 (EXIT_USAGE)        bad usage or input: UsageError, ImageError, CheckpointError, an unknown model or dataset
+                          name, and whatever the command adds (`usage_errors`)
+    1 (EXIT_FAILURE)      the work failed: a non-finite result, memory exhaustion (with advice), `Failure`, anything
+                          else (its type and message)
+    130 (EXIT_INTERRUPTED) SIGINT, or SIGTERM (`utils.stop_cleanly_on_sigterm`): atomic writes have cleaned up
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Callable
+
+import torch
+
+from inference.image_io import ImageError
+from models import CheckpointError
+from utils import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, NonFiniteError, UnknownNameError,
+                   UsageError, stop_cleanly_on_sigterm)
+
+# What every command reports as bad usage or input.
+USAGE_ERRORS: tuple[type[BaseException], ...] = (UsageError, ImageError, CheckpointError, UnknownNameError)
+# The messages of memory exhaustion that torch and the allocators raise as a plain RuntimeError.
+OUT_OF_MEMORY_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
+# The C++ source location that torch puts before the reason of a failed write.
+TORCH_ENFORCE_PREFIX = re.compile(r"^\[enforce fail at [^\]]*\]\s*\.?\s*")
+
+
+class Failure(Exception):
+    """The work failed in a way the command has already explained in its message: exit status 1, one line."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (not the usage block) with exit status 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line, without torch's C++ source location (its write errors span lines)."""
+    text = " ".join(str(getattr(exc, "strerror", None) or exc).split())
+    return TORCH_ENFORCE_PREFIX.sub("", text) or type(exc).__name__
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` reports memory exhaustion (host or device)."""
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in OUT_OF_MEMORY_MESSAGES)
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit status where parsing ended the command (--help: 0; an error, already
+    reported on one line: 2)."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or EXIT_OK)
+
+
+def run(program: str, body: Callable[[], int], usage_errors: tuple[type[BaseException], ...] = (),
+        non_finite: str = "", interrupted: str | Callable[[], str] = "interrupted", out_of_memory: str = "") -> int:
+    """`body()`'s exit status, or the status of what it raised, reported as `<program>: error: <one line>`.
+
+    `non_finite` is appended to a NonFiniteError's message, `out_of_memory` (advice) to memory exhaustion's;
+    `interrupted` (or what it returns) is the line for SIGINT and SIGTERM. SIGTERM is made to unwind as SIGINT.
+    """
+    stop_cleanly_on_sigterm()
+    try:
+        return body()
+    except (*USAGE_ERRORS, *usage_errors) as exc:
+        return report(program, f"error: {one_line(exc)}", EXIT_USAGE)
+    except NonFiniteError as exc:
+        return report(program, f"error: {one_line(exc)}{non_finite}", EXIT_FAILURE)
+    except Failure as exc:
+        return report(program, f"error: {one_line(exc)}", EXIT_FAILURE)
+    except KeyboardInterrupt:
+        return report(program, interrupted() if callable(interrupted) else interrupted, EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001  the last resort: one line, never a traceback
+        if is_out_of_memory(exc):
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return report(program, f"error: out of memory ({detail}){out_of_memory}", EXIT_FAILURE)
+        return report(program, f"error: {type(exc).__name__}: {one_line(exc)}", EXIT_FAILURE)
+
+
+def report(program: str, message: str, status: int) -> int:
+    """Print `<program>: <message>` on stderr; returns `status`."""
+    print(f"{program}: {message}", file=sys.stderr)
+    return status
