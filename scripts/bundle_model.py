@@ -30,7 +30,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import models  # noqa: E402
-from evaluation.protocol import BICUBIC_MODEL, build_dataset, evaluate, load_model, validate_config  # noqa: E402
+from evaluation.config import validate_config  # noqa: E402
+from evaluation.data import build_dataset  # noqa: E402
+from evaluation.loading import BICUBIC_MODEL, load_model  # noqa: E402
+from evaluation.loop import evaluate  # noqa: E402
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, EXIT_USAGE, REPOSITORY, UsageError, atomic_path,  # noqa: E402
                    repository_path, resolve_device)
 

@@ -23,8 +23,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from evaluation.protocol import (build_dataset, check_scales, check_workers,  # noqa: E402
-                                 evaluate, load_config, load_model, resolve_data_paths, validate_config)
+from evaluation.config import check_workers, load_config, validate_config  # noqa: E402
+from evaluation.data import build_dataset, check_scales, resolve_data_paths  # noqa: E402
+from evaluation.loading import load_model  # noqa: E402
+from evaluation.loop import evaluate  # noqa: E402
 from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,  # noqa: E402

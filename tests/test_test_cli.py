@@ -18,7 +18,10 @@ import yaml
 import models
 import utils
 from conftest import TINY_MODEL_SPEC, default_sigint, make_tiny_model, reported_lines, smooth_rgb, write_rgb
-from evaluation.protocol import build_dataset, evaluate, load_model, resolve_data_paths, validate_config
+from evaluation.config import validate_config
+from evaluation.data import build_dataset, resolve_data_paths
+from evaluation.loading import load_model
+from evaluation.loop import evaluate
 from inference.self_ensemble import SelfEnsemble
 
 REPO = Path(__file__).resolve().parents[1]
@@ -295,6 +298,24 @@ def test_cli_signal_mid_run_exits_130_with_one_line_and_no_partial_file(signum, 
     assert "Traceback" not in err and reported_lines(err) == ["test.py: interrupted; no scores were reported"]
     written = sorted(p.name for p in save_dir.rglob("*") if p.is_file())
     assert 1 <= len(written) < 200 and all(re.fullmatch(r"img\d{3}\.png", n) for n in written), written
+
+
+def test_without_model_the_bundled_model_is_scored(benchmark_root, tiny_sr_model, monkeypatch, capsys):
+    cli = load_cli()
+    loaded = []
+    monkeypatch.setattr(cli, "load_model", lambda path, device, self_ensemble: loaded.append(path) or tiny_sr_model)
+    code = cli.main(["--config", str(CONFIG), "--root", str(benchmark_root), "--workers", "0", "--device", "cpu"])
+    assert code == 0 and loaded == [str(REPO / "weights" / "continuoussr-edsr-baseline.pth")]
+    assert "result: PSNR" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [([], "the following arguments are required: --config"),
+                                           (["--config", "x.yaml", "--bogus"], "unrecognized arguments: --bogus"),
+                                           (["--config", "x.yaml", "--workers", "two"], "--workers: invalid int")])
+def test_argument_errors_are_one_line_exit_2(argv, message, capsys):
+    code = load_cli().main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("test.py: error: ") and message in err[0]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -13,7 +13,7 @@ import demo
 import models
 from evaluation import metrics
 from evaluation.imresize import imresize
-from evaluation.protocol import BicubicBaseline
+from evaluation.loading import BicubicBaseline
 from inference import pipeline
 from inference.image_io import read_image, to_uint8
 from scripts.bundle_model import STORAGES

@@ -10,7 +10,10 @@ import torch
 
 import models
 from conftest import smooth_image, smooth_rgb, write_rgb
-from evaluation.protocol import BICUBIC_MODEL, build_dataset, evaluate, load_model, validate_config
+from evaluation.config import validate_config
+from evaluation.data import build_dataset
+from evaluation.loading import BICUBIC_MODEL, load_model
+from evaluation.loop import evaluate
 from scripts.bundle_model import split_config, main
 
 
