@@ -11,7 +11,6 @@ stderr, never a traceback:
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from typing import Callable
 
@@ -20,14 +19,12 @@ import torch
 from inference.image_io import ImageError
 from models import CheckpointError
 from utils import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, NonFiniteError, UnknownNameError,
-                   UsageError, stop_cleanly_on_sigterm)
+                   UsageError, one_line, stop_cleanly_on_sigterm)
 
 # What every command reports as bad usage or input.
 USAGE_ERRORS: tuple[type[BaseException], ...] = (UsageError, ImageError, CheckpointError, UnknownNameError)
 # The messages of memory exhaustion that torch and the allocators raise as a plain RuntimeError.
 OUT_OF_MEMORY_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
-# The C++ source location that torch puts before the reason of a failed write.
-TORCH_ENFORCE_PREFIX = re.compile(r"^\[enforce fail at [^\]]*\]\s*\.?\s*")
 
 
 class Failure(Exception):
@@ -39,12 +36,6 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line, without torch's C++ source location (its write errors span lines)."""
-    text = " ".join(str(getattr(exc, "strerror", None) or exc).split())
-    return TORCH_ENFORCE_PREFIX.sub("", text) or type(exc).__name__
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

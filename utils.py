@@ -108,6 +108,16 @@ def worker_stops_cleanly(worker_id: int) -> None:
     sys.excepthook = _quiet_when_hung_up
 
 
+# The C++ source location that torch puts before the reason of a failed write.
+TORCH_ENFORCE_PREFIX = re.compile(r"^\[enforce fail at [^\]]*\]\s*\.?\s*")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line, without torch's C++ source location (its write errors span lines)."""
+    text = " ".join(str(getattr(exc, "strerror", None) or exc).split())
+    return TORCH_ENFORCE_PREFIX.sub("", text) or type(exc).__name__
+
+
 class NonFiniteError(ArithmeticError):
     """A result holding NaN or infinity: an error to report, never an image to write."""
 

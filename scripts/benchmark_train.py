@@ -8,10 +8,10 @@ Splitting the backward at the field gives the same gradients as one backward cal
 
 Without --path, batches are synthetic (random LR/HR tensors of the recipe's shapes: one scale s ~ U(scale_min,
 scale_max) per batch, LR floor(inp_size / s)), so the figures are the model's alone; with it, `data` is the wait
-for train.py's own loader (`train.make_train_loader`), its share the share of a step spent waiting for data.
-The step is train.py's own: its model and optimizer built from the config (`train.built`,
-`train.make_optimizer`), its encode and render (`train.RenderAtTarget`: bf16 autocast on CUDA or the CPU when
-the config's `bf16` or --bf16 asks, the field and rasterizer float32).
+for train.py's own loader (`training.trainer.make_train_loader`), its share the share of a step spent waiting
+for data. The step is train.py's own: its model and optimizer built from the config (`training.config.built`,
+`training.optim.make_optimizer`), its encode and render (`training.render.RenderAtTarget`: bf16 autocast on CUDA
+or the CPU when the config's `bf16` or --bf16 asks, the field and rasterizer float32).
 
 --data-only times the loader alone, with each number of worker processes in --workers: samples/s of the loader
 and per worker, the resident memory of every process (from /proc/PID/smaps_rollup and smaps: RSS, PSS, the
@@ -45,11 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import datasets  # noqa: E402
 import models  # noqa: E402
 import rasterizer  # noqa: E402
-import train  # noqa: E402
 from datasets.decoded_cache import SUFFIX as DECODED_SUFFIX  # noqa: E402
 from gaussian import GaussianField  # noqa: E402
 from training import distributed  # noqa: E402
-from training.config import ConfigError, apply_overrides, complete, load_yaml  # noqa: E402
+from training.config import ConfigError, apply_overrides, built, complete, load_yaml  # noqa: E402
+from training.optim import make_optimizer, seed_everything  # noqa: E402
+from training.render import RenderAtTarget  # noqa: E402
+from training.trainer import make_train_loader  # noqa: E402
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_USAGE, UsageError, atomic_path, repository_path,  # noqa: E402
                    resolve_device)
 
@@ -116,7 +118,7 @@ def train_loader(cfg: dict, batch: int, workers: int, device: torch.device) -> t
     (one scale per batch, seeded), `workers` loader processes."""
     cfg = copy.deepcopy(cfg)
     cfg["train_dataset"].update(batch_size=batch, num_workers=workers)
-    return train.make_train_loader(cfg, distributed.Context(rank=0, world_size=1, local_rank=0, device=device))
+    return make_train_loader(cfg, distributed.Context(rank=0, world_size=1, local_rank=0, device=device))
 
 
 def loader_batches(loader: torch.utils.data.DataLoader) -> Iterator[dict[str, torch.Tensor]]:
@@ -284,7 +286,7 @@ def time_workers(cfg: dict, batch: int, workers: int, warmup: int, batches: int,
     return run
 
 
-def step(runner: train.RenderAtTarget, optimizer, batches, device, timer: PhaseTimer) -> None:
+def step(runner: RenderAtTarget, optimizer, batches, device, timer: PhaseTimer) -> None:
     """One training step of train.py's, timed phase by phase (the backward split at the field)."""
     timer.start()
     batch = next(batches)
@@ -397,9 +399,9 @@ def main() -> None:
         else:
             bf16 = args.bf16 or cfg["bf16"]
             backend = rasterizer.resolve_backend(args.backend or cfg["rasterizer_backend"], device)
-            train.seed_everything(cfg["seed"])
-            model = train.built("model", models.make, cfg["model"]).to(device).train()
-            optimizer = train.built("optimizer", train.make_optimizer, cfg,
+            seed_everything(cfg["seed"])
+            model = built("model", models.make, cfg["model"]).to(device).train()
+            optimizer = built("optimizer", make_optimizer, cfg,
                                     [p for p in model.parameters() if p.requires_grad])
             batches = (loader_batches(train_loader(cfg, batch, cfg["train_dataset"]["num_workers"], device))
                        if args.path else synthetic_batches(cfg, batch, device, cfg["seed"]))
@@ -424,7 +426,7 @@ def main() -> None:
                   f"{result['load_average_after'][0]:.1f})")
         write_result(result, args.out, "train-data-cpu")
         return
-    runner = train.RenderAtTarget(model, bf16, backend)
+    runner = RenderAtTarget(model, bf16, backend)
     steps = args.steps or (50 if device.type == "cuda" else 5)
     warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
     timer = PhaseTimer(device)

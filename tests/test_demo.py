@@ -19,6 +19,7 @@ from inference.self_ensemble import SelfEnsemble
 
 ROOT = Path(__file__).resolve().parents[1]
 LR_H, LR_W = 12, 16
+BT601_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights
 
 
 @pytest.fixture
@@ -114,7 +115,9 @@ def test_common_formats_in_and_out(capsys, tmp_path, tiny_checkpoint, suffix):
 
 
 @pytest.mark.slow
-def test_grayscale_and_16bit_inputs(capsys, tmp_path, tiny_checkpoint, tiny_sr_model):
+def test_grayscale_and_16bit_inputs_give_grayscale_outputs(capsys, tmp_path, tiny_checkpoint, tiny_sr_model):
+    """8- and 16-bit gray files come back 8-bit gray: the BT.601 luma of the model's render (whose channels
+    differ)."""
     gray = (smooth_image(LR_H, LR_W)[1].numpy() * 65535).round().astype(np.uint16)
     Image.fromarray(gray).save(tmp_path / "g16.png")
     Image.fromarray((gray // 257).astype(np.uint8), "L").save(tmp_path / "g8.png")
@@ -122,7 +125,11 @@ def test_grayscale_and_16bit_inputs(capsys, tmp_path, tiny_checkpoint, tiny_sr_m
         out = tmp_path / f"sr_{name}"
         assert run(capsys, "--input", tmp_path / name, "--output", out, "--scale", "2",
                    "--model", tiny_checkpoint)[0] == 0
-        assert np.abs(pixels(out) - expected_sr(tiny_sr_model, tmp_path / name, (2 * LR_H, 2 * LR_W))).max() <= 1
+        rgb = expected_sr(tiny_sr_model, tmp_path / name, (2 * LR_H, 2 * LR_W)).astype(np.float64)
+        assert np.ptp(rgb, axis=-1).max() > 1  # the render itself is not gray
+        with Image.open(out) as image:
+            assert image.mode == "L"
+        assert np.abs(pixels(out) - rgb @ np.array(BT601_LUMA)).max() <= 1.5
 
 
 def test_alpha_is_resized_apart_bicubic(capsys, tmp_path, tiny_checkpoint, tiny_sr_model):
@@ -223,23 +230,11 @@ def test_compare_is_labelled_bicubic_then_sr(capsys, tmp_path, lr_png, tiny_chec
     assert (result[:, width:width + sep] == 255).all()
 
 
-def test_a_gray_input_gives_a_gray_output(capsys, tmp_path, tiny_checkpoint, tiny_sr_model):
-    """A grayscale file is written as grayscale: the BT.601 luma of the model's render of it (whose channels
-    differ), also in a comparison and with an alpha channel (LA)."""
-    gray = (smooth_image(LR_H, LR_W)[:1] * 255).round() / 255
-    source = tmp_path / "gray.png"
-    Image.fromarray(to_uint8(gray)[..., 0], "L").save(source)
-    out = tmp_path / "sr.png"
-    assert run(capsys, "--input", source, "--output", out, "--scale", "2", "--model", tiny_checkpoint)[0] == 0
-    with Image.open(out) as image:
-        assert image.mode == "L"
-    rgb = expected_sr(tiny_sr_model, source, (2 * LR_H, 2 * LR_W)).astype(np.float64)
-    assert np.ptp(rgb, axis=-1).max() > 1  # the render itself is not gray
-    assert np.abs(pixels(out) - rgb @ np.array([0.299, 0.587, 0.114])).max() <= 1.5
-    with_alpha = tmp_path / "gray_alpha.png"
-    alpha = np.full((LR_H, LR_W), 200, np.uint8)
-    Image.fromarray(np.stack([to_uint8(gray)[..., 0], alpha], -1), "LA").save(with_alpha)
-    assert run(capsys, "--input", with_alpha, "--output", out, "--scale", "2", "--model", tiny_checkpoint,
+def test_a_gray_input_with_alpha_gives_a_gray_and_alpha_comparison(capsys, tmp_path, tiny_checkpoint):
+    gray = to_uint8(smooth_image(LR_H, LR_W)[:1])[..., 0]
+    source, out = tmp_path / "gray_alpha.png", tmp_path / "cmp.png"
+    Image.fromarray(np.stack([gray, np.full((LR_H, LR_W), 200, np.uint8)], -1), "LA").save(source)
+    assert run(capsys, "--input", source, "--output", out, "--scale", "2", "--model", tiny_checkpoint,
                "--compare")[0] == 0
     with Image.open(out) as image:
         assert image.mode == "LA" and image.size == (4 * LR_W + pipeline.COMPARE_SEPARATOR_PX, 2 * LR_H)

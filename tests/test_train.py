@@ -20,7 +20,13 @@ from PIL import Image
 
 import models
 import train
+import training.trainer
+from training import distributed, validation
+from training.config import load_yaml
 from training.events import read_scalars
+from training.logger import Logger, summary_writer_class
+from training.render import RenderAtTarget
+from training.trainer import Trainer
 import utils
 from gaussian import cpu_bf16_native
 from conftest import default_sigint, random_rgb, reported_lines, screen_lines, write_rgb
@@ -61,7 +67,7 @@ def trainer_and_batch(image_dir: Path, out: Path, *overrides: str, device: str =
     """A Trainer on the tiny config (nothing logged) and the first batch of its first epoch."""
     argv = ["--config", TINY, "--path", str(image_dir), "--out", str(out)]
     cfg, _, out = train.prepare_config(train.parse_args(argv + [a for o in overrides for a in ("--set", o)]))
-    trainer = train.Trainer(cfg, train.distributed.setup(device), out, train.Logger(out, active=False), None)
+    trainer = Trainer(cfg, distributed.setup(device), out, Logger(out, active=False), None)
     trainer.loader.batch_sampler.set_epoch(1)
     return trainer, next(iter(trainer.loader))
 
@@ -102,16 +108,6 @@ def test_warmup_scales_the_first_steps_and_leaves_the_schedule_alone(image_dir, 
     assert full == pytest.approx(2e-4, rel=0.05)  # the tiny config's lr
     assert first_step_change(warm, batch) == pytest.approx(full / 4, rel=0.05)
     assert warm.optimizer.param_groups[0]["lr"] == plain.optimizer.param_groups[0]["lr"] == 2e-4
-    assert [train.warmup_factor(k, 4) for k in (1, 2, 4, 5, 100)] == [0.25, 0.5, 1.0, 1.0, 1.0]
-    assert train.warmup_factor(1, 0) == 1.0
-
-
-def test_a_failed_step_under_warmup_still_restores_the_lr(image_dir, tmp_path):
-    trainer, _ = trainer_and_batch(image_dir, tmp_path / "run", "warmup_steps=10")
-    with pytest.raises(RuntimeError), train.warmed_up(trainer.optimizer, 0.1):
-        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(2e-5)
-        raise RuntimeError("a step that fails")
-    assert trainer.optimizer.param_groups[0]["lr"] == 2e-4
 
 
 def test_ema_keeps_the_moving_average_and_publishes_it_as_the_checkpoints_model(image_dir, tmp_path):
@@ -156,7 +152,7 @@ def test_an_ema_run_validates_the_average_and_resumes_exactly(image_dir, tmp_pat
 def test_training_logs_without_tensorboardx(image_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import tensorboardX now raises ImportError
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    assert train.summary_writer_class() is None
+    assert summary_writer_class() is None
     run(tmp_path / "run", image_dir, "--set", "epoch_max=1")
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "TensorBoard logging is off" in log and "epoch 1/1" in log
@@ -241,14 +237,14 @@ def test_validation_runs_fp32_whatever_the_training_precision(image_dir, tmp_pat
     trainer, _ = trainer_and_batch(image_dir, tmp_path / "run", "bf16=true", "val_dataset.dataset.name=image-folder",
                                    f"val_dataset.dataset.args.root_path={image_dir}", "val_dataset.scales=[2]")
     model = trainer.model
-    scores = train.validate(model, trainer.val_sets, trainer.cfg, trainer.ctx, trainer.log, trainer.out, 0)
+    scores = validation.validate(model, trainer.val_sets, trainer.cfg, trainer.ctx, trainer.log, trainer.out, 0)
     assert scores[2.0] == pytest.approx(independent_psnr(model.eval(), image_dir, 2.0), abs=1e-5)
     trainer.cfg["bf16"] = False
-    assert train.validate(model, trainer.val_sets, trainer.cfg, trainer.ctx, trainer.log, trainer.out, 0) == scores
+    assert validation.validate(model, trainer.val_sets, trainer.cfg, trainer.ctx, trainer.log, trainer.out, 0) == scores
     with torch.no_grad():  # the bf16 training forward does round: the test above could tell
         batch = trainer.val_sets[2.0][0]
-        low = train.RenderAtTarget(model, True, "auto")(batch["inp"][None], batch["gt"].shape[-2:])
-        full = train.RenderAtTarget(model, False, "auto")(batch["inp"][None], batch["gt"].shape[-2:])
+        low = RenderAtTarget(model, True, "auto")(batch["inp"][None], batch["gt"].shape[-2:])
+        full = RenderAtTarget(model, False, "auto")(batch["inp"][None], batch["gt"].shape[-2:])
     assert float((low - full).abs().max()) > 1e-4
 
 
@@ -279,7 +275,7 @@ def test_resume_continues_exactly_where_it_stopped(straight_run, image_dir, tmp_
 def test_an_interrupted_run_keeps_what_it_saved_and_resumes_exactly(straight_run, image_dir, tmp_path,
                                                                     monkeypatch, where):
     out = tmp_path / "run"
-    real_step, real_validate = train.Trainer.train_step, train.validate
+    real_step, real_validate = Trainer.train_step, validation.validate
 
     def step_then_interrupt(self, batch):
         if self.step == 3:  # the 4th step: mid-way through epoch 2
@@ -290,15 +286,15 @@ def test_an_interrupted_run_keeps_what_it_saved_and_resumes_exactly(straight_run
         raise KeyboardInterrupt
 
     if where == "mid-epoch":
-        monkeypatch.setattr(train.Trainer, "train_step", step_then_interrupt)
+        monkeypatch.setattr(Trainer, "train_step", step_then_interrupt)
     else:
-        monkeypatch.setattr(train, "validate", interrupt_validation)
+        monkeypatch.setattr(training.trainer, "validate", interrupt_validation)
     with pytest.raises(SystemExit) as stop:
         run(out, image_dir, "--val-path", str(image_dir), "--set", "val_dataset.scales=[2, 3]",
             "--set", "save_every_steps=1")
     assert stop.value.code == utils.EXIT_INTERRUPTED
-    monkeypatch.setattr(train.Trainer, "train_step", real_step)
-    monkeypatch.setattr(train, "validate", real_validate)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    monkeypatch.setattr(training.trainer, "validate", real_validate)
     saved = models.load_checkpoint(out / "last.pth")
     expected = (1, 1, 3) if where == "mid-epoch" else (0, 2, 2)
     assert (saved["epoch"], saved["batch_in_epoch"], saved["step"]) == expected
@@ -311,7 +307,7 @@ def test_an_interrupted_run_keeps_what_it_saved_and_resumes_exactly(straight_run
 
 @pytest.mark.slow
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_dir, tmp_path, monkeypatch, capsys):
-    real_forward = train.RenderAtTarget.forward
+    real_forward = RenderAtTarget.forward
     calls = []
 
     def nan_on_third_call(self, inp, size):
@@ -319,11 +315,11 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_dir, 
         out = real_forward(self, inp, size)
         return out * float("nan") if len(calls) == 3 else out
 
-    monkeypatch.setattr(train.RenderAtTarget, "forward", nan_on_third_call)
+    monkeypatch.setattr(RenderAtTarget, "forward", nan_on_third_call)
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as stop:
         run(out, image_dir)
-    assert stop.value.code == train.EXIT_FAILURE
+    assert stop.value.code == utils.EXIT_FAILURE
     assert "non-finite" in capsys.readouterr().err
     saved = models.load_checkpoint(out / "last.pth")
     assert (saved["epoch"], saved["step"]) == (1, 2)
@@ -333,17 +329,17 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_dir, 
 @pytest.mark.slow
 def test_a_non_finite_validation_render_stops_the_run_before_the_epoch_is_saved(image_dir, tmp_path, monkeypatch,
                                                                                 capsys):
-    real_forward = train.RenderAtTarget.forward
+    real_forward = RenderAtTarget.forward
 
     def nan_when_validating(self, inp, size):  # validation runs the model in eval mode
         out = real_forward(self, inp, size)
         return out if self.model.training else out * float("nan")
 
-    monkeypatch.setattr(train.RenderAtTarget, "forward", nan_when_validating)
+    monkeypatch.setattr(RenderAtTarget, "forward", nan_when_validating)
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as stop:
         run(out, image_dir, "--val-path", str(image_dir))
-    assert stop.value.code == train.EXIT_FAILURE
+    assert stop.value.code == utils.EXIT_FAILURE
     err = reported_lines(capsys.readouterr().err)
     assert len(err) == 1 and re.match(r"train.py: error: non-finite validation \(the validation render of img0 at x4 "
                                       r"holds [\d,]+ non-finite values", err[0]), err
@@ -418,7 +414,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, imag
         train.main(argv)
     err = [line for line in screen_lines(capsys.readouterr().err)
            if not line.startswith("train.py: warning: skipping ")]  # each skipped image is named on a line
-    assert stop.value.code == train.EXIT_USAGE, err
+    assert stop.value.code == utils.EXIT_USAGE, err
     assert len(err) == 1 and err[0].startswith("train.py: error:"), err
     assert re.search(message, err[0]), err
     assert sorted(tmp_path.rglob("*")) == before  # no run folder, log.txt, TensorBoard file or config.yaml
@@ -434,7 +430,7 @@ def test_a_backend_that_cannot_run_on_the_device_is_refused_before_any_work(imag
     with pytest.raises(SystemExit) as stop:
         train.main([*tiny("rasterizer_backend=cuda-only"), "--path", str(image_dir), "--out", str(tmp_path / "run"),
                     "--device", "cpu"])
-    assert stop.value.code == train.EXIT_USAGE and not (tmp_path / "run").exists()
+    assert stop.value.code == utils.EXIT_USAGE and not (tmp_path / "run").exists()
     assert screen_lines(capsys.readouterr().err) == [
         "train.py: error: rasterizer_backend: rasterizer backend 'cuda-only' cannot run on cpu"]
 
@@ -599,7 +595,7 @@ def test_an_existing_run_is_not_overwritten(straight_run, image_dir, capsys):
     before = (straight_run / "last.pth").read_bytes()
     with pytest.raises(SystemExit) as stop:
         run(straight_run, image_dir)
-    assert stop.value.code == train.EXIT_USAGE and "already holds a run" in capsys.readouterr().err
+    assert stop.value.code == utils.EXIT_USAGE and "already holds a run" in capsys.readouterr().err
     assert (straight_run / "last.pth").read_bytes() == before
 
 
@@ -620,7 +616,7 @@ def ddp_worker(rank: int, world_size: int, port: int, argv: list[str], out: str)
     torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
 
 
-DDP_DEADLINE_S = 180  # ~10 s alone; a hang (e.g. the gloo teardown deadlock train.Trainer.release_ddp avoids) fails
+DDP_DEADLINE_S = 180  # ~10 s alone; a hang (e.g. the gloo teardown deadlock Trainer.release_ddp avoids) fails
 
 
 def spawn_within(seconds: float, fn, args: tuple, nprocs: int) -> None:
@@ -672,10 +668,21 @@ def test_time_limit_saves_the_step_reached_and_resumes(image_dir, tmp_path):
     run(out, image_dir, "--time-limit", "1e-6")
     stopped = models.load_checkpoint(out / "last.pth")
     assert (stopped["step"], stopped["batch_in_epoch"], stopped["epoch"]) == (1, 1, 0)
-    assert "stopped at the time limit after step 1" in (out / "log.txt").read_text()
+    assert "stopped at the time limit at epoch 1, batch 1, step 1;" in (out / "log.txt").read_text()
     run(out, image_dir, resume=out / "last.pth")
+    assert "resumed at epoch 1, batch 1, step 1" in (out / "log.txt").read_text()  # the epoch the stop named
     finished = models.load_checkpoint(out / "last.pth")
-    assert finished["epoch"] == train.load_yaml(TINY)["epoch_max"] and finished["step"] > 1
+    assert finished["epoch"] == load_yaml(TINY)["epoch_max"] and finished["step"] > 1
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_left_to_do(straight_run, tmp_path, capsys):
+    last = straight_run / "last.pth"
+    before = {p.name: p.read_bytes() for p in straight_run.iterdir() if p.is_file()}
+    assert train.main(["--resume", str(last)]) is None  # nothing trained
+    captured = capsys.readouterr()
+    assert reported_lines(captured.err) == [] and captured.out.strip().splitlines() == [
+        f"train.py: nothing left to do: {last} has finished all 2 epochs (raise epoch_max with --set to train on)"]
+    assert {p.name: p.read_bytes() for p in straight_run.iterdir() if p.is_file()} == before  # nothing written
 
 
 @pytest.mark.parametrize("limit", ["0", "-3", "nan", "inf"])

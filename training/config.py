@@ -1,6 +1,48 @@
-"""Training configs: YAML files merged over defaults, `--set key.sub=value` overrides, checks, atomic saving.
+"""Training configs: YAML files merged over `DEFAULTS`, `--set key.sub=value` overrides, checks, atomic saving.
 
-The keys themselves are documented at the top of train.py.
+Config keys (YAML; every key but the three specs has a default; `--set key.sub=value` overrides any key, the
+value parsed as YAML; `--path DIR` sets train_dataset.dataset.args.root_path, `--val-path DIR` the same for
+val_dataset):
+  train_dataset.dataset     dataset spec of the HR images, e.g. {name: image-folder, args: {root_path, repeat,
+                            cache, first_k}} (datasets/)
+  train_dataset.wrapper     sample spec, e.g. {name: sr-implicit-downsampled, args: {inp_size: 256 (the HR crop),
+                            scale_min: 4, scale_max: 8, augment: true}}; one scale is drawn per batch
+  train_dataset.batch_size  the GLOBAL batch (default 16): each of the N processes takes batch_size / N samples
+                            (must divide), so a recipe means the same optimisation on any number of GPUs
+  train_dataset.num_workers data-loader processes per training process (default 4)
+  val_dataset               null (no validation, the default) or {dataset: spec of an HR folder, scales: [4, ...]}:
+                            mean RGB PSNR of the clamped render at each scale (HR cropped to the LR grid, LR =
+                            bicubic), over every image of the folder, split over the processes
+  model                     model spec, e.g. {name: continuous-gaussian, args: {encoder_spec: {...}}}
+  optimizer                 {name: adam | adamw, args} (default Adam, lr 1e-4)
+  lr_scheduler              {name: step_lr | multi_step_lr | cosine_annealing_lr, args} stepped once per
+                            epoch (default: halve the lr every 100 epochs), or null
+  epoch_max                 epochs to train (default 1000)
+  epoch_val                 validate every this many epochs, and after the last (default 1)
+  epoch_save                also keep epoch-<n>.pth every this many epochs (default 0: only last and best)
+  save_every_steps          also save last.pth every this many steps, mid-epoch (default 0: at epoch ends only)
+  log_every_steps           TensorBoard loss / lr / gradient-norm every this many steps (default 50)
+  val_samples               images per scale whose renders are kept as samples (default 2)
+  seed                      seeds model initialisation, shuffling, scales, crops and flips (default 0)
+  bf16                      bf16 autocast of the training steps' encoder and head, on CUDA or the CPU (default
+                            false; the rasterizer and validation stay float32); the gain depends on the CPU, even
+                            among those with AVX512-BF16 (measure: scripts/benchmark_train.py --bf16); on a CPU
+                            without native bf16 it warns once and runs fp32 (bf16 would be far slower)
+  grad_clip                 max gradient norm, or null (default)
+  warmup_steps              the first N steps of a run take lr x step / N (step = 1..N), then the schedule's own
+                            lr (default 0: none). A fine-tune (init_from) starts Adam's moments afresh, and its
+                            first full-size steps move every weight by about lr; the warm-up keeps them small
+  ema_decay                 null (default) or d in (0, 1): keep an exponential moving average of the weights,
+                            ema <- d * ema + (1 - d) * weights after every step, starting from the initial
+                            weights; validation, best.pth and every checkpoint's model are then the average
+                            (what test.py, demo.py and bundle_model.py load), and the trained weights go in the
+                            checkpoint's train_sd for resuming. Small batches make noisy steps; the average
+                            keeps their mean (horizon about 1 / (1 - d) steps, e.g. 0.999: 1000)
+  rasterizer_backend        auto | torch | numba | triton | ... (default auto)
+  init_from                 null (default) or an official checkpoint whose model weights start a NEW run
+                            (fine-tuning: fresh optimizer, scheduler and counters; the model specs must match);
+                            ignored when resuming, where the resumed checkpoint's weights are used; with a
+                            val set they are validated first (epoch 0), so best.pth is never worse than them
 """
 from __future__ import annotations
 
@@ -149,6 +191,14 @@ def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(full["bf16"], bool):
         raise ConfigError(f"bf16 must be true or false, got {full['bf16']!r}")
     return full
+
+
+def built(what: str, make, *args, **kwargs):
+    """`make(*args, **kwargs)`, with a wrong or missing spec argument reported as a config error about `what`."""
+    try:
+        return make(*args, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what}: {exc}") from None
 
 
 def save_config(cfg: Mapping[str, Any], path: str | os.PathLike) -> None:

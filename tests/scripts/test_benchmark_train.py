@@ -60,16 +60,15 @@ def test_synthetic_batches_follow_the_recipe_shapes():
 @pytest.mark.slow
 def test_the_step_is_train_py_s(tmp_path, monkeypatch):
     """The benchmark builds its optimizer from the config as train.py does (AdamW here, not a fixed Adam) and
-    runs the encode under the config's bf16 autocast on the CPU too (train.RenderAtTarget)."""
+    runs the encode under the config's bf16 autocast on the CPU too (training.render.RenderAtTarget)."""
     import torch
 
     import gaussian
-    import train
+    from training.optim import make_optimizer as real_make_optimizer
 
     script = load_script()
     built, precisions = [], []
-    real_make_optimizer = train.make_optimizer
-    monkeypatch.setattr(train, "make_optimizer", lambda cfg, params: built.append(
+    monkeypatch.setattr(script, "make_optimizer", lambda cfg, params: built.append(
         real_make_optimizer(cfg, params)) or built[-1])
     real_encode = gaussian.ContinuousGaussian.encode
 
