@@ -39,7 +39,7 @@ def prepared(name: str, root: Path, **overrides) -> tuple[dict, EvalProtocol, ob
 
 
 def independent_scores(model, lr: np.ndarray, gt: np.ndarray, scale: float, kind: str, data_norm=None):
-    """PSNR and SSIM of one image computed without evaluation/protocol.py or evaluation/metrics.py: the official
+    """PSNR and SSIM of one image computed without evaluation/ (loop.py, metrics.py): the official
     forward signature, EDSR's luma weights written out, scikit-image for the rest."""
     sub_in, div_in, sub_gt, div_gt = 0.0, 1.0, 0.0, 1.0
     if data_norm:
