@@ -36,10 +36,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gaussian  # noqa: E402
+import cli  # noqa: E402
 import models  # noqa: E402
 import rasterizer  # noqa: E402
 from gaussian import DGP_UNIT, make_dgp_dictionary  # noqa: E402
-from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_USAGE, UsageError, atomic_path, resolve_device  # noqa: E402
+from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, atomic_path, resolve_device  # noqa: E402
 
 # name → (LR height, LR width, output height, output width, batch)
 RASTER_CASES = {
@@ -439,7 +440,8 @@ def _score_precisions(model, photos: Path, scales: list[float], limit: int | Non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.OneLineParser(prog="benchmark.py", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("raster", "model", "cpu", "pairs", "precision"))
     parser.add_argument("--device", default=DEVICE_AUTO,
                         help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU)")
@@ -470,20 +472,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/<what>-<device>-<date>.json)")
     args = parser.parse_args()
-    try:
-        device = resolve_device(args.device)
-    except UsageError as exc:
-        print(f"benchmark.py: error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+    code = cli.run("benchmark.py", lambda: run(args))
+    if code:
+        sys.exit(code)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure what `args.what` names and write the JSON."""
+    device = resolve_device(args.device)
     args.repeats = args.repeats or (20 if device.type == "cuda" else 5)
     args.backends = args.backends or ("torch,numba" if args.what == "cpu" else "torch")
-    try:
-        results = {"raster": bench_raster, "model": bench_model, "cpu": bench_cpu,
-                   "pairs": bench_pairs,
-                   "precision": bench_precision}[args.what](args, device)
-    except UsageError as exc:
-        print(f"benchmark.py: error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+    results = {"raster": bench_raster, "model": bench_model, "cpu": bench_cpu, "pairs": bench_pairs,
+               "precision": bench_precision}[args.what](args, device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
     date = datetime.date.today().isoformat()
@@ -492,6 +492,7 @@ def main() -> None:
         tmp.write_text(json.dumps({"device": device_name, "date": date, "torch": torch.__version__,
                                    "command": " ".join(sys.argv), "results": results}, indent=2) + "\n")
     print(f"wrote {out}")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

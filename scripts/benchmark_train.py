@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
 import datasets  # noqa: E402
 import models  # noqa: E402
 import rasterizer  # noqa: E402
@@ -52,7 +53,7 @@ from training.config import ConfigError, apply_overrides, built, complete, load_
 from training.optim import make_optimizer, seed_everything  # noqa: E402
 from training.render import RenderAtTarget  # noqa: E402
 from training.trainer import make_train_loader  # noqa: E402
-from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_USAGE, UsageError, atomic_path, repository_path,  # noqa: E402
+from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, atomic_path, repository_path,  # noqa: E402
                    resolve_device)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -339,7 +340,7 @@ def positive(value: float | None, flag: str) -> float | None:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.OneLineParser(prog="benchmark_train.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="training config (default: EDSR-baseline)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE")
     parser.add_argument("--path", help="time real batches from this HR folder (default: synthetic batches)")
@@ -381,34 +382,36 @@ def recipe(cfg: dict, batch: int) -> dict:
 
 def main() -> None:
     args = parse_args()
-    try:
-        device = resolve_device(args.device)
-        overrides = list(args.overrides) + ([f"train_dataset.dataset.args.root_path={json.dumps(args.path)}"]
-                                            if args.path else [])
-        cfg = complete(apply_overrides(load_yaml(args.config), overrides))
-        batch = cfg["train_dataset"]["batch_size"] if args.batch is None else args.batch
-        if batch < 1:
-            raise UsageError(f"--batch must be a positive integer, got {batch}")
-        if args.data_only:
-            counts, step_ms = worker_counts(args.workers), positive(args.step_ms, "--step-ms")
-            caches = (args.cache.split(",") if args.cache
-                      else [(cfg["train_dataset"]["dataset"].get("args") or {}).get("cache", "none")])
-            warmup, steps = (DATA_WARMUP if args.warmup is None else args.warmup), args.steps or DATA_BATCHES
-            load_before = os.getloadavg()
-            figures = data_only(cfg, batch, caches, counts, warmup, steps, step_ms)
-        else:
-            bf16 = args.bf16 or cfg["bf16"]
-            backend = rasterizer.resolve_backend(args.backend or cfg["rasterizer_backend"], device)
-            seed_everything(cfg["seed"])
-            model = built("model", models.make, cfg["model"]).to(device).train()
-            optimizer = built("optimizer", make_optimizer, cfg,
-                                    [p for p in model.parameters() if p.requires_grad])
-            batches = (loader_batches(train_loader(cfg, batch, cfg["train_dataset"]["num_workers"], device))
-                       if args.path else synthetic_batches(cfg, batch, device, cfg["seed"]))
-    except (UsageError, ValueError, datasets.DatasetError, datasets.UnknownDatasetError,
-            models.UnknownModelError) as exc:
-        print(f"benchmark_train.py: error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+    code = cli.run("benchmark_train.py", lambda: run(args), usage_errors=(ValueError,))
+    if code:
+        sys.exit(code)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Time the steps (or the loader alone), print the table and write the JSON."""
+    device = resolve_device(args.device)
+    overrides = list(args.overrides) + ([f"train_dataset.dataset.args.root_path={json.dumps(args.path)}"]
+                                        if args.path else [])
+    cfg = complete(apply_overrides(load_yaml(args.config), overrides))
+    batch = cfg["train_dataset"]["batch_size"] if args.batch is None else args.batch
+    if batch < 1:
+        raise UsageError(f"--batch must be a positive integer, got {batch}")
+    if args.data_only:
+        counts, step_ms = worker_counts(args.workers), positive(args.step_ms, "--step-ms")
+        caches = (args.cache.split(",") if args.cache
+                  else [(cfg["train_dataset"]["dataset"].get("args") or {}).get("cache", "none")])
+        warmup, steps = (DATA_WARMUP if args.warmup is None else args.warmup), args.steps or DATA_BATCHES
+        load_before = os.getloadavg()
+        figures = data_only(cfg, batch, caches, counts, warmup, steps, step_ms)
+    else:
+        bf16 = args.bf16 or cfg["bf16"]
+        backend = rasterizer.resolve_backend(args.backend or cfg["rasterizer_backend"], device)
+        seed_everything(cfg["seed"])
+        model = built("model", models.make, cfg["model"]).to(device).train()
+        optimizer = built("optimizer", make_optimizer, cfg,
+                                [p for p in model.parameters() if p.requires_grad])
+        batches = (loader_batches(train_loader(cfg, batch, cfg["train_dataset"]["num_workers"], device))
+                   if args.path else synthetic_batches(cfg, batch, device, cfg["seed"]))
     if args.data_only:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         single = next((r for r in figures["runs"][::-1] if r["workers"] == 1), None)  # the last cache's
@@ -425,7 +428,7 @@ def main() -> None:
                   f"{result['node_estimate']['samples_per_s']:.0f} samples/s (load average "
                   f"{result['load_average_after'][0]:.1f})")
         write_result(result, args.out, "train-data-cpu")
-        return
+        return EXIT_OK
     runner = RenderAtTarget(model, bf16, backend)
     steps = args.steps or (50 if device.type == "cuda" else 5)
     warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
@@ -455,6 +458,7 @@ def main() -> None:
           f"rasterizing {result['render_share']:.1%} of the step"
           + (f", waiting for data {shares['data']:.1%}" if args.path else ""))
     write_result(result, args.out, f"train-{device.type}")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

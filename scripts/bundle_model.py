@@ -29,12 +29,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
 import models  # noqa: E402
 from evaluation.config import validate_config  # noqa: E402
 from evaluation.data import build_dataset  # noqa: E402
 from evaluation.loading import BICUBIC_MODEL, load_model  # noqa: E402
 from evaluation.loop import evaluate  # noqa: E402
-from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, EXIT_USAGE, REPOSITORY, UsageError, atomic_path,  # noqa: E402
+from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, REPOSITORY, UsageError, atomic_path,  # noqa: E402
                    repository_path, resolve_device)
 
 DEFAULT_SCALES = (2, 3, 4, 6, 8)
@@ -229,7 +230,8 @@ def headline_gain(table: dict) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.OneLineParser(prog="bundle_model.py", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="the training checkpoint (e.g. save/<run>/best.pth)")
     source.add_argument("--rescore", metavar="WEIGHTS",
@@ -247,31 +249,34 @@ def main(argv: list[str] | None = None) -> int:
                              "its path within the repository, else 'a checkpoint kept outside the repository')")
     parser.add_argument("--device", default=DEVICE_AUTO,
                         help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU)")
-    args = parser.parse_args(argv)
-    try:
-        scales = [float(s) for s in args.scales.split(",")]
-        device = resolve_device(args.device)
-        if args.rescore:
-            weights = Path(args.rescore)
-            table = rescore(weights, Path(args.test), scales, device)
-            print((weights.parent / "MODEL_CARD.md").read_text())
-            print(f"rescored {weights} on {args.test}; gain at x{HEADLINE_SCALE}: {headline_gain(table):+.2f} dB")
-            return EXIT_OK
-        if not args.out:
-            raise UsageError("--out is required with --checkpoint")
-        ckpt = models.load_checkpoint(args.checkpoint)
-        payload = {key: ckpt["model"][key] for key in ("name", "args", "sd")}
-        model = models.model_from_checkpoint(ckpt).to(device).eval()
-        test = Path(args.test)
-        val = Path(args.val) if args.val else test.parent / "val"
-        table = score_table(model, test, scales, device)
-        fp32_val = score(model, val, scales, device)
-        dtype, stored, changes = choose_storage(
-            payload, fp32_val,
-            lambda p: score(models.model_from_checkpoint({"model": p}).to(device).eval(), val, scales, device))
-    except (models.CheckpointError, UsageError, ValueError) as exc:
-        print(f"bundle_model.py: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    args = cli.parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    return cli.run("bundle_model.py", lambda: bundle(args), usage_errors=(ValueError,))
+
+
+def bundle(args: argparse.Namespace) -> int:
+    """Score the checkpoint (or the bundled weights, with --rescore), then write the weights and their card."""
+    scales = [float(s) for s in args.scales.split(",")]
+    device = resolve_device(args.device)
+    if args.rescore:
+        weights = Path(args.rescore)
+        table = rescore(weights, Path(args.test), scales, device)
+        print((weights.parent / "MODEL_CARD.md").read_text())
+        print(f"rescored {weights} on {args.test}; gain at x{HEADLINE_SCALE}: {headline_gain(table):+.2f} dB")
+        return EXIT_OK
+    if not args.out:
+        raise UsageError("--out is required with --checkpoint")
+    ckpt = models.load_checkpoint(args.checkpoint)
+    payload = {key: ckpt["model"][key] for key in ("name", "args", "sd")}
+    model = models.model_from_checkpoint(ckpt).to(device).eval()
+    test = Path(args.test)
+    val = Path(args.val) if args.val else test.parent / "val"
+    table = score_table(model, test, scales, device)
+    fp32_val = score(model, val, scales, device)
+    dtype, stored, changes = choose_storage(
+        payload, fp32_val,
+        lambda p: score(models.model_from_checkpoint({"model": p}).to(device).eval(), val, scales, device))
     out = Path(args.out)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         torch.save({"model": stored}, f)

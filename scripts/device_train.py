@@ -39,12 +39,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
 import models  # noqa: E402
 import rasterizer  # noqa: E402
 from datasets.image_folder import DatasetError  # noqa: E402
 from inference.image_io import is_image_file  # noqa: E402
-from training.config import ConfigError, apply_overrides, complete, load_yaml  # noqa: E402
-from utils import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, atomic_path  # noqa: E402
+from training.config import apply_overrides, complete, load_yaml  # noqa: E402
+from utils import EXIT_FAILURE, EXIT_OK, UsageError, atomic_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_RECIPE = ROOT / "configs" / "train" / "bundled-edsr-baseline.yaml"
@@ -178,7 +179,7 @@ def device_name(device: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.OneLineParser(prog="device_train.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="data/device", help="the pack: train/ and val/ (pack_device_data.py)")
     parser.add_argument("--out", required=True, help="where the weights, log and record go")
     parser.add_argument("--minutes", type=float, default=7.0, help="wall time of the whole command")
@@ -187,7 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", help="rasterizer backend (default: the recipe's auto; e.g. torch, should the "
                                           "device check find the Triton kernels failing there)")
     parser.add_argument("--cpu-smoke", action="store_true", help="the same steps with the tiny recipe on the CPU")
-    args = parser.parse_args(argv)
+    args = cli.parse(parser, argv)
+    return args if isinstance(args, int) else cli.run("device_train.py", lambda: run_device(args))
+
+
+def run_device(args: argparse.Namespace) -> int:
+    """Plan (or resume), train within the time left, and export."""
     started = time.monotonic()
     device = "cpu" if args.cpu_smoke else "cuda"
     run, out, data = (Path(p).resolve() for p in (args.run, args.out, args.data))
@@ -219,16 +225,13 @@ def main(argv: list[str] | None = None) -> int:
                                      f"warmup_steps={warmup}"] for a in ("--set", o)]]
             print(f"device_train: {step_s:.3f} s a step -> {epochs} epochs of {record['plan']['steps_per_epoch']} "
                   f"steps, warm-up {warmup}", flush=True)
-    except (UsageError, ConfigError, DatasetError) as exc:
-        print(f"device_train.py: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from None
     except (OSError, RuntimeError) as exc:  # the step could not be timed: nothing was trained
-        print(f"device_train.py: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        raise cli.Failure(str(exc)) from None
     limit_min = (60 * args.minutes - EXPORT_RESERVE_S - (time.monotonic() - started)) / 60
     if limit_min <= 0:
-        print("device_train.py: error: no time left to train after planning; give more --minutes", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("no time left to train after planning; give more --minutes")
     train_started = time.monotonic()
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *command, "--device", device,
                            "--time-limit", f"{limit_min:.3f}"], cwd=ROOT)

@@ -23,14 +23,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
 from evaluation.config import check_workers, load_config, validate_config  # noqa: E402
 from evaluation.data import build_dataset, check_scales, resolve_data_paths  # noqa: E402
 from evaluation.loading import load_model  # noqa: E402
 from evaluation.loop import evaluate  # noqa: E402
 from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
-from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,  # noqa: E402
-                   NonFiniteError, UsageError, atomic_path, resolve_device, stop_cleanly_on_sigterm)
+from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, atomic_path, resolve_device  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "test"
 DEFAULT_WORKERS = 2
@@ -106,7 +106,8 @@ def run(config_paths: list[Path], model_path: str, root: str | None, device: tor
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.OneLineParser(prog="eval_all", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("configs", nargs="*", type=Path, help="test configs (default: every configs/test/*.yaml)")
     parser.add_argument("--model", required=True, help="checkpoint in the official format")
     parser.add_argument("--root", help="data root for the configs' relative dataset paths (default ./load)")
@@ -117,9 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto", help="rasterizer backend")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data loader processes")
     parser.add_argument("--self-ensemble", action="store_true", help=SELF_ENSEMBLE_HELP)
-    args = parser.parse_args(argv)
+    args = cli.parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    return cli.run("eval_all", lambda: evaluate_all(args), non_finite="; no score is given for a non-finite output",
+                   interrupted="interrupted; no tables were written")
+
+
+def evaluate_all(args: argparse.Namespace) -> int:
+    """Score every config and write the tables."""
     configs = args.configs or sorted(CONFIG_DIR.glob("*.yaml"))
-    stop_cleanly_on_sigterm()
     try:
         check_workers(args.workers)
         device = resolve_device(args.device, args.gpu)
@@ -127,18 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         records = run(configs, args.model, args.root, device, args.backend, args.workers,
                       self_ensemble=args.self_ensemble)
         write_tables(records, args.model, device, args.out, args.self_ensemble)
-    except UsageError as exc:
-        print(f"eval_all: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except NonFiniteError as exc:
-        print(f"eval_all: error: {exc}; no score is given for a non-finite output", file=sys.stderr)
-        return EXIT_FAILURE
     except OSError as exc:  # the tables could not be written (a full disk, a read-only folder)
-        print(f"eval_all: error: cannot write {args.out}.md/.json: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:  # SIGINT, or SIGTERM through stop_cleanly_on_sigterm
-        print("eval_all: interrupted; no tables were written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        raise cli.Failure(f"cannot write {args.out}.md/.json: {exc.strerror or exc}") from None
     return EXIT_OK
 
 

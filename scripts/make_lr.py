@@ -18,9 +18,10 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
 from evaluation.imresize import imresize  # noqa: E402
 from inference.image_io import MAX_8BIT, ImageError, is_image_file, read_image, to_uint8, write_image  # noqa: E402
-from utils import EXIT_OK, EXIT_USAGE, UsageError  # noqa: E402
+from utils import EXIT_OK, UsageError  # noqa: E402
 
 
 def parse_scales(text: str) -> list[int]:
@@ -74,17 +75,18 @@ def make_lr_sets(hr_dir: Path, out_dir: Path, scales: list[int]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.OneLineParser(prog="make_lr", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hr", required=True, type=Path, help="folder of HR images")
     parser.add_argument("--out", required=True, type=Path, help="output root; LR images go to OUT/X{s}/")
     parser.add_argument("--scales", default="2,3,4", help="comma-separated integer scales (default 2,3,4)")
-    args = parser.parse_args(argv)
-    try:
-        scales = parse_scales(args.scales)
-        written = make_lr_sets(args.hr, args.out, scales)
-    except (UsageError, ImageError) as exc:
-        print(f"make_lr: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    args = cli.parse(parser, argv)
+    return args if isinstance(args, int) else cli.run("make_lr", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
+    scales = parse_scales(args.scales)
+    written = make_lr_sets(args.hr, args.out, scales)
     print(f"make_lr: wrote {written} LR images under {args.out} (scales {', '.join(map(str, scales))})")
     return EXIT_OK
 

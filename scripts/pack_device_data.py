@@ -25,9 +25,10 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
 from evaluation import metrics  # noqa: E402
 from inference.image_io import MAX_8BIT, is_image_file  # noqa: E402
-from utils import EXIT_OK, EXIT_USAGE, UsageError  # noqa: E402
+from utils import EXIT_OK, UsageError  # noqa: E402
 
 JPEG_QUALITY = 98
 # The default bound on the pack (MiB): today's train and val splits take ~43 MiB.
@@ -99,18 +100,18 @@ def pack(photos: Path, out: Path, max_mib: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.OneLineParser(prog="pack_device_data.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", default="data/photos", help="the splits of scripts/prepare_photos.py")
     parser.add_argument("--out", default="data/device", help="the pack's folder (must not exist)")
     parser.add_argument("--max-mib", type=float, default=DEFAULT_MAX_MIB, help="refuse a larger pack")
-    args = parser.parse_args(argv)
-    try:
-        if not args.max_mib > 0:
-            raise UsageError(f"--max-mib must be positive, got {args.max_mib:g}")
-        summary = pack(Path(args.photos), Path(args.out), args.max_mib)
-    except UsageError as exc:
-        print(f"pack_device_data.py: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    args = cli.parse(parser, argv)
+    return args if isinstance(args, int) else cli.run("pack_device_data.py", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.max_mib > 0:
+        raise UsageError(f"--max-mib must be positive, got {args.max_mib:g}")
+    summary = pack(Path(args.photos), Path(args.out), args.max_mib)
     counts = ", ".join(f"{len(v)} {k}" for k, v in summary["files"].items())
     print(f"wrote {args.out}: {counts}, {summary['total_mib']} MiB; train JPEG q{JPEG_QUALITY} within "
           f"{summary['train_min_psnr_db']} dB (mean {summary['train_mean_psnr_db']} dB) of the PNGs")

@@ -17,10 +17,11 @@ import torch
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
 import models  # noqa: E402
 from inference.image_io import ImageError, read_image, to_uint8  # noqa: E402
 from inference.resize import resize_bicubic  # noqa: E402
-from utils import EXIT_OK, EXIT_USAGE, REPOSITORY, UsageError, atomic_path  # noqa: E402
+from utils import EXIT_OK, REPOSITORY, UsageError, atomic_path  # noqa: E402
 
 DEFAULT_INPUT = REPOSITORY / "assets" / "example.png"
 DEFAULT_MODEL = REPOSITORY / "weights" / "continuoussr-edsr-baseline.pth"
@@ -68,23 +69,27 @@ def figure(rgb: torch.Tensor, sr: torch.Tensor, box: tuple[int, int, int, int], 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.OneLineParser(prog="readme_figure.py", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT, help="the low-resolution image")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a ContinuousSR checkpoint")
     parser.add_argument("--scale", type=int, default=4, help="integer scale (default 4)")
     parser.add_argument("--crop", default=DEFAULT_CROP, help=f"X,Y,W,H in input pixels (default {DEFAULT_CROP})")
     parser.add_argument("--magnify", type=int, default=1, help="nearest-neighbour enlargement of the crops")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the PNG to write")
-    args = parser.parse_args(argv)
+    args = cli.parse(parser, argv)
+    return args if isinstance(args, int) else cli.run("readme_figure.py", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         if args.scale < 1 or args.magnify < 1:
             raise UsageError("--scale and --magnify must be at least 1")
         rgb = read_image(args.input)
         box = crop_box(args.crop, rgb.shape[-1], rgb.shape[-2])
         model = models.sr_model_from_checkpoint(args.model)
-    except (UsageError, ImageError, OSError, ValueError, models.CheckpointError) as exc:
-        print(f"readme_figure.py: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     with torch.no_grad():
         sr = model.render(model.encode(rgb[None]), scale=args.scale)[0]
     with atomic_path(args.out) as tmp:
