@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
 from training.events import read_scalars  # noqa: E402
-from utils import atomic_path  # noqa: E402
+from utils import UsageError, atomic_path  # noqa: E402
 
 DEFAULT_FLAT_DB = 0.05
 MEAN_TAG = "val/psnr"
@@ -46,20 +47,24 @@ def curve_rows(scalars: dict[str, list[tuple[int, float]]]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.OneLineParser(prog="val_curve.py", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="a train.py output folder (holding tensorboard/)")
     parser.add_argument("--flat", type=float, default=DEFAULT_FLAT_DB, help="dB a later epoch must gain")
     parser.add_argument("--json", help="also write the rows and the flattening epoch here")
-    args = parser.parse_args(argv)
+    args = cli.parse(parser, argv)
+    return args if isinstance(args, int) else cli.run("val_curve.py", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the curve (and write its JSON)."""
     events = Path(args.run) / "tensorboard"
     if not events.is_dir():
-        print(f"val_curve.py: error: {events} not found: not a train.py run folder", file=sys.stderr)
-        return 2
+        raise UsageError(f"{events} not found: not a train.py run folder")
     scalars = read_scalars(events)
     rows = curve_rows(scalars)
     if not rows:
-        print(f"val_curve.py: error: {args.run} holds no validation yet ({MEAN_TAG})", file=sys.stderr)
-        return 2
+        raise UsageError(f"{args.run} holds no validation yet ({MEAN_TAG})")
     columns = [key for key in rows[0] if key not in ("epoch", "psnr", "best")]
     print("| epoch | val PSNR | " + " | ".join(columns) + (" | " if columns else "") + "best so far |")
     print("| --- " * (3 + len(columns)) + "|")
