@@ -25,8 +25,7 @@ import torch  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 import cli  # noqa: E402
-import viewer  # noqa: E402
-from inference import pipeline  # noqa: E402
+from inference import pipeline, viewer_app  # noqa: E402
 from inference.arguments import AUTO, size_arg  # noqa: E402
 from inference.image_io import MAX_OUTPUT_PIXELS  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
@@ -34,7 +33,7 @@ from scripts.benchmark import measure  # noqa: E402
 from utils import resolve_device  # noqa: E402
 
 POLL_S = 0.05
-METHODS = (viewer.SR, viewer.BICUBIC)
+METHODS = (viewer_app.SR, viewer_app.BICUBIC)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,14 +61,14 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None) -> int:
                                  progress=False)
     height, width = args.size
     results = []
-    with TestClient(viewer.create_app(model, settings)) as client:
+    with TestClient(viewer_app.create_app(model, settings)) as client:
         start = time.perf_counter()
         info = client.post("/api/images", content=args.image.read_bytes(),
                            headers={"X-Filename": args.image.name}).json()
-        while info["state"] == viewer.ENCODING:
+        while info["state"] == viewer_app.ENCODING:
             time.sleep(POLL_S)
             info = client.get(f"/api/images/{info['id']}").json()
-        if info["state"] != viewer.READY:
+        if info["state"] != viewer_app.READY:
             raise cli.Failure(info["error"])
         seconds = time.perf_counter() - start
         print(f"{args.image.name} {info['width']}x{info['height']}: upload + encode {seconds:.2f} s")

@@ -25,6 +25,7 @@ pytest.importorskip("selenium")
 uvicorn = pytest.importorskip("uvicorn")
 from test_viewer import settings  # noqa: E402  (skips this file too where the viewer's web stack is missing)
 import viewer  # noqa: E402
+from inference import viewer_app  # noqa: E402
 
 BROWSER = find_browser()
 pytestmark = [pytest.mark.slow,
@@ -156,14 +157,14 @@ def test_upload_zoom_pan_and_compare_in_a_browser(tmp_path, tiny_checkpoint):
 def test_bicubic_preview_while_the_image_encodes_and_the_layout_at_1280_px(tmp_path, tiny_sr_model):
     image = tmp_path / "IMG_20240612_183512_a_long_name_as_cameras_and_phones_write_them.png"
     write_image(image, smooth_image(LR_H, LR_W))
-    app = viewer.create_app(tiny_sr_model, settings())
+    app = viewer_app.create_app(tiny_sr_model, settings())
     with serving(app) as base, headless_chromium(*BROWSER, viewport=DESKTOP) as session:
         session.get(base)
         with app.state.viewer.compute:  # renders and encodes take this lock: the encode waits until it is let go
             session.find_element("id", "file").send_keys(str(image))
             preview = wait_rendered(session, shows="preview")
             entry = urllib.parse.urlparse(preview["renderUrl"]).path.split("/")[3]
-            assert server_json(base, f"/api/images/{entry}")["state"] == viewer.ENCODING
+            assert server_json(base, f"/api/images/{entry}")["state"] == viewer_app.ENCODING
             # The server's bicubic of the view, labelled as a preview; the view can be zoomed, not yet downloaded.
             assert "method=bicubic" in preview["renderUrl"]
             shows_render(session, base, preview)
