@@ -160,3 +160,14 @@ def default_sigint() -> None:
     that way) begins with SIGINT ignored, the child would inherit that, and Python then never raises
     KeyboardInterrupt. The test is of the program's handling, not of how the suite was started."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def viewer_settings(**changes):
+    """The pipeline settings the viewer's tests serve with: the CPU, the torch rasterizer, untiled unless asked,
+    1 Mpx downloads, no progress bars; `changes` replace fields."""
+    from inference.pipeline import Settings
+
+    values = dict(device=torch.device("cpu"), backend="torch", tile=None, overlap=None, max_pixels=1 << 20,
+                  progress=False)
+    values.update(changes)
+    return Settings(**values)

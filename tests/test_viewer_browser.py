@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import smooth_image
+from conftest import smooth_image, viewer_settings
 from inference.image_io import write_image
 from scripts.viewer_screenshot import find_browser, headless_chromium, open_image, running_viewer, wait_rendered, \
     wheel
 
 pytest.importorskip("selenium")
 uvicorn = pytest.importorskip("uvicorn")
-from test_viewer import settings  # noqa: E402  (skips this file too where the viewer's web stack is missing)
+pytest.importorskip("fastapi")
 import viewer  # noqa: E402
 from inference import viewer_app  # noqa: E402
 
@@ -157,7 +157,7 @@ def test_upload_zoom_pan_and_compare_in_a_browser(tmp_path, tiny_checkpoint):
 def test_bicubic_preview_while_the_image_encodes_and_the_layout_at_1280_px(tmp_path, tiny_sr_model):
     image = tmp_path / "IMG_20240612_183512_a_long_name_as_cameras_and_phones_write_them.png"
     write_image(image, smooth_image(LR_H, LR_W))
-    app = viewer_app.create_app(tiny_sr_model, settings())
+    app = viewer_app.create_app(tiny_sr_model, viewer_settings())
     with serving(app) as base, headless_chromium(*BROWSER, viewport=DESKTOP) as session:
         session.get(base)
         with app.state.viewer.compute:  # renders and encodes take this lock: the encode waits until it is let go
