@@ -150,7 +150,7 @@ class Run:
         self.out: Path | None = None
 
     def interrupted(self) -> str:
-        """The line for SIGINT or SIGTERM (also written to log.txt): where to resume from, if anywhere."""
+        """The line for SIGINT or SIGTERM: where to resume from, if anywhere."""
         last = self.out / "last.pth" if self.out is not None else None
         if last is None:
             message = "interrupted before the run started"
@@ -158,8 +158,6 @@ class Run:
             message = f"interrupted; the last checkpoint is {last} (continue with --resume {last})"
         else:
             message = "interrupted before the first checkpoint; nothing to resume"
-        if self.log is not None:
-            self.log(message, console=False)
         return message
 
     def build(self) -> None:
@@ -201,6 +199,10 @@ class Run:
             raise cli.Failure(f"non-finite validation ({exc}); last good checkpoint: {out / 'last.pth'}") from None
         except OutputWriteError as exc:
             raise cli.Failure(f"{exc}; the previous checkpoints are intact") from None
+        except KeyboardInterrupt:  # SIGINT, or SIGTERM: log.txt says it too, before the log closes
+            if self.log is not None:
+                self.log(self.interrupted(), console=False)
+            raise
         finally:
             self.close()
         return 0
