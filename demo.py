@@ -254,9 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse(build_parser(), argv)
     if isinstance(args, int):
         return args
-    log.handlers = [_TqdmHandler()]
-    log.propagate = False
-    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    for logger in (log, logging.getLogger("inference")):  # this program's lines and the library's
+        logger.handlers = [_TqdmHandler()]
+        logger.propagate = False
+        logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
     return cli.run("demo.py", lambda: run(args), usage_errors=(zoom.ZoomError,), non_finite="; nothing was written",
                    interrupted="interrupted; nothing partial was left",
                    out_of_memory="; try a smaller --tile or a smaller output")

@@ -35,7 +35,7 @@ COMPARE_LABEL_MARGIN_PX = 4
 # gray input read as R = G = B comes back as its own value.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
-log = logging.getLogger("demo")
+log = logging.getLogger(__name__)
 
 
 @dataclass
