@@ -685,6 +685,15 @@ def test_resuming_a_finished_run_says_there_is_nothing_left_to_do(straight_run, 
     assert {p.name: p.read_bytes() for p in straight_run.iterdir() if p.is_file()} == before  # nothing written
 
 
+@pytest.mark.parametrize("argv, message", [(["--bogus"], "unrecognized arguments: --bogus"),
+                                           (["--time-limit", "soon"], "--time-limit: invalid float value")])
+def test_argument_errors_are_one_line_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        train.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and err[0].startswith("train.py: error: ") and message in err[0]
+
+
 @pytest.mark.parametrize("limit", ["0", "-3", "nan", "inf"])
 def test_a_bad_time_limit_is_refused_before_any_work(image_dir, tmp_path, capsys, limit):
     out = tmp_path / "run"
