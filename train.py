@@ -16,6 +16,7 @@ Checkpoints use the official format {'model': {'name', 'args', 'sd'}, 'optimizer
 resuming needs ('step', 'batch_in_epoch', 'lr_scheduler', 'rng', 'best_psnr', 'best_epoch'; 'train_sd' with
 ema_decay), written atomically;
 `--resume <ckpt>` continues at the same epoch, batch and step, with the same optimizer, scheduler and RNG state.
+`--time-limit MINUTES` stops the run after the step at which that much wall time has passed, with last.pth saved
 there (exit 0): training in time-boxed commands (a batch scheduler's time slots) loses no step between them.
 Resuming a run that has finished all its epochs says so and exits 0 (raise epoch_max with --set to train on).
 A non-finite loss or gradient stops the run (exit 1) before the step is applied, a non-finite validation render

@@ -39,6 +39,8 @@ class TimeLimitReached(Exception):
 
 
 def make_train_loader(cfg: dict[str, Any], ctx: distributed.Context) -> DataLoader:
+    """This process's loader of the config's training samples: its share of the global batch, shuffled per epoch,
+    one scale per batch (datasets.ScaleBatchSampler)."""
     spec = cfg["train_dataset"]
     dataset = datasets.make(spec["wrapper"], {"dataset": datasets.make(spec["dataset"])})
     batch = distributed.per_rank_batch(spec["batch_size"], ctx)
