@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
 import datasets  # noqa: E402
 from training.config import apply_overrides, complete, load_yaml  # noqa: E402
-from utils import EXIT_USAGE, UsageError  # noqa: E402
+from utils import EXIT_OK, UsageError  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train" / "edsr-baseline.yaml"
 CACHED_DATASETS = ("image-folder", "paired-image-folders")
@@ -39,22 +40,26 @@ def build(config: str, path: str | None, overrides: list[str]) -> list[tuple[Pat
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.OneLineParser(prog="build_cache.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
                         help="training config (default: configs/train/edsr-baseline.yaml)")
     parser.add_argument("--path", help="training HR folder (sets train_dataset.dataset.args.root_path, as train.py)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
                         help="config overrides, as train.py's (e.g. train_dataset.dataset.args.cache_dir=/scratch)")
     args = parser.parse_args()
+    code = cli.run("build_cache.py", lambda: run(args), usage_errors=(ValueError,))
+    if code:
+        sys.exit(code)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build (or check) the caches and say where they are."""
     start = time.perf_counter()
-    try:
-        caches = build(args.config, args.path, args.overrides)
-    except (UsageError, ValueError, datasets.UnknownDatasetError) as exc:
-        print(f"build_cache.py: error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+    caches = build(args.config, args.path, args.overrides)
     for path, built in caches:
         print(f"{'built' if built else 'up to date'}: {path} ({path.stat().st_size / BYTES_PER_GB:.2f} GB) "
               f"in {time.perf_counter() - start:.1f} s")
+    return EXIT_OK
 
 
 if __name__ == "__main__":
