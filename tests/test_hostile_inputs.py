@@ -26,7 +26,8 @@ import models
 import train
 import viewer
 from conftest import reported_lines, smooth_image
-from inference.image_io import encode_image, write_image
+from inference import pipeline, viewer_app
+from inference.image_io import MAX_OUTPUT_PIXELS, encode_image, write_image
 from rasterizer import check_backend
 from test_test_cli import load_cli
 
@@ -182,18 +183,18 @@ def client(tiny_sr_model):
     from fastapi.testclient import TestClient
 
     device = torch.device("cpu")
-    settings = demo.Settings(device, check_backend("auto", device), None, None, viewer.MAX_OUTPUT_PIXELS,
-                             progress=False)
-    app = viewer.create_app(tiny_sr_model, settings, allowed_hosts=viewer.LOOPBACK_HOSTS)
+    settings = pipeline.Settings(device, check_backend("auto", device), None, None, MAX_OUTPUT_PIXELS,
+                                 progress=False)
+    app = viewer_app.create_app(tiny_sr_model, settings, allowed_hosts=viewer.LOOPBACK_HOSTS)
     with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
         posted = client.post("/api/images", content=encode_image(smooth_image(12, 16)), headers={"X-Filename": "a"})
         entry_id = posted.json()["id"]
-        while client.get(f"/api/images/{entry_id}").json()["state"] == viewer.ENCODING:
+        while client.get(f"/api/images/{entry_id}").json()["state"] == viewer_app.ENCODING:
             time.sleep(0.05)
         yield client, entry_id
 
 
-@pytest.mark.parametrize("method", [viewer.SR, viewer.BICUBIC])
+@pytest.mark.parametrize("method", [viewer_app.SR, viewer_app.BICUBIC])
 @pytest.mark.parametrize("case", VIEWER_CASES, ids=_case_id)
 def test_each_viewer_request_is_answered_with_one_line_of_json(case, method, client):
     verb, url, headers, status, message = case

@@ -99,7 +99,7 @@ def test_page_and_its_scripts_are_served(make_client):
     client = make_client()
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    for asset in ("/static/viewer_app.js", "/static/viewer_app.css"):
+    for asset in ("/static/viewer.js", "/static/viewer.css"):
         assert asset in page.text and client.get(asset).status_code == 200
     missing = client.get("/static/nothing.js")
     assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}
@@ -374,7 +374,7 @@ def test_eviction_beyond_the_byte_bound(make_client):
     assert all(client.get(f"/api/images/{i}").status_code == 200 for i in small_ids)
     uploaded(client, lr_bytes(3, size=(2 * LR_H, LR_W)))  # as much as two small ones: the two oldest go
     assert [client.get(f"/api/images/{i}").status_code for i in small_ids] == [404, 404, 200]
-    assert len(client.app.state.viewer_app.cache) == 2
+    assert len(client.app.state.viewer.cache) == 2
 
 
 def test_delete(make_client):
