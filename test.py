@@ -9,7 +9,7 @@ use it; --model bicubic scores the bicubic baseline.
 Prints PSNR / SSIM per image and their means, and the model's time per image (one encode plus one render).
 --self-ensemble scores the mean over the eight flips and transposes of each input instead (EDSR's "+" rows;
 inference/self_ensemble.py): eight encodes per image.
-The config keys are documented in evaluation/config.py. Everything is checked before the model is loaded.
+The config keys are documented in evaluation/schema.py. Everything is checked before the model is loaded.
 Exit code 2, with a one-line message, for a bad option (--workers < 0, --scales, an unknown option), a bad config, a missing or empty
 data folder, an image that cannot be read or is too small to score at a requested scale (the shave and SSIM's 11x11
 window, from the image headers), an unreadable checkpoint, data whose scale does not match the config, or a device
@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cli  # noqa: E402
-from evaluation.config import check_workers, load_config, parse_scales, validate_config  # noqa: E402
 from evaluation.data import build_dataset, check_scales, resolve_data_paths  # noqa: E402
 from evaluation.loading import BICUBIC_MODEL, load_model  # noqa: E402
 from evaluation.loop import evaluate  # noqa: E402
 from evaluation.report import format_report  # noqa: E402
+from evaluation.schema import check_workers, load_config, parse_scales, validate_config  # noqa: E402
 from inference.pipeline import model_path  # noqa: E402
 from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP  # noqa: E402
 from rasterizer import check_backend  # noqa: E402

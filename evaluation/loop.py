@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets import DatasetError, UnreadableImageWarning
-from evaluation.config import check_workers, parse_data_norm
 from evaluation.data import check_sample_scale, check_scales, item_names, reference_image, rendered_size, unscorable
 from evaluation.metrics import EvalProtocol
+from evaluation.schema import check_workers, parse_data_norm
 from inference.image_io import ImageError, write_image
 from utils import check_finite, worker_stops_cleanly
 

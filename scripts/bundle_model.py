@@ -31,10 +31,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cli  # noqa: E402
 import models  # noqa: E402
-from evaluation.config import validate_config  # noqa: E402
 from evaluation.data import build_dataset  # noqa: E402
 from evaluation.loading import BICUBIC_MODEL, load_model  # noqa: E402
 from evaluation.loop import evaluate  # noqa: E402
+from evaluation.schema import validate_config  # noqa: E402
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, REPOSITORY, UsageError, atomic_path,  # noqa: E402
                    repository_path, resolve_device)
 

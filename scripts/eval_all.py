@@ -24,10 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cli  # noqa: E402
-from evaluation.config import check_workers, load_config, validate_config  # noqa: E402
 from evaluation.data import build_dataset, check_scales, resolve_data_paths  # noqa: E402
 from evaluation.loading import load_model  # noqa: E402
 from evaluation.loop import evaluate  # noqa: E402
+from evaluation.schema import check_workers, load_config, validate_config  # noqa: E402
 from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
 from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, atomic_path, resolve_device  # noqa: E402

@@ -18,10 +18,10 @@ import yaml
 import models
 import utils
 from conftest import TINY_MODEL_SPEC, default_sigint, make_tiny_model, reported_lines, smooth_rgb, write_rgb
-from evaluation.config import validate_config
 from evaluation.data import build_dataset, resolve_data_paths
 from evaluation.loading import load_model
 from evaluation.loop import evaluate
+from evaluation.schema import validate_config
 from inference.self_ensemble import SelfEnsemble
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,10 +13,10 @@ from PIL import Image
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from evaluation.config import validate_config
 from evaluation.data import build_dataset, resolve_data_paths
 from evaluation.loading import load_model
 from evaluation.metrics import EvalProtocol
+from evaluation.schema import validate_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "test"
 

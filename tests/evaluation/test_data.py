@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from evaluation.config import validate_config
 from evaluation.data import build_dataset, item_names, resolve_data_paths
 from evaluation.loop import evaluate
+from evaluation.schema import validate_config
 from scoring_checks import model, prepared, shipped  # noqa: F401  (model: a fixture)
 from utils import UsageError
 

@@ -9,12 +9,12 @@ from PIL import Image
 
 import models
 from conftest import BENCHMARK_HR_SIZES, write_rgb
-from evaluation.config import validate_config
 from evaluation.data import build_dataset, resolve_data_paths
 from evaluation.imresize import imresize
 from evaluation.loop import evaluate
 from evaluation.metrics import EvalProtocol
 from evaluation.report import format_report
+from evaluation.schema import validate_config
 from scoring_checks import independent_scores, model, on_the_fly_pair, prepared, shipped  # noqa: F401
 
 @pytest.mark.parametrize("name, data_norm", [

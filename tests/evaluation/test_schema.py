@@ -1,4 +1,4 @@
-"""evaluation/config.py: the shipped test configs, config checks with the problem named, and --scales."""
+"""evaluation/schema.py: the shipped test configs, config checks with the problem named, and --scales."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evaluation.config import load_config, parse_scales, validate_config
+from evaluation.schema import load_config, parse_scales, validate_config
 from scoring_checks import CONFIG_DIR, shipped
 from utils import UsageError
 

@@ -10,10 +10,10 @@ import torch
 
 import models
 from conftest import smooth_image, smooth_rgb, write_rgb
-from evaluation.config import validate_config
 from evaluation.data import build_dataset
 from evaluation.loading import BICUBIC_MODEL, load_model
 from evaluation.loop import evaluate
+from evaluation.schema import validate_config
 from scripts.bundle_model import split_config, main
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from evaluation.config import load_config, validate_config
 from evaluation.data import build_dataset, resolve_data_paths
 from evaluation.loading import load_model
 from evaluation.loop import evaluate
+from evaluation.schema import load_config, validate_config
 from scripts.eval_all import main, row_label
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "test"
