@@ -137,7 +137,7 @@ def show_skipped_image(message, category, filename, lineno, file=None, line=None
 
 
 class NothingLeft(Exception):
-    """The checkpoint to resume has trained every epoch of its config: nothing is built or written (exit 0)."""
+    """The checkpoint to resume has trained every epoch of its config: nothing is written (exit 0)."""
 
 
 class Run:
@@ -149,6 +149,7 @@ class Run:
         self.log: Logger | None = None
         self.trainer: Trainer | None = None
         self.out: Path | None = None
+        self.nothing_left = False  # a resumed run that had trained every epoch already
 
     def interrupted(self) -> str:
         """The line for SIGINT or SIGTERM: where to resume from, if anywhere."""
@@ -168,12 +169,12 @@ class Run:
             raise UsageError(f"--time-limit must be a positive number of minutes, got {args.time_limit:g}")
         device = resolve_device(args.device)
         cfg, ckpt, self.out = prepare_config(args, device)
-        if ckpt is not None and int(ckpt["epoch"]) >= cfg["epoch_max"]:
-            raise NothingLeft(f"nothing left to do: {args.resume} has finished all {cfg['epoch_max']} epochs (raise "
-                              "epoch_max with --set to train on)")
         self.ctx = distributed.setup(device)
         self.log = Logger(self.out, self.ctx.is_main)
         self.trainer = Trainer(cfg, self.ctx, self.out, self.log, ckpt)
+        if self.trainer.epoch >= cfg["epoch_max"]:  # its resume state checked: it has trained every epoch
+            raise NothingLeft(f"nothing left to do: {args.resume} has finished all {cfg['epoch_max']} epochs (raise "
+                              "epoch_max with --set to train on)")
         if args.time_limit is not None:
             self.trainer.deadline = self.started + 60 * args.time_limit
 
@@ -188,7 +189,9 @@ class Run:
                 raise UsageError(f"cannot write to {out}: {one_line(exc)}") from None
             trainer.run()
         except NothingLeft as exc:
-            print(f"train.py: {exc}")
+            self.nothing_left = True
+            if self.ctx.is_main:
+                print(f"train.py: {exc}")
         except TimeLimitReached as exc:
             self.log(str(exc))
         except NonFiniteLoss as exc:
@@ -226,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> nn.Module | None:
     code = cli.run("train.py", job.train, usage_errors=(datasets.DatasetError,), interrupted=job.interrupted)
     if code:
         sys.exit(code)
-    return job.trainer.model if job.trainer is not None else None
+    return None if job.nothing_left or job.trainer is None else job.trainer.model
 
 
 if __name__ == "__main__":

@@ -26,20 +26,23 @@ def summary_writer_class() -> type | None:
 class Logger:
     """Messages to the console (without breaking progress bars) and to log.txt; TensorBoard; rank 0 only.
 
-    Nothing is written until `open()` (called once the run is known to be valid): messages before it are kept
-    and written to log.txt then.
+    Nothing is shown or written until `open()` (called once the run is known to be valid and to have work left):
+    messages before it are kept, then shown and written to log.txt, so that a refused run prints only its error.
     """
 
     def __init__(self, out: Path, active: bool):
         self.out, self.active, self.writer, self.log_file = out, active, None, None
-        self.held: list[str] = []
+        self.held: list[tuple[str, bool]] = []  # (message, whether it goes to the console too)
 
     def open(self) -> None:
-        """Create the output folder, log.txt (with the messages so far) and the TensorBoard writer."""
+        """Create the output folder, log.txt (with the messages so far, shown now) and the TensorBoard writer."""
         if self.active:
             self.out.mkdir(parents=True, exist_ok=True)
             self.log_file = open(self.out / "log.txt", "a")
-            self.log_file.writelines(message + "\n" for message in self.held)
+            for message, console in self.held:
+                if console:
+                    tqdm.write(message)
+                self.log_file.write(message + "\n")
             self.log_file.flush()
             self.held = []
             writer_class = summary_writer_class()
@@ -50,14 +53,15 @@ class Logger:
                 self.writer = guard_writer(writer_class(str(self.out / "tensorboard")))
 
     def __call__(self, message: str, console: bool = True) -> None:
-        if self.active:
-            if console:
-                tqdm.write(message)
-            if self.log_file is None:
-                self.held.append(message)
-            else:
-                self.log_file.write(message + "\n")
-                self.log_file.flush()
+        if not self.active:
+            return
+        if self.log_file is None:
+            self.held.append((message, console))
+            return
+        if console:
+            tqdm.write(message)
+        self.log_file.write(message + "\n")
+        self.log_file.flush()
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self.writer is not None:
