@@ -35,8 +35,8 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import gaussian  # noqa: E402
 import cli  # noqa: E402
+import gaussian  # noqa: E402
 import models  # noqa: E402
 import rasterizer  # noqa: E402
 from gaussian import DGP_UNIT, make_dgp_dictionary  # noqa: E402
