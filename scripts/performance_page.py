@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
 from utils import EXIT_OK, REPOSITORY, atomic_path  # noqa: E402
 
 EXIT_DIFFERS = 1
@@ -227,9 +228,15 @@ def readme(text: str, root: Path = REPOSITORY) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.OneLineParser(prog="performance_page.py", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a page is out of date")
-    args = parser.parse_args(argv)
+    args = cli.parse(parser, argv)
+    return args if isinstance(args, int) else cli.run("performance_page.py", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the pages that are out of date (with --check: say which, exit 1)."""
     wanted = {PAGE: page(), README: readme((REPOSITORY / README).read_text())}
     stale = [path for path, text in wanted.items()
              if not (REPOSITORY / path).is_file() or (REPOSITORY / path).read_text() != text]

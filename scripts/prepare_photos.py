@@ -49,6 +49,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
 from inference.image_io import ImageError, read_image, write_image  # noqa: E402
 
 PLASMA_ROOT = Path("/usr/share/wallpapers")
@@ -277,7 +278,8 @@ def load(source: dict) -> Image.Image:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.OneLineParser(prog="prepare_photos", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output folder (train/, val/, test/ and MANIFEST.json)")
     parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, help="downscale longer sides to this")
     args = parser.parse_args()

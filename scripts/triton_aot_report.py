@@ -22,6 +22,7 @@ from pathlib import Path
 
 os.environ.pop("TRITON_INTERPRET", None)  # before triton is imported: the interpreter's kernels do not compile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
 from rasterizer import triton_aot  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def _choices(text: str, known, what: str, parser: argparse.ArgumentParser, conve
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.OneLineParser(prog="triton_aot_report.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kernels", default=",".join(triton_aot.KERNELS))
     parser.add_argument("--cases", default=",".join(triton_aot.CASES))
     parser.add_argument("--channels", default=",".join(map(str, triton_aot.CHANNELS)))
