@@ -11,7 +11,7 @@ import itertools
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -32,8 +32,15 @@ DGP_L11 = (0.0, 0.41, 0.62, 0.98, 1.13, 1.29, 1.64, 1.85, 2.36)
 DGP_L21 = (-0.86, -0.36, -0.16, 0.19, 0.34, 0.49, 0.84, 1.04, 1.54)
 DGP_L22 = (0.0, 0.33, 0.53, 0.88, 1.03, 1.18, 1.53, 1.73, 2.23)
 DGP_UNIT = 4.0
-# Rows of Gaussians whose 730-way dictionary softmax is computed at once (bounds its memory).
-DICTIONARY_CHUNK_ROWS = 1 << 16
+# LR pixels (4 Gaussians each) whose head (conv1, the 730-way dictionary softmax, the MLPs) is computed at once:
+# bounds the head's memory whatever the image (HEAD_CHUNK_BYTES), with matrix products still large enough to
+# run at the CPU's full rate. Chunks are whole LR rows where a row fits.
+HEAD_CHUNK_PIXELS = 1 << 11
+# The dictionary's rows are padded to a multiple of this for the head's matrix products (see ContinuousGaussian._head).
+DICTIONARY_ROW_MULTIPLE = 16
+# Peak bytes of the head's work on one chunk (its temporaries), measured with scripts/measure_encode_memory.py
+# (2-core CPU, torch 2.13, fp32, 2026-12-07): tiling adds it to the encoder's own memory.
+HEAD_CHUNK_BYTES = 134090752
 # Arithmetic of encode() (encoder and head): exact fp32, TF32 matmuls/convolutions on CUDA, or bf16 autocast.
 # The field is always returned in fp32 and the rasterizer always accumulates in fp32.
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -206,36 +213,75 @@ class ContinuousGaussian(nn.Module):
         self.register_buffer("gau_dict", make_dgp_dictionary(), persistent=False)
         self.precision = "fp32"  # default for encode(); a run-time choice, not part of the checkpoint
 
-    def encode(self, inp: torch.Tensor, precision: str | None = None) -> GaussianField:
+    def encode(self, inp: torch.Tensor, precision: str | None = None,
+               core: tuple[int, int, int, int] | None = None,
+               on_chunk: Callable[[int], None] | None = None) -> GaussianField:
         """LR image (B, 3, h, w) in [0, 1] → its Gaussian field (fp32); independent of the output size.
 
         `precision` (default `self.precision`): 'fp32', 'tf32' or 'bf16' for the encoder and head arithmetic.
+        `core` (top, left, bottom, right), in LR pixels: the field of only those pixels, the rest of `inp` being
+        context for the encoder and the head's convolution (tiled encoding); default the whole image.
+        `on_chunk(pixels)` is called after each chunk of the head with the LR pixels it covered (progress).
         """
         if inp.ndim != 4:
             raise ValueError(f"input must be (B, C, h, w), got {tuple(inp.shape)}")
+        height, width = inp.shape[-2:]
+        top, left, bottom, right = core if core is not None else (0, 0, height, width)
+        if not (0 <= top < bottom <= height and 0 <= left < right <= width):
+            raise ValueError(f"core {core} is not a region of the {height}x{width} image")
         with encode_precision(precision or self.precision, inp.device):
-            field = self._encode(inp)
-        return field.to(inp.dtype)
+            # channels-last: oneDNN's fast layout for convolutions, and the head's per-cell rows without a copy
+            features = self.encoder(inp.contiguous(memory_format=torch.channels_last))
+            expected = (ENCODER_FEATURE_SCALE * height, ENCODER_FEATURE_SCALE * width)
+            if tuple(features.shape[-2:]) != expected:
+                raise RuntimeError(f"encoder features are {tuple(features.shape[-2:])}, expected {expected}")
+            return self._head(features, (top, bottom), (left, right), inp.dtype, on_chunk)
 
-    def _encode(self, inp: torch.Tensor) -> GaussianField:
-        feat = self.ps(self.encoder(inp))
-        expected = (LATTICE_FACTOR * inp.shape[-2], LATTICE_FACTOR * inp.shape[-1])
-        if tuple(feat.shape[-2:]) != expected:
-            raise RuntimeError(f"encoder features give a {tuple(feat.shape[-2:])} lattice, expected {expected}")
-        activated = self.leaky_relu(feat)
-        colour = self.mlp(feat.permute(0, 2, 3, 1))
-        offset = torch.tanh(self.mlp_offset(activated.permute(0, 2, 3, 1)))
-        queries = self.conv1(activated).permute(0, 2, 3, 1)
-        cholesky = self._mix_dictionary(queries)
-        return GaussianField(colour, cholesky, offset)
+    def _head(self, features: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int], dtype: torch.dtype,
+              on_chunk: Callable[[int], None] | None) -> GaussianField:
+        """The field of LR `rows` x `cols` from the encoder's x4 `features`, chunk by chunk (HEAD_CHUNK_PIXELS).
 
-    def _mix_dictionary(self, queries: torch.Tensor) -> torch.Tensor:
-        """L0 = Σ_k softmax_k(mlp_vector(D)_k · q) D_k for every Gaussian, in row chunks to bound memory."""
-        dictionary = self.gau_dict.to(queries.dtype)
+        Each chunk unshuffles only its own features and a ring of `ring` lattice cells around them (conv1's
+        reach), zero-padded where the ring leaves the features, as conv1's own padding would: the same
+        numbers as the whole lattice at once, in bounded memory, and none of the head's work outside `rows` x
+        `cols`.
+        """
+        f, unshuffle = LATTICE_FACTOR, self.ps.downscale_factor
+        ring = self.conv1.kernel_size[0] // 2
+        lattice_h, lattice_w = features.shape[-2] // unshuffle, features.shape[-1] // unshuffle
+        batch, (top, bottom), (left, right) = features.shape[0], rows, cols
+        colour, cholesky, offset = (features.new_empty((batch, f * (bottom - top), f * (right - left), channels),
+                                                       dtype=dtype)
+                                    for channels in (self.mlp.out_dim, self.gau_dict.shape[-1], self.mlp_offset.out_dim))
+        dictionary = self.gau_dict.to(features.dtype)
         keys = self.mlp_vector(dictionary)
-        flat = queries.reshape(-1, queries.shape[-1])
-        mixed = [torch.softmax(rows @ keys.T, dim=-1) @ dictionary for rows in flat.split(DICTIONARY_CHUNK_ROWS)]
-        return torch.cat(mixed).view(*queries.shape[:-1], dictionary.shape[-1])
+        # Padded to a multiple of DICTIONARY_ROW_MULTIPLE rows, whose logits are −inf (weight 0): the same mixture,
+        # from matrix products without a ragged edge (730 columns run at about 60 % of the rate of 736).
+        extra = -len(dictionary) % DICTIONARY_ROW_MULTIPLE
+        keys = nn.functional.pad(keys, (0, 0, 0, extra))
+        logit_bias = nn.functional.pad(keys.new_zeros(len(dictionary)), (0, extra), value=-math.inf)
+        dictionary_t = nn.functional.pad(dictionary, (0, 0, 0, extra)).T.contiguous()
+        chunk_w = min(right - left, HEAD_CHUNK_PIXELS)
+        chunk_h = max(HEAD_CHUNK_PIXELS // chunk_w, 1)
+        for r0, c0 in itertools.product(range(top, bottom, chunk_h), range(left, right, chunk_w)):
+            r1, c1 = min(r0 + chunk_h, bottom), min(c0 + chunk_w, right)
+            lo_r, hi_r = max(f * r0 - ring, 0), min(f * r1 + ring, lattice_h)  # the ring, within the features
+            lo_c, hi_c = max(f * c0 - ring, 0), min(f * c1 + ring, lattice_w)
+            feat = self.ps(features[..., unshuffle * lo_r:unshuffle * hi_r, unshuffle * lo_c:unshuffle * hi_c])
+            feat = feat.contiguous(memory_format=torch.channels_last)
+            activated = self.leaky_relu(feat)
+            padding = (lo_c - (f * c0 - ring), f * c1 + ring - hi_c, lo_r - (f * r0 - ring), f * r1 + ring - hi_r)
+            padded = nn.functional.pad(activated, padding).contiguous(memory_format=torch.channels_last)
+            queries = nn.functional.conv2d(padded, self.conv1.weight, self.conv1.bias)
+            inner = (..., slice(f * r0 - lo_r, f * r1 - lo_r), slice(f * c0 - lo_c, f * c1 - lo_c))
+            out = (slice(None), slice(f * (r0 - top), f * (r1 - top)), slice(f * (c0 - left), f * (c1 - left)))
+            colour[out] = self.mlp(feat[inner].permute(0, 2, 3, 1))
+            offset[out] = torch.tanh(self.mlp_offset(activated[inner].permute(0, 2, 3, 1)))
+            weights = torch.softmax(nn.functional.linear(queries.permute(0, 2, 3, 1), keys, logit_bias), dim=-1)
+            cholesky[out] = nn.functional.linear(weights, dictionary_t)  # L0 = Σ_k w_k D_k
+            if on_chunk is not None:
+                on_chunk((r1 - r0) * (c1 - c0))
+        return GaussianField(colour, cholesky, offset)
 
     def render(self, field: GaussianField, scale=None, size: tuple[int, int] | None = None,
                backend: str = "auto") -> torch.Tensor:

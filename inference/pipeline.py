@@ -101,13 +101,9 @@ def encode(model: nn.Module, lr: torch.Tensor, settings: Settings,
     if tile and tile < max(height, width):
         count = len(tiling.plan_tiles((height, width), tile, overlap))
         log.info("encoding in %d tiles of %d px (+%d px context)", count, tile, overlap)
-        return tiling.encode_tiled(model, lr, tile, overlap, tiling.tile_alignment(model), settings.progress,
-                                   on_tile)
-    report = on_tile or (lambda done, total: None)
-    report(0, 1)
-    field = model.encode(lr)
-    report(1, 1)
-    return field
+    else:
+        tile = None
+    return tiling.encode_tiled(model, lr, tile, overlap, tiling.tile_alignment(model), settings.progress, on_tile)
 
 
 def upscale(model: nn.Module, rgb: torch.Tensor, size: tuple[int, int], settings: Settings) -> torch.Tensor:

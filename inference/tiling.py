@@ -1,17 +1,20 @@
 """Tiled encoding: one Gaussian field for an LR image too large to encode at once, with no seams.
 
 The image is cut into cores that partition it. Each core is encoded with `overlap` LR pixels of context on
-every side, and only the lattice cells of its core are kept (lattice cell (r, c) belongs to LR pixel
-(r // 2, c // 2)). The cores' cells are stitched into one field of the whole image, which is rendered once:
-the rendered image has no seams by construction. Where the overlap covers the encoder's receptive field (the
-encoders that declare `finite_receptive_field`: `receptive_margin`), the stitched field is the untiled one.
-Window-attention encoders (SwinIR, HAT) see the whole image in principle: for them tiles are aligned to the
-attention windows (`tile_multiple`) and a generous overlap makes the field agree closely, not exactly.
+every side: the context goes through the encoder, and the head (`ContinuousGaussian.encode`'s `core`) computes
+only the lattice cells of the core (lattice cell (r, c) belongs to LR pixel (r // 2, c // 2)), reading the ring
+of one cell around them that its 3x3 convolution needs: the head, most of the arithmetic, is never repeated.
+The cores' cells are stitched into one field of the whole image, which is rendered once: the rendered image
+has no seams by construction. Where the overlap covers the encoder's receptive field (the encoders that
+declare `finite_receptive_field`: `receptive_margin`), the stitched field is the untiled one. Window-attention
+encoders (SwinIR, HAT) see the whole image in principle: for them tiles are aligned to the attention windows
+(`tile_multiple`) and a generous overlap makes the field agree closely, not exactly.
 
-The automatic tile size compares the encoder's `encode_bytes_per_lr_pixel` (measured on the CPU by
-`scripts/measure_encode_memory.py`) with the free memory of the device. Each encoder class declares these three
-traits (models/encoder.py: TilingTraits); tiling asks the model's encoder, and an encoder that declares nothing
-gets TilingTraits' safe defaults.
+The head works in chunks of fixed size (gaussian.HEAD_CHUNK_PIXELS), so a tile's memory grows with its size
+only through the encoder: the automatic tile size compares the encoder's `encode_bytes_per_lr_pixel`
+(measured on the CPU by `scripts/measure_encode_memory.py`) with the free memory of the device, never more
+than TILE_MEMORY_CAP. Each encoder class declares these three traits (models/encoder.py: TilingTraits);
+tiling asks the model's encoder, and an encoder that declares nothing gets TilingTraits' safe defaults.
 """
 from __future__ import annotations
 
@@ -25,15 +28,19 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from gaussian import LATTICE_FACTOR, GaussianField
+from gaussian import HEAD_CHUNK_BYTES, LATTICE_FACTOR, GaussianField
 from models.encoder import TilingTraits
 
 # LR pixels of context for encoders without a finite receptive field (window attention, channel attention).
 ATTENTION_TILE_OVERLAP = 32
 # Bytes per LR pixel of the stitched field itself: 4 Gaussians x (3 colour + 3 Cholesky + 2 offset) floats.
 FIELD_BYTES_PER_LR_PIXEL = LATTICE_FACTOR ** 2 * 8 * 4
-# Share of the free memory that one encoder call may use (the rest: the canvas, the allocator, other programs).
+# Share of the free memory that one tile's encode may use (the rest: the canvas, the allocator, other programs).
 MEMORY_FRACTION = 0.5
+# The most memory one tile's encode (encoder and head chunk) is given, however much is free: a megapixel photo
+# then encodes within 2 GB of resident memory in all, and larger tiles would save little (only the encoder's
+# work on the context is repeated: with the EDSR encoder, ~10 % of the arithmetic at this size).
+TILE_MEMORY_CAP = 1 << 30
 # The automatic choice never picks cores smaller than this (LR pixels): below it the overlap dominates.
 MIN_AUTO_TILE = 32
 MEMINFO = Path("/proc/meminfo")
@@ -130,44 +137,48 @@ def free_memory(device: torch.device) -> int | None:
 
 
 def auto_tile(model: nn.Module, lr_size: tuple[int, int], free_bytes: int | None, overlap: int) -> int | None:
-    """The core size for an image of `lr_size` given `free_bytes`, or None when the whole image fits at once."""
-    if free_bytes is None:
-        return None
+    """The core size for an image of `lr_size` given `free_bytes` (None: unknown), or None when the whole image
+    is encoded at once within the budget: min(MEMORY_FRACTION of the free memory less the field,
+    TILE_MEMORY_CAP), less the head's chunk."""
     height, width = lr_size
     per_pixel = encode_bytes_per_lr_pixel(model)
-    budget = free_bytes * MEMORY_FRACTION - height * width * FIELD_BYTES_PER_LR_PIXEL
+    budget = TILE_MEMORY_CAP
+    if free_bytes is not None:
+        budget = min(budget, free_bytes * MEMORY_FRACTION - height * width * FIELD_BYTES_PER_LR_PIXEL)
+    budget -= HEAD_CHUNK_BYTES
     if height * width * per_pixel <= budget:
         return None
     side = math.isqrt(max(int(budget // per_pixel), 0))  # the side of the encoded region, context included
     return max(side - 2 * overlap, MIN_AUTO_TILE)
 
 
-def encode_tiled(model: nn.Module, lr: torch.Tensor, tile: int, overlap: int, align: int = 1,
+def encode_tiled(model: nn.Module, lr: torch.Tensor, tile: int | None, overlap: int, align: int = 1,
                  progress: bool = True, on_tile: Callable[[int, int], None] | None = None) -> GaussianField:
-    """The field of `lr` (B, 3, h, w) encoded core by core and stitched; `model.encode(lr)` when one tile.
+    """The field of `lr` (B, 3, h, w), encoded core by core (`tile` None: the whole image at once) and stitched.
 
-    `on_tile(done, total)` is called before the first tile and after each (for progress shown elsewhere).
+    Each tile's context goes through the encoder, and the head runs on its core's cells only (`model.encode`'s
+    `core`). With `progress`, a bar on a terminal follows the head's chunks over the whole image, with the time
+    left. `on_tile(done, total)` is called before the first tile and after each (for progress shown elsewhere).
     """
     height, width = lr.shape[-2:]
-    tiles = plan_tiles((height, width), tile, overlap, align)
+    tiles = plan_tiles((height, width), tile or max(height, width), overlap, align)
     report = on_tile or (lambda done, total: None)
     report(0, len(tiles))
-    if len(tiles) == 1:
-        field = model.encode(lr)
-        report(1, 1)
-        return field
     f = LATTICE_FACTOR
     names = [field.name for field in dataclasses.fields(GaussianField)]
     stitched: dict[str, torch.Tensor] = {}
-    for done, t in enumerate(tqdm(tiles, desc="encode tiles", unit="tile", leave=False, disable=not progress), 1):
-        (top, left, bottom, right), (ctop, cleft, cbottom, cright) = t.core, t.context
-        part = model.encode(lr[..., ctop:cbottom, cleft:cright])
-        rows = slice(f * (top - ctop), f * (bottom - ctop))
-        cols = slice(f * (left - cleft), f * (right - cleft))
-        for name in names:
-            piece = getattr(part, name)
-            if name not in stitched:
-                stitched[name] = piece.new_empty(piece.shape[0], f * height, f * width, piece.shape[-1])
-            stitched[name][:, f * top:f * bottom, f * left:f * right] = piece[:, rows, cols]
-        report(done, len(tiles))
+    with tqdm(total=height * width, desc="encode", unit="px", unit_scale=True, leave=False,
+              disable=None if progress else True) as bar:  # None: shown on a terminal only
+        for done, t in enumerate(tiles, 1):
+            (top, left, bottom, right), (ctop, cleft, cbottom, cright) = t.core, t.context
+            part = model.encode(lr[..., ctop:cbottom, cleft:cright],
+                                core=(top - ctop, left - cleft, bottom - ctop, right - cleft), on_chunk=bar.update)
+            report(done, len(tiles))
+            if len(tiles) == 1:
+                return part
+            for name in names:
+                piece = getattr(part, name)
+                if name not in stitched:
+                    stitched[name] = piece.new_empty(piece.shape[0], f * height, f * width, piece.shape[-1])
+                stitched[name][:, f * top:f * bottom, f * left:f * right] = piece
     return GaussianField(**stitched)

@@ -265,3 +265,74 @@ def test_render_does_not_synchronise_with_the_host(tiny_model):
                 torch.cuda.set_sync_debug_mode(0)
     finally:
         tiny_model.to("cpu")
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of the head 4 LR pixels large: a 6x7 image splits into rows and columns of chunks."""
+    monkeypatch.setattr(gaussian, "HEAD_CHUNK_PIXELS", 4)
+
+
+def whole_image_field(model: torch.nn.Module, inp: torch.Tensor) -> GaussianField:
+    """The field computed as one chunk (a chunk larger than the image)."""
+    saved = gaussian.HEAD_CHUNK_PIXELS
+    gaussian.HEAD_CHUNK_PIXELS = inp.shape[-2] * inp.shape[-1]
+    try:
+        return model.encode(inp)
+    finally:
+        gaussian.HEAD_CHUNK_PIXELS = saved
+
+
+def field_error(a: GaussianField, b: GaussianField) -> float:
+    return max(float((getattr(a, n) - getattr(b, n)).abs().max()) for n in ("colour", "cholesky", "offset"))
+
+
+@pytest.mark.parametrize("chunk,calls", [(3, 18), (4, 12), (15, 3), (42, 1)])
+def test_head_in_chunks_equals_one_chunk(tiny_model, monkeypatch, chunk, calls):
+    """Chunks of parts of rows (3, 4: three or two per row of 7 pixels), of whole rows (15: two rows of 7) or
+    the whole image (42)."""
+    inp = torch.rand(2, 3, 6, 7)
+    with torch.no_grad():
+        reference = whole_image_field(tiny_model, inp)
+        monkeypatch.setattr(gaussian, "HEAD_CHUNK_PIXELS", chunk)
+        done = []
+        chunked = tiny_model.encode(inp, on_chunk=done.append)
+    assert field_error(chunked, reference) < 1e-5
+    assert len(done) == calls and sum(done) == 6 * 7
+
+
+@pytest.mark.parametrize("core", [(0, 0, 6, 7), (2, 3, 5, 6), (0, 4, 1, 5), (5, 0, 6, 7), (3, 0, 6, 1)])
+def test_a_core_is_its_part_of_the_whole_field(tiny_model, small_chunks, core):
+    """Cores inside the image and along its edges: the head reads the features around the core (its
+    convolution's ring), so the core's cells are those of the whole image's field."""
+    inp = torch.rand(1, 3, 6, 7)
+    top, left, bottom, right = core
+    with torch.no_grad():
+        whole = whole_image_field(tiny_model, inp)
+        done = []
+        part = tiny_model.encode(inp, core=core, on_chunk=done.append)
+    f = LATTICE_FACTOR
+    crop = GaussianField(*(t[:, f * top:f * bottom, f * left:f * right] for t in (whole.colour, whole.cholesky,
+                                                                                    whole.offset)))
+    assert part.lr_size == (bottom - top, right - left)
+    assert field_error(part, crop) < 1e-5
+    assert sum(done) == (bottom - top) * (right - left)
+
+
+@pytest.mark.parametrize("core", [(0, 0, 7, 7), (3, 3, 3, 5), (-1, 0, 4, 4), (0, 6, 4, 5)])
+def test_a_core_outside_the_image_is_rejected(tiny_model, core):
+    with pytest.raises(ValueError, match="not a region"):
+        tiny_model.encode(torch.rand(1, 3, 6, 7), core=core)
+
+
+def test_training_through_chunks_reaches_the_encoder(small_chunks):
+    """Gradients flow through the chunks' writes into the field (the same as through one chunk)."""
+    grads = []
+    for chunk in (4, 30):
+        gaussian.HEAD_CHUNK_PIXELS = chunk
+        torch.manual_seed(0)
+        model = models.make({"name": "continuous-gaussian", "args": {"encoder_spec": TINY_EDSR}})
+        field = model.encode(torch.rand(1, 3, 5, 6))
+        (field.colour.sum() + field.cholesky.sum() + field.offset.sum()).backward()
+        grads.append(model.encoder.edsr.head[0].weight.grad)
+    assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)

@@ -2,19 +2,32 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import math
+import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+import gaussian
 import models
 from conftest import smooth_image
-from gaussian import GaussianField
+from gaussian import GaussianField, LATTICE_FACTOR, make_dgp_dictionary
 from inference import tiling
 
 TINY_SWINIR = {"name": "continuous-gaussian", "args": {"encoder_spec": {"name": "swinir", "args": {
     "upsampler": "pixelshuffle", "upscale": 4, "embed_dim": 12, "depths": [1], "num_heads": [1],
     "window_size": 4, "img_size": 16}}}}
 FIELD_NAMES = [f.name for f in dataclasses.fields(GaussianField)]
+# Each encoder in a tiny configuration (RDN: its released one), as the head takes it (64 channels at x4).
+TINY_ENCODERS = {
+    "edsr-baseline": {"no_upsampling": False, "scale": 4, "n_resblocks": 1},
+    "rdn": {"scale": 4},
+    "swinir": TINY_SWINIR["args"]["encoder_spec"]["args"],
+    "hat": {"upsampler": "pixelshuffle", "upscale": 4, "embed_dim": 12, "depths": [1], "num_heads": [2],
+            "window_size": 4, "img_size": 16, "compress_ratio": 3, "squeeze_factor": 4, "mlp_ratio": 2},
+}
 
 
 def field_difference(a: GaussianField, b: GaussianField) -> float:
@@ -85,6 +98,52 @@ def test_tiled_field_and_render_equal_untiled(tiny_sr_model, image_and_field):
     assert reference.std() > 0.05  # a render with structure, so that the comparison means something
 
 
+def whole_lattice_field(model: torch.nn.Module, inp: torch.Tensor) -> GaussianField:
+    """The field of `inp` by the design's formulas, the whole lattice at once (docs/DESIGN.md §3)."""
+    feat = F.pixel_unshuffle(model.encoder(inp), LATTICE_FACTOR)
+    activated = F.leaky_relu(feat, gaussian.LEAKY_RELU_SLOPE)
+    queries = F.conv2d(activated, model.conv1.weight, model.conv1.bias, padding=1).permute(0, 2, 3, 1)
+    dictionary = make_dgp_dictionary()
+    weights = torch.softmax(queries @ model.mlp_vector(dictionary).T, -1)
+    return GaussianField(model.mlp(feat.permute(0, 2, 3, 1)), weights @ dictionary,
+                         torch.tanh(model.mlp_offset(activated.permute(0, 2, 3, 1))))
+
+
+def stitched_whole_lattice_fields(model: torch.nn.Module, lr: torch.Tensor, tiles: list[tiling.Tile]) -> GaussianField:
+    """Each tile's context encoded whole (head included) and cropped to its core, the cores put together."""
+    f = LATTICE_FACTOR
+    parts = {}
+    for t in tiles:
+        (top, left, bottom, right), (ctop, cleft, cbottom, cright) = t.core, t.context
+        field = whole_lattice_field(model, lr[..., ctop:cbottom, cleft:cright])
+        for name in FIELD_NAMES:
+            piece = getattr(field, name)[:, f * (top - ctop):f * (bottom - ctop), f * (left - cleft):f * (right - cleft)]
+            parts.setdefault(name, {}).setdefault(top, []).append(piece)
+    return GaussianField(**{name: torch.cat([torch.cat(row, 2) for _, row in sorted(rows.items())], 1)
+                            for name, rows in parts.items()})
+
+
+@pytest.mark.parametrize("tile", [None, 8])
+@pytest.mark.parametrize("encoder", TINY_ENCODERS)
+def test_every_encoder_tiled_and_untiled_equals_the_whole_lattice_head(encoder, tile, monkeypatch):
+    """The head in chunks, and in tiles only on the cores (and its convolution's ring), gives each tile the
+    field that the whole lattice of its context gives, for every encoder (window encoders included, whose
+    tiled field is close to the untiled one, not equal)."""
+    torch.manual_seed(0)
+    model = models.make({"name": "continuous-gaussian", "args": {"encoder_spec": {
+        "name": encoder, "args": TINY_ENCODERS[encoder]}}}).eval()
+    image = smooth_image(12, 16)[None]
+    overlap, align = 4, tiling.tile_alignment(model)
+    tiles = tiling.plan_tiles((12, 16), tile or 16, overlap, align)
+    monkeypatch.setattr(gaussian, "HEAD_CHUNK_PIXELS", 20)  # rows of 16 pixels and parts of rows
+    with torch.no_grad():
+        reference = stitched_whole_lattice_fields(model, image, tiles)
+        field = tiling.encode_tiled(model, image, tile, overlap, align, progress=False)
+    scale = max(float(getattr(reference, n).abs().max()) for n in FIELD_NAMES)
+    assert field_difference(field, reference) <= 1e-5 * max(1.0, scale)
+    assert len(tiles) == (1 if tile is None else 4)
+
+
 def test_too_little_overlap_shows(tiny_sr_model, image_and_field):
     """The control of the test above: without enough context, cores near tile edges differ."""
     image, untiled = image_and_field
@@ -108,17 +167,56 @@ def test_progress_is_reported_before_the_first_tile_and_after_each(tiny_sr_model
     assert calls == [(done, count) for done in range(count + 1)]
 
 
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tile", [8, None])
+@pytest.mark.parametrize("terminal,progress,shown", [(True, True, True), (False, True, False), (True, False, False)])
+def test_progress_bar_over_the_image_on_a_terminal_when_asked(tiny_sr_model, image_and_field, monkeypatch, tile,
+                                                              terminal, progress, shown):
+    """The bar counts the image's LR pixels (16x24 = 384) across tiles and chunks; quiet in a pipe or when asked."""
+    image, _ = image_and_field
+    stream = Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    with torch.no_grad():
+        tiling.encode_tiled(tiny_sr_model, image, tile, 2, progress=progress)
+    assert ("encode" in stream.getvalue() and "/384" in stream.getvalue()) == shown
+
+
+def encoded_bytes(model: torch.nn.Module, side: int) -> int:
+    """The memory a tile of `side` x `side` LR pixels (context included) is expected to need."""
+    return side ** 2 * tiling.encode_bytes_per_lr_pixel(model) + gaussian.HEAD_CHUNK_BYTES
+
+
 def test_auto_tile_fits_the_budget(tiny_sr_model):
-    per_pixel = tiling.encode_bytes_per_lr_pixel(tiny_sr_model)
     overlap = 7
-    assert tiling.auto_tile(tiny_sr_model, (100, 100), None, overlap) is None  # unknown memory: no tiling
+    assert tiling.auto_tile(tiny_sr_model, (100, 100), None, overlap) is None  # fits the cap (memory unknown)
     assert tiling.auto_tile(tiny_sr_model, (100, 100), 1 << 40, overlap) is None  # fits
-    free = 4 * 300 * 300 * per_pixel
+    free = tiling.TILE_MEMORY_CAP
+    tile = tiling.auto_tile(tiny_sr_model, (1000, 1500), free, overlap)
+    budget = free * tiling.MEMORY_FRACTION - 1000 * 1500 * tiling.FIELD_BYTES_PER_LR_PIXEL
+    assert budget < tiling.TILE_MEMORY_CAP  # the free memory decides here
+    assert encoded_bytes(tiny_sr_model, tile + 2 * overlap) <= budget < encoded_bytes(tiny_sr_model,
+                                                                                      tile + 2 * overlap + 2)
+    assert tiling.auto_tile(tiny_sr_model, (1000, 1500), 1 << 20, overlap) == tiling.MIN_AUTO_TILE
+
+
+@pytest.mark.parametrize("free", [None, 1 << 40])
+def test_auto_tile_never_exceeds_the_cap(tiny_sr_model, free):
+    """However much memory is free (or when it is unknown), a tile's encode stays within TILE_MEMORY_CAP; an
+    image that fits under the cap is encoded whole."""
+    overlap = 7
     tile = tiling.auto_tile(tiny_sr_model, (2000, 3000), free, overlap)
-    field_bytes = 2000 * 3000 * tiling.FIELD_BYTES_PER_LR_PIXEL
-    assert (tile + 2 * overlap) ** 2 * per_pixel <= free * tiling.MEMORY_FRACTION - field_bytes
-    assert (tile + 2 * overlap + 2) ** 2 * per_pixel > free * tiling.MEMORY_FRACTION - field_bytes
-    assert tiling.auto_tile(tiny_sr_model, (2000, 3000), 1 << 20, overlap) == tiling.MIN_AUTO_TILE
+    cap = tiling.TILE_MEMORY_CAP
+    assert encoded_bytes(tiny_sr_model, tile + 2 * overlap) <= cap < encoded_bytes(tiny_sr_model,
+                                                                                   tile + 2 * overlap + 2)
+    fits = math.isqrt((cap - gaussian.HEAD_CHUNK_BYTES) // tiling.encode_bytes_per_lr_pixel(tiny_sr_model))
+    assert tiling.auto_tile(tiny_sr_model, (fits, fits), free, overlap) is None
+    assert tiling.auto_tile(tiny_sr_model, (fits + 1, fits + 1), free, overlap) is not None
 
 
 def test_tiling_asks_the_encoder_and_undeclared_encoders_get_safe_defaults():

@@ -220,9 +220,9 @@ def test_tiled_encode_reports_progress_and_blocks_views_until_done(make_client, 
             super().__init__()
             self.inner = tiny_sr_model
 
-        def encode(self, lr):
+        def encode(self, lr, **options):
             assert gate.wait(ENCODE_TIMEOUT_S)
-            return self.inner.encode(lr)
+            return self.inner.encode(lr, **options)
 
         def render(self, *args, **kwargs):
             return self.inner.render(*args, **kwargs)
@@ -252,7 +252,7 @@ class FieldModel(nn.Module):
         super().__init__()
         self.field = field
 
-    def encode(self, lr):
+    def encode(self, lr, **options):  # the whole image's field (used untiled)
         return self.field
 
     def render(self, field, size=None, scale=None, backend="auto"):
