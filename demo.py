@@ -36,8 +36,8 @@ from tqdm import tqdm
 
 import cli
 from inference import tiling, zoom
-from inference.arguments import (AUTO, focus_arg, non_negative_int, positive_float, positive_int, scale_arg,
-                                 size_arg, tile_arg, zoom_arg)
+from inference.arguments import (AUTO, add_precision_option, focus_arg, non_negative_int, positive_float, positive_int,
+                                 scale_arg, size_arg, tile_arg, zoom_arg)
 from inference.image_io import (IMAGE_SUFFIXES, MAX_OUTPUT_PIXELS, ImageError, image_size, is_image_file,
                                 read_image_with_alpha, write_image)
 from inference.pipeline import (Settings, comparison, encode, is_gray, load_model, luma, model_path, side_by_side,
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--focus", type=focus_arg, metavar="X,Y",
                         help="the point the zoom scales the image about (it stays still in the frame), in input "
                              "pixels from the top-left corner (default: the centre)")
+    add_precision_option(parser)
     parser.add_argument("--self-ensemble", action="store_true",
                         help=f"{SELF_ENSEMBLE_HELP}; still images only")
     parser.add_argument("--fps", type=positive_float, default=DEFAULT_FPS, help="frames per second of a zoom")
@@ -142,7 +143,7 @@ def run_file(args: argparse.Namespace, settings: Settings) -> int:
     size = target_size(image_size(source), args.scale, args.size, settings.max_pixels)  # from the header
     rgb, alpha = read_image_with_alpha(source)  # a damaged file fails here, before the model loads
     check_writable(target)
-    model = load_model(model_path(args.model), settings.device)
+    model = load_model(model_path(args.model), settings.device, args.precision)
     process_image(model, source, target, rgb, alpha, size, args.compare, settings)
     return EXIT_OK
 
@@ -163,7 +164,7 @@ def run_folder(args: argparse.Namespace, settings: Settings) -> int:
     if not images:
         raise UsageError(f"no images in {source} ({', '.join(IMAGE_SUFFIXES)})")
     check_writable(target / images[0].name)
-    model = load_model(model_path(args.model), settings.device)
+    model = load_model(model_path(args.model), settings.device, args.precision)
     written = 0
     for path in tqdm(images, desc="images", unit="image", disable=not settings.progress):
         try:
@@ -204,7 +205,7 @@ def run_zoom(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--focus {focus[1]:g},{focus[0]:g} lies outside the {lr_size[1]}x{lr_size[0]} image")
     rgb, _ = read_image_with_alpha(source)  # a video has no alpha: the colour is taken as stored
     check_writable(target)
-    model = load_model(model_path(args.model), settings.device)
+    model = load_model(model_path(args.model), settings.device, args.precision)
     log.info("%s: zoom x%g → x%g in %d frames of %dx%d, focus %g,%g", source, spec.start, spec.end, spec.frames,
              size[1], size[0], focus[1], focus[0])
     with torch.inference_mode():

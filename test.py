@@ -29,6 +29,7 @@ from evaluation.loading import BICUBIC_MODEL, load_model  # noqa: E402
 from evaluation.loop import evaluate  # noqa: E402
 from evaluation.report import format_report  # noqa: E402
 from evaluation.schema import check_workers, load_config, parse_scales, validate_config  # noqa: E402
+from inference.arguments import add_precision_option  # noqa: E402
 from inference.pipeline import model_path  # noqa: E402
 from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default="auto", help="rasterizer backend (auto, torch, triton, gsplat)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data loader processes")
     parser.add_argument("--self-ensemble", action="store_true", help=SELF_ENSEMBLE_HELP)
+    add_precision_option(parser)
     return parser
 
 
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, args.gpu)
     check_backend(args.backend, device)
     model_name = args.model if args.model == BICUBIC_MODEL else str(model_path(args.model))
-    model = load_model(model_name, device, args.self_ensemble)
+    model = load_model(model_name, device, args.self_ensemble, args.precision)
     result = evaluate(model, dataset, protocol, scales=scales, data_norm=config.get("data_norm"), device=device,
                       backend=args.backend, save_dir=args.save_dir, workers=args.workers,
                       description=Path(args.config).stem)

@@ -26,7 +26,7 @@ import uvicorn
 
 import cli
 from inference import pipeline
-from inference.arguments import AUTO, non_negative_int, positive_int, tile_arg
+from inference.arguments import AUTO, add_precision_option, non_negative_int, positive_int, tile_arg
 from inference.image_io import MAX_OUTPUT_PIXELS
 from inference.viewer_app import (DEFAULT_MAX_CACHE_MIB, DEFAULT_MAX_IMAGES, DEFAULT_MAX_UPLOAD_MIB, MIB, Limits,
                                   create_app)
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
     parser.add_argument("--port", type=port_arg, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0: any free")
+    add_precision_option(parser)
     parser.add_argument("--tile", type=tile_arg, default=None, metavar="auto|N",
                         help="encode in tiles of N x N input pixels (0: never); auto: as demo.py (default)")
     parser.add_argument("--tile-overlap", type=non_negative_int, metavar="N",
@@ -129,7 +130,7 @@ def serve(args: argparse.Namespace) -> int:
     backend = check_backend(args.backend, device)
     path = pipeline.model_path(args.model)
     sock = listen(args.host, args.port)
-    model = pipeline.load_model(path, device)
+    model = pipeline.load_model(path, device, args.precision)
     settings = pipeline.Settings(device, backend, args.tile, args.tile_overlap, args.max_pixels, progress=False)
     limits = Limits(round(args.max_upload_mb * MIB), args.max_images, round(args.max_cache_mb * MIB),
                     args.max_pixels)

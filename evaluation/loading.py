@@ -29,10 +29,12 @@ class BicubicBaseline(torch.nn.Module):
         return torch.from_numpy(np.stack(upscaled)).to(lr) / MAX_8BIT
 
 
-def load_model(path: str | Path, device: torch.device, self_ensemble: bool = False) -> torch.nn.Module:
+def load_model(path: str | Path, device: torch.device, self_ensemble: bool = False,
+               precision: str = "fp32") -> torch.nn.Module:
     """A checkpoint's model on `device`, in eval mode; it must produce a Gaussian field (encode/render).
     `path` = BICUBIC_MODEL gives the bicubic baseline instead. `self_ensemble` wraps it in SelfEnsemble (the
-    mean over the eight flips and transposes of the input: test.py and eval_all.py --self-ensemble)."""
+    mean over the eight flips and transposes of the input: test.py and eval_all.py --self-ensemble). The model
+    encodes at `precision` (gaussian.PRECISIONS); the baseline has no arithmetic to choose."""
     if str(path) == BICUBIC_MODEL:
         model = BicubicBaseline()
     else:
@@ -40,4 +42,5 @@ def load_model(path: str | Path, device: torch.device, self_ensemble: bool = Fal
             model = models.sr_model_from_checkpoint(path, device)
         except models.CheckpointError as exc:
             raise UsageError(str(exc)) from None
+        model.precision = precision
     return SelfEnsemble(model) if self_ensemble else model

@@ -9,9 +9,19 @@ from __future__ import annotations
 import argparse
 import math
 
+from gaussian import PRECISIONS
 from inference import zoom
 
 AUTO = "auto"  # --backend and --tile: chosen for the image and the device
+PRECISION_HELP = ("the encoder's and head's arithmetic (the field and the rasterizer stay fp32): fp32 (default), "
+                  "tf32 (CUDA matrix products), bf16 (autocast, on CUDA or a CPU with native bf16; elsewhere it "
+                  "runs fp32). bf16 against fp32, the bundled model on test-split crops: -0.10 dB at x2, -0.02 at "
+                  "x4, -0.01 at x8 (benchmarks/precision-bf16-test-crops-cpu-2026-12-07.json)")
+
+
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    """--precision, as every front end that encodes takes it."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0], help=PRECISION_HELP)
 
 
 def parse_pair(text: str, separator: str, what: str) -> tuple[float, float]:

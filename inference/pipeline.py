@@ -61,9 +61,11 @@ def model_path(arg: str | None) -> Path:
     return path
 
 
-def load_model(path: Path, device: torch.device) -> nn.Module:
-    """The ContinuousSR model of the checkpoint at `path`, on `device`, in eval mode."""
+def load_model(path: Path, device: torch.device, precision: str = "fp32") -> nn.Module:
+    """The ContinuousSR model of the checkpoint at `path`, on `device`, in eval mode, encoding at `precision`
+    (gaussian.PRECISIONS)."""
     model = models.sr_model_from_checkpoint(path, device)
+    model.precision = precision
     log.info("model %s (%s encoder) on %s", path, type(getattr(model, "encoder", model)).__name__, device)
     return model
 

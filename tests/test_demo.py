@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import demo
+import gaussian
 from conftest import smooth_image
 from inference import pipeline, tiling
 from inference.image_io import read_image, to_uint8, write_image
@@ -417,3 +418,23 @@ def test_as_a_program(tmp_path, lr_png, tiny_checkpoint):
                           "--scale", "2", "--model", tiny_checkpoint], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and len(lines(bad.stderr)) == 1 and "Traceback" not in bad.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_precision_is_the_arithmetic_of_every_encode(capsys, tmp_path, lr_png, tiny_checkpoint, monkeypatch,
+                                                     precision):
+    """--precision reaches the model's encode (the default is fp32), and an unknown one is refused in one line."""
+    used = []
+    chosen = gaussian.encode_precision
+
+    def recording(name, device):
+        used.append(name)
+        return chosen(name, device)
+
+    monkeypatch.setattr(gaussian, "encode_precision", recording)
+    out = tmp_path / "sr.png"
+    argv = ["--input", lr_png, "--output", out, "--scale", "2", "--model", tiny_checkpoint]
+    assert run(capsys, *argv, *(["--precision", precision] if precision != "fp32" else []))[0] == 0
+    assert len(used) == 2 and used[1] == precision  # after the checkpoint's dry run at load, the image's encode
+    code, err = run(capsys, *argv, "--precision", "fp16")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--precision" in err

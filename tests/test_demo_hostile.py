@@ -137,7 +137,7 @@ def test_an_empty_input_or_output_is_not_the_current_folder(capsys, tmp_path, in
 def test_a_model_whose_render_is_not_finite_writes_nothing(capsys, tmp_path, inputs, monkeypatch):
     """Finite weights can still overflow: the render is checked, and a NaN image is an error, not a black file."""
     model = make_tiny_model()
-    monkeypatch.setattr(demo, "load_model", lambda path, device: model)
+    monkeypatch.setattr(demo, "load_model", lambda path, device, precision: model)
     monkeypatch.setattr(type(model), "render", lambda self, field, **kw: torch.full((1, 3, 24, 32), float("nan")))
     code, err = run(capsys, "-q", "--input", inputs["good"], "--output", tmp_path / "out" / "sr.png", "--scale", "2")
     assert_refused(code, err, tmp_path / "out", expected_code=1)

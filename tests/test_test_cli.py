@@ -222,7 +222,8 @@ class NaNOnRealImages(torch.nn.Module):
 def test_a_non_finite_output_is_an_error_never_a_nan_score(benchmark_root, tiny_sr_model, tmp_path, monkeypatch,
                                                            capsys):
     cli = load_cli()
-    monkeypatch.setattr(cli, "load_model", lambda path, device, self_ensemble: NaNOnRealImages(tiny_sr_model))
+    monkeypatch.setattr(cli, "load_model",
+                        lambda path, device, self_ensemble, precision: NaNOnRealImages(tiny_sr_model))
     code = cli.main(["--config", str(CONFIG), "--model", "any.pth", "--root", str(benchmark_root), "--workers", "0",
                      "--device", "cpu", "--save-dir", str(tmp_path / "sr")])
     captured = capsys.readouterr()
@@ -303,7 +304,8 @@ def test_cli_signal_mid_run_exits_130_with_one_line_and_no_partial_file(signum, 
 def test_without_model_the_bundled_model_is_scored(benchmark_root, tiny_sr_model, monkeypatch, capsys):
     cli = load_cli()
     loaded = []
-    monkeypatch.setattr(cli, "load_model", lambda path, device, self_ensemble: loaded.append(path) or tiny_sr_model)
+    monkeypatch.setattr(cli, "load_model",
+                        lambda path, device, self_ensemble, precision: loaded.append(path) or tiny_sr_model)
     code = cli.main(["--config", str(CONFIG), "--root", str(benchmark_root), "--workers", "0", "--device", "cpu"])
     assert code == 0 and loaded == [str(REPO / "weights" / "continuoussr-edsr-baseline.pth")]
     assert "result: PSNR" in capsys.readouterr().out

@@ -42,3 +42,19 @@ def test_bicubic_baseline_scores_matlab_bicubic_upscaling(benchmark_root):
         luma = lambda a: (a.astype(np.float64) / 255) @ (np.array([65.738, 129.057, 25.064]) / 256)  # noqa: E731
         expected = peak_signal_noise_ratio(luma(gt)[4:-4, 4:-4], luma(up)[4:-4, 4:-4], data_range=1.0)
         assert result.psnr[4.0][i] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("self_ensemble", [False, True])
+def test_the_model_encodes_at_the_precision_asked_for_beneath_the_self_ensemble(tiny_checkpoint, monkeypatch,
+                                                                                self_ensemble):
+    """test.py --precision: every encode of the loaded model (all eight under --self-ensemble) runs at it."""
+    import gaussian
+
+    used = []
+    chosen = gaussian.encode_precision
+    monkeypatch.setattr(gaussian, "encode_precision", lambda name, device: used.append(name) or chosen(name, device))
+    model = load_model(tiny_checkpoint, torch.device("cpu"), self_ensemble, precision="tf32")
+    used.clear()  # the checkpoint's dry run at load
+    with torch.no_grad():
+        model.encode(torch.rand(1, 3, 6, 8))
+    assert used == ["tf32"] * (8 if self_ensemble else 1)
