@@ -37,6 +37,17 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        """argparse's parsing, and an option given an empty value (`--model ''`) refused: no option takes one, and
+        an empty path would silently mean the current folder or the default."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            value = getattr(parsed, action.dest, None)
+            values = value if isinstance(value, list) else [value]
+            if action.option_strings and value != action.default and any(v == "" for v in values):
+                self.error(f"argument {'/'.join(action.option_strings)}: expected a value, got an empty one")
+        return parsed, extras
+
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether `exc` reports memory exhaustion (host or device)."""

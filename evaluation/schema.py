@@ -57,10 +57,15 @@ def _check_spec_args(spec: dict, registry: dict, where: str, injected: Sequence[
     args = spec.get("args") or {}
     if not isinstance(args, dict):
         raise UsageError(f"{where}.args must be a mapping")
-    accepted = [p for p in inspect.signature(registry[name]).parameters if p not in injected]
+    parameters = {p: v for p, v in inspect.signature(registry[name]).parameters.items() if p not in injected}
+    accepted = list(parameters)
     unknown = [k for k in args if k not in accepted]
     if unknown:
         raise UsageError(f"unknown key {unknown[0]!r} in {where}.args ({name} takes: {', '.join(accepted)})")
+    missing = [p for p, v in parameters.items() if v.default is v.empty and p not in args
+               and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+    if missing:
+        raise UsageError(f"missing key {missing[0]!r} in {where}.args ({name} needs it)")
 
 
 def validate_config(config: Any) -> EvalProtocol:

@@ -76,7 +76,10 @@ DEFAULTS: dict[str, Any] = {
     "init_from": None,
 }
 VAL_DEFAULTS: dict[str, Any] = {"dataset": None, "scales": [4]}
-REQUIRED = ("train_dataset.dataset", "train_dataset.wrapper", "model")
+# Keys holding a spec ({name, args}): the required ones, and those that may be null.
+REQUIRED = ("train_dataset.dataset", "train_dataset.wrapper", "model", "optimizer")
+NULLABLE_SPECS = ("lr_scheduler",)
+MAX_SEED = 2**32 - 1  # the largest seed numpy's and Python's generators all take
 
 
 class ConfigError(utils.UsageError, ValueError):
@@ -165,14 +168,16 @@ def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"unknown val_dataset key(s) {', '.join(unknown)}")
         if full["val_dataset"]["dataset"] is None:
             raise ConfigError("val_dataset needs a dataset spec (or set val_dataset to null)")
+        check_spec("val_dataset.dataset", full["val_dataset"]["dataset"])
         scales = full["val_dataset"]["scales"]
         if not isinstance(scales, list) or not scales or not all(
                 is_number(s) and s > 0 for s in scales):
             raise ConfigError(f"val_dataset.scales must be a non-empty list of positive numbers, got {scales!r}")
     for key in REQUIRED:
-        value = get_key(full, key)
-        if not isinstance(value, Mapping) or "name" not in value:
-            raise ConfigError(f"config needs {key} as a spec with a 'name'")
+        check_spec(key, get_key(full, key))
+    for key in NULLABLE_SPECS:
+        if full[key] is not None:
+            check_spec(key, full[key])
     for key in ("epoch_max", "epoch_val", "train_dataset.batch_size"):
         value = get_key(full, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -182,6 +187,8 @@ def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
         value = get_key(full, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{key} must be a non-negative integer, got {value!r}")
+    if full["seed"] > MAX_SEED:
+        raise ConfigError(f"seed must be at most {MAX_SEED} (2**32 - 1), got {full['seed']}")
     clip = full["grad_clip"]
     if clip is not None and not (is_number(clip) and clip > 0):
         raise ConfigError(f"grad_clip must be a positive number or null, got {clip!r}")
@@ -191,6 +198,16 @@ def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(full["bf16"], bool):
         raise ConfigError(f"bf16 must be true or false, got {full['bf16']!r}")
     return full
+
+
+def check_spec(key: str, spec: Any) -> None:
+    """A spec is a mapping with a 'name' string and, if given, 'args' as a mapping (or null): anything else in a
+    spec's place (null, a string, a number) is refused here, never met as a crash where the spec is used."""
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        raise ConfigError(f"config needs {key} as a spec with a 'name' (e.g. {{name: ..., args: {{...}}}}), got "
+                          f"{spec!r:.80}")
+    if spec.get("args") is not None and not isinstance(spec["args"], Mapping):
+        raise ConfigError(f"{key}.args must be a mapping, got {spec['args']!r:.80}")
 
 
 def built(what: str, make, *args, **kwargs):
