@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+import interrupts
 from inference.image_io import ImageError
 from models import CheckpointError
 from utils import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, NonFiniteError, UnknownNameError,
@@ -72,6 +73,7 @@ def run(program: str, body: Callable[[], int], usage_errors: tuple[type[BaseExce
     `non_finite` is appended to a NonFiniteError's message, `out_of_memory` (advice) to memory exhaustion's;
     `interrupted` (or what it returns) is the line for SIGINT and SIGTERM. SIGTERM is made to unwind as SIGINT.
     """
+    interrupts.working()
     stop_cleanly_on_sigterm()
     try:
         return body()
@@ -88,6 +90,8 @@ def run(program: str, body: Callable[[], int], usage_errors: tuple[type[BaseExce
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return report(program, f"error: out of memory ({detail}){out_of_memory}", EXIT_FAILURE)
         return report(program, f"error: {type(exc).__name__}: {one_line(exc)}", EXIT_FAILURE)
+    finally:
+        interrupts.finished()
 
 
 def report(program: str, message: str, status: int) -> int:

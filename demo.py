@@ -30,22 +30,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-from tqdm import tqdm
+import interrupts  # the standard library only: its guard is up before the heavy imports
 
-import cli
-from inference import tiling, zoom
-from inference.arguments import (AUTO, add_precision_option, focus_arg, non_negative_int, positive_float, positive_int,
-                                 scale_arg, size_arg, tile_arg, zoom_arg)
-from inference.image_io import (IMAGE_SUFFIXES, MAX_OUTPUT_PIXELS, ImageError, image_size, is_image_file,
-                                read_image_with_alpha, write_image)
-from inference.pipeline import (Settings, comparison, encode, is_gray, load_model, luma, model_path, side_by_side,
-                                target_size, upscale)
-from inference.resize import resize_bicubic
-from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP
-from rasterizer import check_backend
-from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, check_path, resolve_device
+if __name__ == "__main__":
+    interrupts.starting("demo.py")
+
+import cli  # noqa: E402
+from inference import tiling, zoom  # noqa: E402
+from inference.arguments import (  # noqa: E402
+    AUTO, add_precision_option, focus_arg, non_negative_int, positive_float, positive_int, scale_arg, size_arg,
+    tile_arg, zoom_arg)
+from inference.image_io import (  # noqa: E402
+    IMAGE_SUFFIXES, MAX_OUTPUT_PIXELS, ImageError, image_size, is_image_file, read_image_with_alpha, write_image)
+from inference.pipeline import (  # noqa: E402
+    Settings, comparison, encode, is_gray, load_model, luma, model_path, side_by_side, target_size, upscale)
+from inference.resize import resize_bicubic  # noqa: E402
+from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP  # noqa: E402
+from rasterizer import check_backend  # noqa: E402
+from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, check_path, resolve_device  # noqa: E402
 
 DEFAULT_FPS = 30.0
 OPAQUE = 1.0  # the alpha of --compare's separator

@@ -41,20 +41,25 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-import torch.nn as nn
+import interrupts  # the standard library only: its guard is up before the heavy imports
 
-import cli
-import datasets
-import models
-import rasterizer
-from training import distributed
-from training.config import ConfigError, apply_overrides, complete, load_yaml
-from training.logger import Logger
-from training.optim import check_optimisation
-from training.trainer import NonFiniteLoss, TimeLimitReached, Trainer
-from training.validation import OutputWriteError
-from utils import DEVICE_AUTO, DEVICE_CHOICES, NonFiniteError, UsageError, one_line, resolve_device
+if __name__ == "__main__":
+    interrupts.starting("train.py")
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+import cli  # noqa: E402
+import datasets  # noqa: E402
+import models  # noqa: E402
+import rasterizer  # noqa: E402
+from training import distributed  # noqa: E402
+from training.config import ConfigError, apply_overrides, complete, load_yaml  # noqa: E402
+from training.logger import Logger  # noqa: E402
+from training.optim import check_optimisation  # noqa: E402
+from training.trainer import NonFiniteLoss, TimeLimitReached, Trainer  # noqa: E402
+from training.validation import OutputWriteError  # noqa: E402
+from utils import DEVICE_AUTO, DEVICE_CHOICES, NonFiniteError, UsageError, one_line, resolve_device  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train" / "edsr-baseline.yaml"
 
@@ -202,7 +207,9 @@ class Run:
             self.log(f"stopped: {exc} after epoch {trainer.epoch}")
             raise cli.Failure(f"non-finite validation ({exc}); last good checkpoint: {out / 'last.pth'}") from None
         except OutputWriteError as exc:
-            raise cli.Failure(f"{exc}; the previous checkpoints are intact") from None
+            kept = ("the previous checkpoints are intact" if (out / "last.pth").is_file()
+                    else "no checkpoint had been written yet")
+            raise cli.Failure(f"{exc}; {kept}") from None
         except KeyboardInterrupt:  # SIGINT, or SIGTERM: log.txt says it too, before the log closes
             if self.log is not None:
                 self.log(self.interrupted(), console=False)

@@ -22,16 +22,20 @@ import math
 import socket
 import sys
 
-import uvicorn
+import interrupts  # the standard library only: its guard is up before the heavy imports
 
-import cli
-from inference import pipeline
-from inference.arguments import AUTO, add_precision_option, non_negative_int, positive_int, tile_arg
-from inference.image_io import MAX_OUTPUT_PIXELS
-from inference.viewer_app import (DEFAULT_MAX_CACHE_MIB, DEFAULT_MAX_IMAGES, DEFAULT_MAX_UPLOAD_MIB, MIB, Limits,
-                                  create_app)
-from rasterizer import check_backend
-from utils import DEVICE_AUTO, DEVICE_CHOICES, UsageError, resolve_device
+if __name__ == "__main__":
+    interrupts.starting("viewer.py")
+
+import cli  # noqa: E402
+from inference import pipeline  # noqa: E402
+from inference.arguments import (  # noqa: E402
+    AUTO, add_precision_option, non_negative_int, positive_int, tile_arg)
+from inference.image_io import MAX_OUTPUT_PIXELS  # noqa: E402
+from inference.viewer_app import (  # noqa: E402
+    DEFAULT_MAX_CACHE_MIB, DEFAULT_MAX_IMAGES, DEFAULT_MAX_UPLOAD_MIB, MIB, Limits, create_app)
+from rasterizer import check_backend  # noqa: E402
+from utils import DEVICE_AUTO, DEVICE_CHOICES, UsageError, resolve_device  # noqa: E402
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
