@@ -1,6 +1,6 @@
 """A TensorBoard writer that a full disk cannot turn into tracebacks or a hang.
 
-A SummaryWriter (tensorboardX) keeps its events in a buffered file written by a background thread, flushed by
+A SummaryWriter (tensorboardX's, or torch's own) keeps its events in a buffered file written by a background thread, flushed by
 that thread, by `close()`, and again by an exit handler it registers. Once the disk is full each of these raised:
 the thread died with a traceback (after which `add_scalar` blocks for ever on its full queue), `close()` raised
 after the run's own one-line error, and the exit handler raised again. `guard_writer` puts each event file behind
@@ -41,7 +41,8 @@ class _GuardedFile:
     def flush(self) -> None:
         def flush_and_sync() -> None:
             self.file.flush()
-            os.fsync(self.file.fileno())
+            if hasattr(self.file, "fileno"):  # tensorboard's GFile has none: its flush writes through
+                os.fsync(self.file.fileno())
 
         self._attempt(flush_and_sync)
 
@@ -50,11 +51,14 @@ class _GuardedFile:
 
 
 def _event_files(writer: Any) -> list[Any]:
-    """The record writers (each holding one event file) of a tensorboardX SummaryWriter; none for another kind."""
+    """The record writers (each holding one event file in `_writer`) of a SummaryWriter, tensorboardX's or torch's
+    (torch.utils.tensorboard, which writes through the tensorboard package); none for another kind."""
     records = []
     for file_writer in (getattr(writer, "all_writers", None) or {}).values():
-        event_writer = getattr(getattr(file_writer, "event_writer", None), "_ev_writer", None)
-        record_writer = getattr(event_writer, "_py_recordio_writer", None)
+        event_writer = getattr(file_writer, "event_writer", None)
+        tensorboard_x = getattr(getattr(event_writer, "_ev_writer", None), "_py_recordio_writer", None)
+        torch_own = getattr(getattr(event_writer, "_async_writer", None), "_writer", None)
+        record_writer = tensorboard_x if tensorboard_x is not None else torch_own
         if record_writer is not None and hasattr(record_writer, "_writer"):
             records.append(record_writer)
     return records

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import os, resource, signal, sys
-from tensorboardX import SummaryWriter
+from {module} import SummaryWriter
 from training.tensorboard import close_writer, guard_writer
 
 guarded = sys.argv[2] == "guarded"
@@ -28,16 +28,21 @@ print(close_writer(writer) if guarded else writer.close())
 """
 
 
-def run(tmp_path: Path, how: str, events: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / how), how, str(events)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+# The writers training/logger.py uses, and the package each needs.
+WRITERS = [("tensorboardX", "tensorboardX"), ("torch.utils.tensorboard", "tensorboard")]
 
 
-def test_a_full_disk_loses_the_charts_quietly(tmp_path):
+def run(tmp_path: Path, how: str, events: int, module: str = "tensorboardX") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", SCRIPT.replace("{module}", module), str(tmp_path / how), how,
+                           str(events)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("module, package", WRITERS)
+def test_a_full_disk_loses_the_charts_quietly(tmp_path, module, package):
     """Many more events than the writer's queue holds: its thread must not die (add_scalar then blocked for
     ever), and neither the close nor the exit handler may raise."""
-    pytest.importorskip("tensorboardX")
-    done = run(tmp_path, "guarded", 200)
+    pytest.importorskip(package)
+    done = run(tmp_path, "guarded", 200, module)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.strip() == "[Errno 27] File too large"
 
