@@ -27,7 +27,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cli  # noqa: E402
 from evaluation import metrics  # noqa: E402
-from inference.image_io import MAX_8BIT, is_image_file  # noqa: E402
+from inference.image_io import MAX_8BIT, is_image_file, read_image, to_uint8  # noqa: E402
 from utils import EXIT_OK, UsageError  # noqa: E402
 
 JPEG_QUALITY = 98
@@ -61,8 +61,7 @@ def pack_split(source: Path, target: Path, kind: str) -> list[dict]:
     target.mkdir(parents=True)
     records = []
     for path in files:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
+        image = Image.fromarray(to_uint8(read_image(path)))  # upright: the EXIF orientation applied, as on reading
         data, suffix = encode(image, kind)
         packed = target / (path.stem + suffix)
         packed.write_bytes(data)

@@ -62,6 +62,36 @@ CLI_CASES = [
     # training: checks that cost nothing however long the run
     ("train", "--config {train_config} --path {images} --out {out}/run --set epoch_max=1000000000000000 "
               "--set lr_scheduler.args.gamma=2", EXIT_USAGE, "the lr would be inf after epoch"),
+    # configs: every key checked where it is trusted, before anything is built or written
+    ("train", "--config {train_config} --path {images} --out {out}/run --set optimizer=null", EXIT_USAGE,
+     "config needs optimizer as a spec with a 'name'"),
+    ("train", "--config {train_config} --path {images} --out {out}/run --set optimizer=adam", EXIT_USAGE,
+     "config needs optimizer as a spec with a 'name'"),
+    ("train", "--config {train_config} --path {images} --out {out}/run --set lr_scheduler=3", EXIT_USAGE,
+     "config needs lr_scheduler as a spec with a 'name'"),
+    ("train", "--config {train_config} --path {images} --out {out}/run --set val_dataset.dataset=4", EXIT_USAGE,
+     "config needs val_dataset.dataset as a spec with a 'name'"),
+    ("train", "--config {train_config} --path {images} --out {out}/run --set model.args=3", EXIT_USAGE,
+     "model.args must be a mapping"),
+    ("train", "--config {train_config} --path {images} --out {out}/run --set seed=99999999999999999999", EXIT_USAGE,
+     "seed must be at most 4294967295"),
+    # model sizes: refused before anything is allocated, from a config or a checkpoint
+    ("train", "--config {train_config} --path {images} --out {out}/run --set model.args.encoder_spec.args.n_feats=0",
+     EXIT_USAGE, "a size argument is 0"),
+    ("train", "--config {train_config} --path {images} --out {out}/run --set model.args.encoder_spec.args.n_feats=-3",
+     EXIT_USAGE, "cannot be built with these arguments"),
+    ("train", "--config {train_config} --path {images} --out {out}/run "
+              "--set model.args.encoder_spec.args.n_feats=100000000", EXIT_USAGE, "more than this machine's"),
+    ("demo", "--input {good} --output {out}/sr.png --scale 2 --model {huge_ckpt}", EXIT_USAGE,
+     "more than this machine's"),
+    ("test", "--config {no_root_config} --model {ckpt} --root {data} --workers 0 --device cpu", EXIT_USAGE,
+     "missing key 'root_path' in test_dataset.dataset.args"),
+    # empty values: never silently the current folder or the default
+    ("demo", "--input {good} --output {out}/sr.png --scale 2 --model ''", EXIT_USAGE, "argument --model: expected a"),
+    ("test", "--config {nan_norm_config} --model '' --root {data}", EXIT_USAGE, "argument --model: expected a"),
+    ("test", "--config {nan_norm_config} --save-dir '' --root {data}", EXIT_USAGE, "argument --save-dir: expected"),
+    ("train", "--config {train_config} --path {images} --out ''", EXIT_USAGE, "argument --out: expected a value"),
+    ("viewer", "--model ''", EXIT_USAGE, "argument --model: expected a value"),
     ("viewer", "--max-upload-mb 1e308", EXIT_USAGE, "--max-upload-mb: expected a size in MiB"),
     ("viewer", "--max-cache-mb nan", EXIT_USAGE, "--max-cache-mb: expected a size in MiB"),
 ]
@@ -118,6 +148,14 @@ def inputs(tmp_path_factory, tiny_checkpoint) -> dict[str, str]:
         changed["data_norm"]["inp"]["div"] = [div]  # 1e-40: the input times 1e40 overflows float32 in the encoder
         made[name] = folder / f"{name}.yaml"
         made[name].write_text(yaml.safe_dump(changed))
+    no_root = copy.deepcopy(config)
+    del no_root["test_dataset"]["dataset"]["args"]["root_path"]
+    made["no_root_config"] = folder / "no_root_config.yaml"
+    made["no_root_config"].write_text(yaml.safe_dump(no_root))
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    ckpt["model"]["args"]["encoder_spec"]["args"]["n_feats"] = 10**8  # 3.6e17 bytes of weights in its first conv
+    made["huge_ckpt"] = folder / "huge.pth"
+    models.save_checkpoint(ckpt, made["huge_ckpt"])
     return {key: str(value) for key, value in made.items()}
 
 
