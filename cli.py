@@ -16,7 +16,8 @@ from typing import Callable
 
 import torch
 
-import interrupts
+import entry_point
+from entry_point import OneLineParser  # noqa: F401  (cli.OneLineParser: every command's parser)
 from inference.image_io import ImageError
 from models import CheckpointError
 from utils import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, NonFiniteError, UnknownNameError,
@@ -30,24 +31,6 @@ OUT_OF_MEMORY_MESSAGES = ("out of memory", "can't allocate memory", "not enough 
 
 class Failure(Exception):
     """The work failed in a way the command has already explained in its message: exit status 1, one line."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line (not the usage block) with exit status 2."""
-
-    def error(self, message: str):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-    def parse_known_args(self, args=None, namespace=None):
-        """argparse's parsing, and an option given an empty value (`--model ''`) refused: no option takes one, and
-        an empty path would silently mean the current folder or the default."""
-        parsed, extras = super().parse_known_args(args, namespace)
-        for action in self._actions:
-            value = getattr(parsed, action.dest, None)
-            values = value if isinstance(value, list) else [value]
-            if action.option_strings and value != action.default and any(v == "" for v in values):
-                self.error(f"argument {'/'.join(action.option_strings)}: expected a value, got an empty one")
-        return parsed, extras
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -73,7 +56,7 @@ def run(program: str, body: Callable[[], int], usage_errors: tuple[type[BaseExce
     `non_finite` is appended to a NonFiniteError's message, `out_of_memory` (advice) to memory exhaustion's;
     `interrupted` (or what it returns) is the line for SIGINT and SIGTERM. SIGTERM is made to unwind as SIGINT.
     """
-    interrupts.working()
+    entry_point.working()
     stop_cleanly_on_sigterm()
     try:
         return body()
@@ -91,7 +74,7 @@ def run(program: str, body: Callable[[], int], usage_errors: tuple[type[BaseExce
             return report(program, f"error: out of memory ({detail}){out_of_memory}", EXIT_FAILURE)
         return report(program, f"error: {type(exc).__name__}: {one_line(exc)}", EXIT_FAILURE)
     finally:
-        interrupts.finished()
+        entry_point.finished()
 
 
 def report(program: str, message: str, status: int) -> int:

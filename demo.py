@@ -30,10 +30,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import interrupts  # the standard library only: its guard is up before the heavy imports
+import entry_point  # the standard library only: its guard is up before the heavy imports
 
 if __name__ == "__main__":
-    interrupts.starting("demo.py")
+    entry_point.starting("demo.py")
 
 import cli  # noqa: E402
 from inference import tiling, zoom  # noqa: E402

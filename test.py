@@ -23,10 +23,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import interrupts  # noqa: E402  the standard library only: its guard is up before the heavy imports
+import entry_point  # noqa: E402  the standard library only: its guard is up before the heavy imports
 
 if __name__ == "__main__":
-    interrupts.starting("test.py")
+    entry_point.starting("test.py")
 
 import cli  # noqa: E402
 from evaluation.data import build_dataset, check_scales, resolve_data_paths  # noqa: E402

@@ -41,10 +41,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-import interrupts  # the standard library only: its guard is up before the heavy imports
+import entry_point  # the standard library only: its guard is up before the heavy imports
 
 if __name__ == "__main__":
-    interrupts.starting("train.py")
+    entry_point.starting("train.py")
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402

@@ -21,11 +21,9 @@ from typing import Any, BinaryIO, Callable, Iterator, Mapping
 import torch
 import yaml
 
-# Exit statuses of every entry point (demo.py, test.py, train.py, scripts/).
-EXIT_OK = 0
-EXIT_FAILURE = 1  # the work itself failed: out of memory, a diverged training run
-EXIT_USAGE = 2  # bad usage or input: one line on stderr, nothing written
-EXIT_INTERRUPTED = 130  # SIGINT (128 + 2), as shells report it
+# Exit statuses of every entry point (demo.py, test.py, train.py, scripts/), defined in entry_point.
+from entry_point import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE  # noqa: F401
+
 # `--device` values: auto (CUDA when available), cpu, cuda (device 0, or the process's own under torchrun), cuda:N.
 DEVICE_AUTO = "auto"
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"

@@ -22,10 +22,10 @@ import math
 import socket
 import sys
 
-import interrupts  # the standard library only: its guard is up before the heavy imports
+import entry_point  # the standard library only: its guard is up before the heavy imports
 
 if __name__ == "__main__":
-    interrupts.starting("viewer.py")
+    entry_point.starting("viewer.py")
 
 import cli  # noqa: E402
 from inference import pipeline  # noqa: E402

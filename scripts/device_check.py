@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from entry_point import OneLineParser  # noqa: E402  (the standard library only)
 TOTAL_BUDGET_S = 470  # under 8 minutes, with room for process start-up and the final write
 LOG_NAME, SUMMARY_NAME = "device_check.log", "device_check.json"
 LOG_TAIL_CHARS = 4000  # of a failed step's output, kept in the summary too
@@ -255,7 +257,7 @@ def _stop(signum, frame):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog=Path(__file__).name, description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", help="output folder (default: benchmarks/device-check-<cuda|cpu-smoke>-<date>)")
     parser.add_argument("--cpu-smoke", action="store_true", help="every step at toy sizes on the CPU")
     parser.add_argument("--environment", action="store_true", help=argparse.SUPPRESS)  # the first step, inside

@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from entry_point import OneLineParser  # noqa: E402  (the standard library only)
 # The encoders in the configurations the head takes (64 channels at x4), as released or as the paper uses them.
 ENCODER_SPECS = {
     "EDSREncoder": {"name": "edsr-baseline", "args": {"no_upsampling": False, "scale": 4}},
@@ -72,7 +74,8 @@ def child(what: str, size: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog=Path(__file__).name, description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs=2, default=(96, 192), help="two LR sides to measure")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()

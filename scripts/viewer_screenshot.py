@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from entry_point import OneLineParser  # noqa: E402  (the standard library only)
 BROWSERS = ("chromium", "chromium-browser")
 DRIVERS = ("chromedriver",)
 # A fresh, quiet, offline headless browser: no sandbox (root, containers), no GPU, no network of its own.
@@ -142,7 +144,8 @@ def small_png(png: bytes, max_bytes: int = SCREENSHOT_MAX_BYTES) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog=Path(__file__).name, description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint (default: the bundled model)")
     parser.add_argument("--image", type=Path, default=ROOT / "assets" / "example.png")
     parser.add_argument("--out", type=Path, default=ROOT / "assets" / "viewer.png")

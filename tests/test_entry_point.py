@@ -1,4 +1,4 @@
-"""interrupts.py: Ctrl-C while an entry point imports torch, or while the interpreter shuts down, ends it with one
+"""entry_point.py: Ctrl-C while an entry point imports torch, or while the interpreter shuts down, ends it with one
 line and exit status 130, never a traceback. Each entry point runs as a program in a child process whose SIGINT
 is sent by the program itself at a known moment (the first import of torch, or an atexit callback)."""
 from __future__ import annotations
