@@ -108,7 +108,7 @@ HR_DIR = Path("benchmark") / "Set5" / "HR"
     ("missing checkpoint", "checkpoint not found"),
     ("scales too large", "x8 exceeds the data's x4"),
     ("bad scales", "--scales must be"),
-    ("empty scales", "--scales must be positive numbers, got ''"),
+    ("empty scales", "argument --scales: expected a value, got an empty one"),
     ("negative workers", "--workers must be 0 or more, got -1"),
     ("empty output", "img0: at x0.01 its LR 12x12 renders to an empty 0x0 image; use a larger scale"),
     ("output smaller than SSIM's window", "img0: at x1 the 12x12 image less the 1-pixel shave is smaller than "
