@@ -101,6 +101,9 @@ RESUME_CASES = [
     ("train", "--resume {resume_rng_junk}", EXIT_USAGE, "its training state is malformed: 'rng' must be"),
     ("train", "--resume {resume_optimizer_null}", EXIT_USAGE, "its training state is malformed: 'optimizer'"),
     ("train", "--resume {resume_scheduler_junk}", EXIT_USAGE, "malformed: 'lr_scheduler.last_epoch' must be"),
+    ("train", "--resume {resume_step_huge}", EXIT_USAGE, "'step' must be a whole number from 0 to 2**63 - 1"),
+    ("train", "--resume {resume_moment_shape}", EXIT_USAGE, "'optimizer.state[0].exp_avg' has shape [3]"),
+    ("train", "--resume {resume_batch_beyond}", EXIT_USAGE, "it stopped after batch 1000000000 of an epoch"),
 ]
 VIEW = "/api/images/{id}/view?method={method}&out_width=8&out_height=8&"
 VIEWER_CASES = [
@@ -197,8 +200,10 @@ def trained(tmp_path_factory, inputs) -> dict[str, str]:
         train.main(["--config", inputs["train_config"], "--path", inputs["images"], "--out", str(out),
                     "--set", "epoch_max=1"])
     good = torch.load(out / "last.pth", weights_only=False)
+    moments = {**good["optimizer"], "state": {0: {**good["optimizer"]["state"][0], "exp_avg": torch.zeros(3)}}}
     breaks = {"resume_epoch_text": ("epoch", "one"), "resume_rng_junk": ("rng", [1, 2, 3]),
-              "resume_optimizer_null": ("optimizer", None)}
+              "resume_optimizer_null": ("optimizer", None), "resume_step_huge": ("step", 10**30),
+              "resume_moment_shape": ("optimizer", moments), "resume_batch_beyond": ("batch_in_epoch", 10**9)}
     made = {}
     for name, (key, value) in breaks.items():
         made[name] = out.parent / f"{name}.pth"

@@ -14,6 +14,7 @@ REQUIRED = ("epoch", "optimizer")
 
 
 SHOWN_CHARS = 80  # of a malformed value, in the message
+MAX_COUNTER = 2**63 - 1  # counters are logged as int64 (TensorBoard's step)
 
 
 def _shown(value: Any) -> str:
@@ -29,8 +30,8 @@ def _whole(value: Any) -> bool:
 def _check_counters(ckpt: Mapping[str, Any]) -> None:
     for key in ("epoch", "step", "batch_in_epoch"):
         value = ckpt.get(key, 0)
-        if not _whole(value) or value < 0:
-            raise ValueError(f"{key!r} must be a whole number ≥ 0, got {_shown(value)}")
+        if not _whole(value) or not 0 <= value <= MAX_COUNTER:
+            raise ValueError(f"{key!r} must be a whole number from 0 to 2**63 - 1, got {_shown(value)}")
     epoch = ckpt["epoch"]
     best_psnr, best_epoch = ckpt.get("best_psnr"), ckpt.get("best_epoch")
     if best_psnr is not None and (not isinstance(best_psnr, (int, float)) or isinstance(best_psnr, bool)
@@ -85,12 +86,19 @@ def _check_optimizer(saved: Any, optimizer: torch.optim.Optimizer) -> None:
     if not isinstance(saved, Mapping) or not isinstance(saved.get("state"), Mapping):
         raise ValueError("'optimizer' must be an optimizer's state_dict (a mapping with 'state' and 'param_groups')")
     _same_layout("optimizer.param_groups", saved.get("param_groups"), fresh["param_groups"])
-    known = {i for group in fresh["param_groups"] for i in group["params"]}
+    # state_dict() numbers the parameters in the order of its groups: index -> the parameter's shape
+    shapes = dict(zip((i for group in fresh["param_groups"] for i in group["params"]),
+                      (p.shape for group in optimizer.param_groups for p in group["params"])))
     for index, state in saved["state"].items():
-        if index not in known or not isinstance(state, Mapping):
+        if index not in shapes or not isinstance(state, Mapping):
             raise ValueError(f"'optimizer.state' holds an entry {index!r} for no parameter of this model")
         for key, value in state.items():
-            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            if not isinstance(value, torch.Tensor):
+                continue
+            if value.dim() and value.shape != shapes[index]:  # a per-weight statistic, or a scalar (the step)
+                raise ValueError(f"'optimizer.state[{index}].{key}' has shape {list(value.shape)}, its parameter "
+                                 f"{list(shapes[index])}")
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
                 raise ValueError(f"'optimizer.state[{index}].{key}' holds non-finite values")
 
 

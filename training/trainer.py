@@ -84,6 +84,10 @@ class Trainer:
                                             else None, static_graph=True) if ctx.distributed else runner)
         self.loader = built("train_dataset", make_train_loader, cfg, ctx)
         self.val_sets = built("val_dataset", make_val_sets, cfg)
+        batches = self.loader.batch_sampler.batches_per_epoch()
+        if self.batch_in_epoch > batches:  # saved inside its epoch, or after its last batch (a time limit)
+            raise models.CheckpointError(f"cannot resume from this checkpoint: it stopped after batch "
+                                         f"{self.batch_in_epoch} of an epoch, and this run's epochs have {batches}")
         log(f"model {cfg['model']['name']} ({sum(p.numel() for p in self.model.parameters()) / 1e6:.2f} M "
             f"parameters) on {ctx.device} x {ctx.world_size} process(es); {len(self.loader.dataset)} training "
             f"samples, {self.loader.batch_sampler.batch_size} per process per step, "
