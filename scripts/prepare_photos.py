@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import struct
 import sys
@@ -50,7 +49,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cli  # noqa: E402
-from inference.image_io import ImageError, read_image, write_image  # noqa: E402
+from inference.image_io import (  # noqa: E402
+    ImageError, decode_image_with_alpha, read_image, to_uint8, write_image)
 
 PLASMA_ROOT = Path("/usr/share/wallpapers")
 MATE_ROOT = Path("/usr/share/backgrounds/mate/nature")
@@ -267,14 +267,16 @@ def split_of(source_id: str) -> str:
 
 
 def load(source: dict) -> Image.Image:
+    """The source's photo, read through inference/image_io as every image here is (upright: EXIF orientation)."""
     if source["package"] == "scikit-image":
         import skimage.data
 
-        return Image.open(Path(skimage.data.data_dir) / source["path"]).convert("RGB")
-    if "data" in source:  # a file inside a resource bundle
-        return Image.open(io.BytesIO(source["data"])).convert("RGB")
-    rgb = read_image(source["path"])
-    return Image.fromarray((rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        rgb = read_image(Path(skimage.data.data_dir) / source["path"])
+    elif "data" in source:  # a file inside a resource bundle
+        rgb = decode_image_with_alpha(source["data"], source["path"])[0]
+    else:
+        rgb = read_image(source["path"])
+    return Image.fromarray(to_uint8(rgb))
 
 
 def main() -> int:

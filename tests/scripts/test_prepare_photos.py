@@ -89,3 +89,23 @@ def test_new_sources_go_to_train_only():
            + [f"tuxpaint/{Path(n).stem}" for n in prepare_photos.TUXPAINT_PHOTOS]
            + [f"lxqt/{Path(n).stem}" for n in prepare_photos.LXQT_PHOTOS])
     assert len(ids) == len(set(ids)) and {prepare_photos.split_of(i) for i in ids} == {"train"}
+
+
+@pytest.mark.parametrize("where", ["file", "bundle"])
+def test_photos_are_loaded_upright(tmp_path, where):
+    """A photo shown 24x20 but stored 20x24 with EXIF orientation 6 (turned a quarter) loads as shown, from a file
+    or from inside a resource bundle."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    shown = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[274] = 6  # EXIF orientation: stored turned a quarter anticlockwise
+    buffer = io.BytesIO()
+    Image.fromarray(np.rot90(shown, k=1).copy()).save(buffer, "PNG", exif=exif.tobytes())
+    (tmp_path / "photo.png").write_bytes(buffer.getvalue())
+    source = ({"package": "p", "path": str(tmp_path / "photo.png")} if where == "file"
+              else {"package": "p", "path": "bundle.rcc:photo.png", "data": buffer.getvalue()})
+    assert np.array_equal(np.asarray(prepare_photos.load(source)), shown)
