@@ -35,6 +35,10 @@ import entry_point  # the standard library only: its guard is up before the heav
 if __name__ == "__main__":
     entry_point.starting("demo.py")
 
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
 import cli  # noqa: E402
 from inference import tiling, zoom  # noqa: E402
 from inference.arguments import (  # noqa: E402

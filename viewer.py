@@ -27,6 +27,8 @@ import entry_point  # the standard library only: its guard is up before the heav
 if __name__ == "__main__":
     entry_point.starting("viewer.py")
 
+import uvicorn  # noqa: E402
+
 import cli  # noqa: E402
 from inference import pipeline  # noqa: E402
 from inference.arguments import (  # noqa: E402

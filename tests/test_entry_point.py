@@ -55,3 +55,10 @@ def test_ctrl_c_during_shutdown_is_one_line_and_no_atexit_traceback(entry_point,
     lines = done.stderr.splitlines()
     assert done.returncode == EXIT_INTERRUPTED and "Traceback" not in done.stderr, done.stderr
     assert lines[-1] == f"{entry_point}: interrupted" and lines[0].startswith(f"{entry_point}: error: "), lines
+
+
+def test_every_command_line_parses_with_the_one_line_parser():
+    """argparse's own parser prints its usage block on an error: no entry point or script builds one."""
+    programs = [ROOT / name for name in ENTRY_POINTS] + sorted((ROOT / "scripts").glob("*.py"))
+    plain = [p.name for p in programs if "argparse.ArgumentParser(" in p.read_text()]
+    assert not plain, plain
