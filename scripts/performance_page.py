@@ -26,6 +26,10 @@ PAGE = Path("docs") / "PERFORMANCE.md"
 README = Path("README.md")
 MODEL_RECORD = Path("weights") / "continuoussr-edsr-baseline.json"
 DEVICE_CHECK = Path("benchmarks") / "device-check-h200-2026-12-04"
+# What that check timed of the rasterizer, said beside its figures (update with DEVICE_CHECK): its Triton kernels
+# are not the ones rasterizer/triton_backend.py holds now.
+DEVICE_CHECK_RASTERIZER = ("its rasterizer rows timed the lattice-window Triton kernels, since replaced by the "
+                           "footprint kernels, which await a GPU check")
 LIIF_REFERENCE = Path("benchmarks") / "reference-official-liif-h100.json"
 CPU_RENDER_SMALL = Path("benchmarks") / "cpu-render-64x48-cpu-2026-12-01.json"
 CPU_RENDER_LARGE = Path("benchmarks") / "cpu-render-256x192-numba-cpu-2026-12-01.json"
@@ -88,7 +92,7 @@ def speed_table(root: Path) -> list[str]:
         rows.append([what, duration(target["measured_ms"]), duration(target["official_h100_ms"]),
                      duration(liif[what]) if what in liif else ""])
     caption = (f"*This code: one {model['device']}, torch {model['torch']}, fp32, {check['date']} "
-               f"(`{DEVICE_CHECK.as_posix()}/`). Official code (its gsplat fork) and LIIF: one "
+               f"(`{DEVICE_CHECK.as_posix()}/`; {DEVICE_CHECK_RASTERIZER}). Official code (its gsplat fork) and LIIF: one "
                f"{load(root, LIIF_REFERENCE)['device']} (`{LIIF_REFERENCE.as_posix()}`). Medians after warm-up.*")
     return table(["case", "this code", "official", "LIIF"], rows) + ["", caption]
 
