@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default=AUTO, help="rasterizer backend (auto picks the fastest available)")
     parser.add_argument("--tile", type=tile_arg, default=None, metavar="auto|N",
                         help="encode in tiles of N x N input pixels (0: never); auto: tile only when the image "
-                             "does not fit in half the free memory, nor in "
+                             "does not fit in half the free memory, nor (on a CPU) in "
                              f"{tiling.TILE_MEMORY_CAP / 2 ** 30:g} GiB (default)")
     parser.add_argument("--tile-overlap", type=non_negative_int, metavar="N",
                         help="input pixels of context around each tile (default: the encoder's receptive field "

@@ -18,7 +18,8 @@ ema_decay), written atomically;
 `--resume <ckpt>` continues at the same epoch, batch and step, with the same optimizer, scheduler and RNG state.
 `--time-limit MINUTES` stops the run after the step at which that much wall time has passed, with last.pth saved
 there (exit 0): training in time-boxed commands (a batch scheduler's time slots) loses no step between them.
-Resuming a run that has finished all its epochs says so and exits 0 (raise epoch_max with --set to train on).
+Resuming a run that has finished all its epochs says so and exits 0 (raise epoch_max with --set to train on); one
+that stopped beyond epoch_max is refused (exit 2).
 A non-finite loss or gradient stops the run (exit 1) before the step is applied, a non-finite validation render
 before the epoch is saved; the checkpoints on disk are the last good ones.
 
@@ -177,7 +178,10 @@ class Run:
         self.ctx = distributed.setup(device)
         self.log = Logger(self.out, self.ctx.is_main)
         self.trainer = Trainer(cfg, self.ctx, self.out, self.log, ckpt)
-        if self.trainer.epoch >= cfg["epoch_max"]:  # its resume state checked: it has trained every epoch
+        if self.trainer.epoch > cfg["epoch_max"]:  # a lowered epoch_max: its schedule has no such epoch
+            raise ConfigError(f"{args.resume} stopped after epoch {self.trainer.epoch}, beyond epoch_max "
+                              f"{cfg['epoch_max']}: set epoch_max to {self.trainer.epoch} or more to resume it")
+        if self.trainer.epoch == cfg["epoch_max"]:  # its resume state checked: it has trained every epoch
             raise NothingLeft(f"nothing left to do: {args.resume} has finished all {cfg['epoch_max']} epochs (raise "
                               "epoch_max with --set to train on)")
         if args.time_limit is not None:

@@ -11,6 +11,7 @@ import importlib
 import io
 import multiprocessing
 import os
+import platform
 import re
 import signal
 import sys
@@ -66,6 +67,17 @@ def resolve_device(name: str = DEVICE_AUTO, gpu: int | None = None) -> torch.dev
     if device.index is not None and device.index >= torch.cuda.device_count():
         raise UsageError(f"{asked}: there are only {torch.cuda.device_count()} CUDA devices")
     return device
+
+
+def describe_device(device: torch.device) -> str:
+    """What a measurement ran on, for its record: the GPU's name, or the CPU's model and the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        names = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+        model = names[0].strip() if names else model
+    return f"{model} CPU, {torch.get_num_threads()} threads"
 
 
 class Terminated(KeyboardInterrupt):

@@ -99,7 +99,8 @@ def encode(model: nn.Module, lr: torch.Tensor, settings: Settings,
     overlap = tiling.default_overlap(model) if settings.overlap is None else settings.overlap
     tile = settings.tile
     if tile is None:
-        tile = tiling.auto_tile(model, (height, width), tiling.free_memory(settings.device), overlap)
+        tile = tiling.auto_tile(model, (height, width), tiling.free_memory(settings.device), overlap,
+                                tiling.tile_memory_cap(settings.device))
     if tile and tile < max(height, width):
         count = len(tiling.plan_tiles((height, width), tile, overlap))
         log.info("encoding in %d tiles of %d px (+%d px context)", count, tile, overlap)

@@ -13,7 +13,7 @@ encoders (SwinIR, HAT) see the whole image in principle: for them tiles are alig
 The head works in chunks of fixed size (gaussian.HEAD_CHUNK_PIXELS), so a tile's memory grows with its size
 only through the encoder: the automatic tile size compares the encoder's `encode_bytes_per_lr_pixel`
 (measured on the CPU by `scripts/measure_encode_memory.py`) with the free memory of the device, never more
-than TILE_MEMORY_CAP. Each encoder class declares these three traits (models/encoder.py: TilingTraits);
+than TILE_MEMORY_CAP on a CPU. Each encoder class declares these three traits (models/encoder.py: TilingTraits);
 tiling asks the model's encoder, and an encoder that declares nothing gets TilingTraits' safe defaults.
 """
 from __future__ import annotations
@@ -37,9 +37,10 @@ ATTENTION_TILE_OVERLAP = 32
 FIELD_BYTES_PER_LR_PIXEL = LATTICE_FACTOR ** 2 * 8 * 4
 # Share of the free memory that one tile's encode may use (the rest: the canvas, the allocator, other programs).
 MEMORY_FRACTION = 0.5
-# The most memory one tile's encode (encoder and head chunk) is given, however much is free: a megapixel photo
-# then encodes within 2 GB of resident memory in all, and larger tiles would save little (only the encoder's
-# work on the context is repeated: with the EDSR encoder, ~10 % of the arithmetic at this size).
+# The most memory one tile's encode (encoder and head chunk) is given on a CPU, however much is free: a megapixel
+# photo then encodes within 2 GB of resident memory in all, and larger tiles would save little (only the
+# encoder's work on the context is repeated: with the EDSR encoder, ~10 % of the arithmetic at this size). A GPU's
+# memory is its own and measured exactly (free_memory): there only MEMORY_FRACTION of it bounds a tile.
 TILE_MEMORY_CAP = 1 << 30
 # The automatic choice never picks cores smaller than this (LR pixels): below it the overlap dominates.
 MIN_AUTO_TILE = 32
@@ -136,15 +137,22 @@ def free_memory(device: torch.device) -> int | None:
     return None
 
 
-def auto_tile(model: nn.Module, lr_size: tuple[int, int], free_bytes: int | None, overlap: int) -> int | None:
+def tile_memory_cap(device: torch.device) -> int | None:
+    """The most memory a tile's encode may use on `device` whatever is free: TILE_MEMORY_CAP on a CPU, none on CUDA."""
+    return None if device.type == "cuda" else TILE_MEMORY_CAP
+
+
+def auto_tile(model: nn.Module, lr_size: tuple[int, int], free_bytes: int | None, overlap: int,
+              cap: int | None = TILE_MEMORY_CAP) -> int | None:
     """The core size for an image of `lr_size` given `free_bytes` (None: unknown), or None when the whole image
-    is encoded at once within the budget: min(MEMORY_FRACTION of the free memory less the field,
-    TILE_MEMORY_CAP), less the head's chunk."""
+    is encoded at once within the budget: min(MEMORY_FRACTION of the free memory less the field, `cap`), less
+    the head's chunk (`cap` None: the free memory alone; with neither known, TILE_MEMORY_CAP)."""
     height, width = lr_size
     per_pixel = encode_bytes_per_lr_pixel(model)
-    budget = TILE_MEMORY_CAP
+    budget = cap if cap is not None or free_bytes is not None else TILE_MEMORY_CAP
     if free_bytes is not None:
-        budget = min(budget, free_bytes * MEMORY_FRACTION - height * width * FIELD_BYTES_PER_LR_PIXEL)
+        available = free_bytes * MEMORY_FRACTION - height * width * FIELD_BYTES_PER_LR_PIXEL
+        budget = available if budget is None else min(budget, available)
     budget -= HEAD_CHUNK_BYTES
     if height * width * per_pixel <= budget:
         return None

@@ -17,7 +17,8 @@ from .encoder import HAT_ENCODE_BYTES_PER_LR_PIXEL
 from .registry import register
 from .window_blocks import (INIT_STD, UPSAMPLERS, DropPath, Mlp, PatchEmbed, PatchUnEmbed, WindowAttention,
                             WindowSREncoder, biased_attention, gather_bias, init_transformer_weights,
-                            relative_position_index, shifted_window_mask, window_partition, window_reverse)
+                            relative_position_index, shifted_window_mask, StochasticDepthRates, window_partition,
+                            window_reverse)
 
 RESI_CONNECTIONS = ("1conv", "identity")
 
@@ -179,7 +180,7 @@ class AttenBlocks(nn.Module):
                  qkv_bias: bool = True, qk_scale: float | None = None, drop: float = 0.0, attn_drop: float = 0.0,
                  drop_path: Sequence[float] = (), norm_layer: NormLayer = nn.LayerNorm):
         super().__init__()
-        drop_path = list(drop_path) or [0.0] * depth
+        drop_path = drop_path or [0.0] * depth
         self.blocks = nn.ModuleList([
             HAB(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2, compress_ratio,
                 squeeze_factor, conv_scale, mlp_ratio, qkv_bias, qk_scale, drop, attn_drop, drop_path[i],
@@ -263,7 +264,7 @@ class HAT(WindowSREncoder):
             nn.init.trunc_normal_(self.absolute_pos_embed, std=INIT_STD)
         self.pos_drop = nn.Dropout(p=drop_rate)
 
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()  # stochastic depth grows with depth
+        dpr = StochasticDepthRates(drop_path_rate, sum(depths))  # stochastic depth grows with depth
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             start = sum(depths[:i])

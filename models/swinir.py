@@ -14,8 +14,8 @@ import torch.nn as nn
 from .encoder import SWINIR_ENCODE_BYTES_PER_LR_PIXEL
 from .registry import register
 from .window_blocks import (INIT_STD, UPSAMPLERS, DropPath, Mlp, PatchEmbed, PatchUnEmbed, WindowAttention,
-                            WindowSREncoder, init_transformer_weights, shifted_window_mask, window_partition,
-                            window_reverse)
+                            WindowSREncoder, init_transformer_weights, shifted_window_mask,
+                            StochasticDepthRates, window_partition, window_reverse)
 
 RESI_LRELU_SLOPE = 0.2  # LeakyReLU slope inside the '3conv' residual connection
 
@@ -87,7 +87,7 @@ class BasicLayer(nn.Module):
                  attn_drop: float = 0.0, drop_path: float | Sequence[float] = 0.0,
                  norm_layer: type[nn.Module] = nn.LayerNorm):
         super().__init__()
-        rates = [drop_path] * depth if isinstance(drop_path, (int, float)) else list(drop_path)
+        rates = [drop_path] * depth if isinstance(drop_path, (int, float)) else drop_path
         self.blocks = nn.ModuleList([
             SwinTransformerBlock(dim, input_resolution, num_heads, window_size=window_size,
                                  shift_size=0 if i % 2 == 0 else window_size // 2, mlp_ratio=mlp_ratio,
@@ -174,7 +174,7 @@ class SwinIR(WindowSREncoder):
             nn.init.trunc_normal_(self.absolute_pos_embed, std=INIT_STD)
         self.pos_drop = nn.Dropout(drop_rate)
 
-        drop_path = torch.linspace(0, drop_path_rate, sum(depths)).tolist()  # stochastic depth decay rule
+        drop_path = StochasticDepthRates(drop_path_rate, sum(depths))  # stochastic depth decay rule
         starts = [sum(depths[:i]) for i in range(len(depths) + 1)]
         self.layers = nn.ModuleList([
             RSTB(embed_dim, self.patches_resolution, depths[i], num_heads[i], window_size, mlp_ratio=mlp_ratio,

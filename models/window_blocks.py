@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -13,6 +14,31 @@ from .encoder import TilingTraits
 INIT_STD = 0.02  # truncated-normal std of Linear weights, bias tables and position embeddings
 UPSAMPLER_FEATURES = 64  # `num_feat` of the pixel-shuffle upsampler: the channels handed to the Gaussian head
 UPSAMPLERS = ("pixelshuffle", "")
+
+
+class StochasticDepthRates(Sequence[float]):
+    """Drop-path probability of each of `blocks` blocks, rising linearly from 0 to `rate` (torch.linspace's
+    values), computed when indexed; a slice is a view. Plain Python, so that a model builds on the meta device
+    (which holds no values), and nothing as long as the model's depth exists before its blocks do: a depth too
+    large to build is refused by its weights' size (models.registry.check_buildable), not by a list's."""
+
+    def __init__(self, rate: float, blocks: int, start: int = 0, stop: int | None = None):
+        self.rate, self.blocks, self.start = rate, blocks, start
+        self.stop = blocks if stop is None else stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise ValueError("only contiguous slices of the rates are supported")
+            return StochasticDepthRates(self.rate, self.blocks, self.start + start, self.start + max(stop, start))
+        position = index + len(self) if index < 0 else index
+        if not 0 <= position < len(self):
+            raise IndexError(f"block {index} of {len(self)}")
+        return 0.0 if self.blocks == 1 else self.rate * (self.start + position) / (self.blocks - 1)
 
 
 class DropPath(nn.Module):

@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import datetime
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,15 +31,21 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import entry_point  # noqa: E402  (the standard library only: its guard is up before the heavy imports)
+
+if __name__ == "__main__":
+    entry_point.starting("benchmark.py")
+
+import torch  # noqa: E402
+
 import cli  # noqa: E402
 import gaussian  # noqa: E402
 import models  # noqa: E402
 import rasterizer  # noqa: E402
 from gaussian import DGP_UNIT, make_dgp_dictionary  # noqa: E402
-from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, atomic_path, resolve_device  # noqa: E402
+from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, atomic_path, describe_device,  # noqa: E402
+                   resolve_device)
 
 # name → (LR height, LR width, output height, output width, batch)
 RASTER_CASES = {
@@ -484,12 +489,10 @@ def run(args: argparse.Namespace) -> int:
     args.backends = args.backends or ("torch,numba" if args.what == "cpu" else "torch")
     results = {"raster": bench_raster, "model": bench_model, "cpu": bench_cpu, "pairs": bench_pairs,
                "precision": bench_precision}[args.what](args, device)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
     date = datetime.date.today().isoformat()
     out = Path(args.out) if args.out else Path("benchmarks") / f"{args.what}-{device.type}-{date}.json"
     with atomic_path(out) as tmp:  # never a half-written result
-        tmp.write_text(json.dumps({"device": device_name, "date": date, "torch": torch.__version__,
+        tmp.write_text(json.dumps({"device": describe_device(device), "date": date, "torch": torch.__version__,
                                    "command": " ".join(sys.argv), "results": results}, indent=2) + "\n")
     print(f"wrote {out}")
     return EXIT_OK

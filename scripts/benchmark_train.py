@@ -38,10 +38,15 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import torch
-import torch.nn.functional as F
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import entry_point  # noqa: E402  (the standard library only: its guard is up before the heavy imports)
+
+if __name__ == "__main__":
+    entry_point.starting("benchmark_train.py")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
 import cli  # noqa: E402
 import datasets  # noqa: E402
 import models  # noqa: E402
@@ -53,8 +58,8 @@ from training.config import ConfigError, apply_overrides, built, complete, load_
 from training.optim import make_optimizer, seed_everything  # noqa: E402
 from training.render import RenderAtTarget  # noqa: E402
 from training.trainer import make_train_loader  # noqa: E402
-from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, atomic_path, repository_path,  # noqa: E402
-                   resolve_device)
+from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, atomic_path, describe_device,  # noqa: E402
+                   repository_path, resolve_device)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "train" / "edsr-baseline.yaml"
@@ -316,12 +321,6 @@ def config_name(path: str) -> str:
     return repository_path(path) or str(path)
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-
-
 def worker_counts(text: str) -> list[int]:
     """--workers: a comma-separated list of non-negative integers."""
     try:
@@ -444,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
     medians = {phase: statistics.median(d[phase] for d in per_step) for phase in PHASES}
     mean_step = statistics.fmean(totals)
     shares = {phase: statistics.fmean(d[phase] for d in per_step) / mean_step for phase in PHASES}
-    result = {"device": device_name(device), "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+    result = {"device": describe_device(device), "date": datetime.date.today().isoformat(), "torch": torch.__version__,
               "load_average": os.getloadavg(), "config": config_name(args.config), "model": cfg["model"],
               **recipe(cfg, batch), "data": "real" if args.path else "synthetic", "backend": backend, "bf16": bf16,
               "steps": steps, "warmup": warmup, "iterations_per_s": 1e3 / mean_step,

@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import entry_point  # noqa: E402  (the standard library only: its guard is up before the heavy imports)
+
+if __name__ == "__main__":
+    entry_point.starting("benchmark_viewer.py")
 
 import torch  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
@@ -30,7 +33,7 @@ from inference.arguments import AUTO, size_arg  # noqa: E402
 from inference.image_io import MAX_OUTPUT_PIXELS  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
 from scripts.benchmark import measure  # noqa: E402
-from utils import resolve_device  # noqa: E402
+from utils import describe_device, resolve_device  # noqa: E402
 
 POLL_S = 0.05
 METHODS = (viewer_app.SR, viewer_app.BICUBIC)
@@ -86,12 +89,10 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None) -> int:
     print(f"{'zoom':>6} {'method':>8} {'view':>10} {'median ms':>10} {'min ms':>8}")
     for r in results:
         print(f"{r['zoom']:>6g} {r['method']:>8} {width:>5}x{height:<4} {r['median_ms']:>10.0f} {r['min_ms']:>8.0f}")
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
     date = datetime.date.today().isoformat()
     out = args.out or ROOT / "benchmarks" / f"viewer-{device.type}-{date}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device_name, "date": date, "torch": torch.__version__,
+    out.write_text(json.dumps({"device": describe_device(device), "date": date, "torch": torch.__version__,
                                "backend": args.backend, "image": args.image.name,
                                "command": " ".join(["scripts/benchmark_viewer.py", *(argv or sys.argv[1:])]),
                                "results": results}, indent=2) + "\n")

@@ -17,6 +17,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import entry_point  # noqa: E402  (the standard library only: its guard is up before the heavy imports)
+
+if __name__ == "__main__":
+    entry_point.starting("build_cache.py")
+
 import cli  # noqa: E402
 import datasets  # noqa: E402
 from training.config import apply_overrides, complete, load_yaml  # noqa: E402

@@ -26,9 +26,14 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import entry_point  # noqa: E402  (the standard library only: its guard is up before the heavy imports)
+
+if __name__ == "__main__":
+    entry_point.starting("bundle_model.py")
+
+import torch  # noqa: E402
+
 import cli  # noqa: E402
 import models  # noqa: E402
 from evaluation.data import build_dataset  # noqa: E402

@@ -7,7 +7,8 @@ Run it on an NVIDIA H100 where one is available: the official code's figures (`T
 so only there do the two compare on the same GPU. It runs the GPU tests (`pytest -m "gpu or triton"`), the
 raster benchmark (the Triton kernels' figures beside those of the kernels they replaced, read from
 `BEFORE_RASTER`: the committed JSON of an earlier check, on the device it names; and torch's), the model
-benchmark with the encode in fp32 and in bf16, and the training step's benchmark with each backend.
+benchmark with the encode in fp32 and in bf16, the training step's benchmark with each backend, and a
+1200x900 photo encoded as demo.py does it (scripts/benchmark_encode.py: what a megapixel costs on this GPU).
 
 Each step runs in its own process with a time limit (`STEPS`), so a failing or hanging step costs only its own
 share; the whole check stays within `TOTAL_BUDGET_S`. Everything goes into one folder (default
@@ -44,6 +45,7 @@ MIN_STEP_S = 1  # a step with less time than this left in the budget is skipped
 INTERPRETED_STEP_S = 150
 RASTER_CASES = ["691560g-to-2040x1356", "262144g-to-2048sq", "196608g-to-1024x768", "train-b16-48sq-to-192sq"]
 MODEL_LR = "192x256"  # LR 256x192 (width x height), as H x W
+SMOKE_PHOTO = "48x36"  # the photo encode's size in the CPU smoke test (on CUDA: benchmark_encode.py's default)
 ENCODERS = "edsr-baseline,hat-srx4"
 
 # The lattice-window kernels' raster figures (before the footprint kernels), as the first check measured them.
@@ -104,6 +106,10 @@ def steps_for(smoke: bool, out: Path) -> list[Step]:
         return python(bench, "raster", *device, "--backends", ",".join(backends), "--backward", "--cases",
                       ",".join(cases), *repeats, "--out", str(out / name))
 
+    def photo() -> list[str]:
+        return python(str(ROOT / "scripts" / "benchmark_encode.py"), *device, "--scales", "4", "--matmul-seconds",
+                      "2", *(["--size", SMOKE_PHOTO] if smoke else []), "--out", str(out / "encode-photo.json"))
+
     def model(precision: str, name: str) -> list[str]:
         return python(bench, "model", *device, "--encoders", encoders, "--lr", lr, "--precision", precision,
                       *model_repeats, "--out", str(out / name))
@@ -117,13 +123,14 @@ def steps_for(smoke: bool, out: Path) -> list[Step]:
         Step("raster-benchmark-torch", raster(["torch"], torch_repeats, "raster-torch.json"), 40,
              "raster-torch.json"),
         Step("model-benchmark-fp32", model("fp32", "model.json"), 70, "model.json"),
-        Step("model-benchmark-bf16", model("bf16", "model-bf16.json"), 70, "model-bf16.json"),
+        Step("model-benchmark-bf16", model("bf16", "model-bf16.json"), 60, "model-bf16.json"),
     ]
     for backend in ("torch", "triton"):
         steps.append(Step(f"train-benchmark-{backend}",
                           python(train, *device, *train_args, "--backend", backend,
                                  "--out", str(out / f"train-{backend}.json")),
-                          40, f"train-{backend}.json", interpret=smoke and backend == "triton"))
+                          35, f"train-{backend}.json", interpret=smoke and backend == "triton"))
+    steps.append(Step("photo-encode", photo(), 45, "encode-photo.json"))  # a 1200x900 photo, as demo.py runs it
     return steps
 
 
@@ -200,7 +207,8 @@ def summarise(step: Step, stdout: str, out: Path) -> dict:
             return {"unreadable": step.output}
         if "results" in data:  # benchmark.py
             return {"figures": [{k: r.get(k) for k in ("case", "encoder", "step", "backend", "mode", "median_ms",
-                                                       "peak_mib") if k in r} for r in data["results"]]}
+                                                       "peak_mib", "scale", "tiles", "encode_s", "render_s",
+                                                       "peak_gpu_mib") if k in r} for r in data["results"]]}
         return {"figures": {k: data.get(k) for k in ("backend", "batch", "step_ms_median", "iterations_per_s",
                                                      "render_share")}}
     return {}

@@ -36,16 +36,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import entry_point  # noqa: E402  (the standard library only: its guard is up before the heavy imports)
+
+if __name__ == "__main__":
+    entry_point.starting("device_train.py")
+
+import torch  # noqa: E402
+
 import cli  # noqa: E402
 import models  # noqa: E402
 import rasterizer  # noqa: E402
 from datasets.image_folder import DatasetError  # noqa: E402
 from inference.image_io import is_image_file  # noqa: E402
 from training.config import apply_overrides, complete, load_yaml  # noqa: E402
-from utils import EXIT_FAILURE, EXIT_OK, UsageError, atomic_path  # noqa: E402
+from utils import EXIT_FAILURE, EXIT_OK, UsageError, atomic_path, describe_device  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_RECIPE = ROOT / "configs" / "train" / "bundled-edsr-baseline.yaml"
@@ -174,10 +179,6 @@ def export(run: Path, out: Path, record: dict) -> None:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def device_name(device: str) -> str:
-    return torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = cli.OneLineParser(prog="device_train.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="data/device", help="the pack: train/ and val/ (pack_device_data.py)")
@@ -208,7 +209,7 @@ def run_device(args: argparse.Namespace) -> int:
             overrides.append(f"rasterizer_backend={rasterizer.check_backend(args.backend, torch.device(device))}")
         resume = run / "last.pth"
         record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  "device": device_name(device), "torch": torch.__version__, "minutes": args.minutes,
+                  "device": describe_device(torch.device(device)), "torch": torch.__version__, "minutes": args.minutes,
                   "recipe": str(config.relative_to(ROOT)), "overrides": overrides, "resumed": resume.is_file()}
         if resume.is_file():
             command = ["--resume", str(resume)]

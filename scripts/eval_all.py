@@ -15,14 +15,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import entry_point  # noqa: E402  (the standard library only: its guard is up before the heavy imports)
+
+if __name__ == "__main__":
+    entry_point.starting("eval_all.py")
+
+import torch  # noqa: E402
+
 import cli  # noqa: E402
 from evaluation.data import build_dataset, check_scales, resolve_data_paths  # noqa: E402
 from evaluation.loading import load_model  # noqa: E402
@@ -30,7 +33,8 @@ from evaluation.loop import evaluate  # noqa: E402
 from evaluation.schema import check_workers, load_config, validate_config  # noqa: E402
 from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
-from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, atomic_path, resolve_device  # noqa: E402
+from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, atomic_path, describe_device,  # noqa: E402
+                   resolve_device)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "test"
 DEFAULT_WORKERS = 2
@@ -68,12 +72,6 @@ def render_markdown(records: list[dict], model: str, device: str, date: str, sel
     lines += ["", f"## Time per image (s): {work}", ""]
     lines += markdown_table(rows, scales, timing)
     return "\n".join(lines) + "\n"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 def run(config_paths: list[Path], model_path: str, root: str | None, device: torch.device, backend: str,
@@ -121,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse(parser, argv)
     if isinstance(args, int):
         return args
-    return cli.run("eval_all", lambda: evaluate_all(args), non_finite="; no score is given for a non-finite output",
+    return cli.run("eval_all.py", lambda: evaluate_all(args), non_finite="; no score is given for a non-finite output",
                    interrupted="interrupted; no tables were written")
 
 
@@ -146,8 +144,8 @@ def write_tables(records: list[dict], model: str, device: torch.device, out: Pat
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     markdown, table = out.with_name(out.name + ".md"), out.with_name(out.name + ".json")
     with atomic_path(markdown) as tmp:
-        tmp.write_text(render_markdown(records, model, device_name(device), date, self_ensemble))
-    payload = {"model": model, "self_ensemble": self_ensemble, "device": device_name(device), "date": date,
+        tmp.write_text(render_markdown(records, model, describe_device(device), date, self_ensemble))
+    payload = {"model": model, "self_ensemble": self_ensemble, "device": describe_device(device), "date": date,
                "results": records}
     with atomic_path(table) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")

@@ -13,11 +13,16 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm import tqdm
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import entry_point  # noqa: E402  (the standard library only: its guard is up before the heavy imports)
+
+if __name__ == "__main__":
+    entry_point.starting("make_lr.py")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
 import cli  # noqa: E402
 from evaluation.imresize import imresize  # noqa: E402
 from inference.image_io import MAX_8BIT, ImageError, is_image_file, read_image, to_uint8, write_image  # noqa: E402
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="output root; LR images go to OUT/X{s}/")
     parser.add_argument("--scales", default="2,3,4", help="comma-separated integer scales (default 2,3,4)")
     args = cli.parse(parser, argv)
-    return args if isinstance(args, int) else cli.run("make_lr", lambda: run(args))
+    return args if isinstance(args, int) else cli.run("make_lr.py", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:

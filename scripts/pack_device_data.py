@@ -20,11 +20,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import entry_point  # noqa: E402  (the standard library only: its guard is up before the heavy imports)
+
+if __name__ == "__main__":
+    entry_point.starting("pack_device_data.py")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
 import cli  # noqa: E402
 from evaluation import metrics  # noqa: E402
 from inference.image_io import MAX_8BIT, is_image_file, read_image, to_uint8  # noqa: E402

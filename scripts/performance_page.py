@@ -18,6 +18,11 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import entry_point  # noqa: E402  (the standard library only: its guard is up before the heavy imports)
+
+if __name__ == "__main__":
+    entry_point.starting("performance_page.py")
+
 import cli  # noqa: E402
 from utils import EXIT_OK, REPOSITORY, atomic_path  # noqa: E402
 
@@ -31,6 +36,9 @@ DEVICE_CHECK = Path("benchmarks") / "device-check-h200-2026-12-04"
 DEVICE_CHECK_RASTERIZER = ("its rasterizer rows timed the lattice-window Triton kernels, since replaced by the "
                            "footprint kernels, which await a GPU check")
 LIIF_REFERENCE = Path("benchmarks") / "reference-official-liif-h100.json"
+CPU_PHOTO = Path("benchmarks") / "encode-photo-1200x900-cpu-2026-12-07.json"
+BUNDLED_ENCODER = "edsr-baseline"  # the bundled model's encoder, whose encode the megapixel rows time
+PIXELS_PER_MEGAPIXEL = 1e6
 CPU_RENDER_SMALL = Path("benchmarks") / "cpu-render-64x48-cpu-2026-12-01.json"
 CPU_RENDER_LARGE = Path("benchmarks") / "cpu-render-256x192-numba-cpu-2026-12-01.json"
 CPU_RENDER_BOTH = Path("benchmarks") / "cpu-render-both-sizes-cpu-2026-12-01.json"
@@ -81,8 +89,28 @@ def quality_table(root: Path) -> list[str]:
     return table(["test split"] + [f"x{s}" for s in scales], rows) + ["", caption]
 
 
+def megapixel_rows(root: Path) -> tuple[list[list[str]], str]:
+    """What encoding a megapixel costs with the bundled model: on a CPU (the photo benchmark) and on the device
+    check's GPU (its LR 256x192 encode, per megapixel); the rows and their caption."""
+    photo = load(root, CPU_PHOTO)
+    run = max(photo["results"], key=lambda r: r["scale"])
+    megapixels = photo["lr_size"][0] * photo["lr_size"][1] / PIXELS_PER_MEGAPIXEL
+    model = load(root, DEVICE_CHECK / "model.json")
+    gpu = next(r for r in model["results"] if r["encoder"] == BUNDLED_ENCODER and r["step"] == "encode")
+    gpu_per_megapixel = gpu["median_ms"] / (gpu["lr"][0] * gpu["lr"][1] / PIXELS_PER_MEGAPIXEL)
+    rows = [[f"encode a megapixel, bundled model ({BUNDLED_ENCODER}), CPU ({run['threads']} threads)",
+             duration(MS_PER_S * run["encode_s"] / megapixels), "", ""],
+            [f"encode a megapixel, bundled model ({BUNDLED_ENCODER}), GPU",
+             duration(gpu_per_megapixel), "", ""]]
+    caption = (f"Megapixel rows: a {photo['lr_size'][1]}x{photo['lr_size'][0]} photo encoded as demo.py does "
+               f"({run['tiles']} tiles, peak resident memory {run['peak_rss_bytes'] / 1e9:.1f} GB; "
+               f"{photo['device']}), {photo['date']} (`{CPU_PHOTO.as_posix()}`); on the GPU, the LR "
+               f"{gpu['lr'][1]}x{gpu['lr'][0]} encode's time per megapixel.")
+    return rows, caption
+
+
 def speed_table(root: Path) -> list[str]:
-    """This code on a GPU against the official code and LIIF (the README's table)."""
+    """This code on a GPU against the official code and LIIF, and what a megapixel costs (the README's table)."""
     check = load(root, DEVICE_CHECK / "device_check.json")
     model = load(root, DEVICE_CHECK / "model.json")
     liif = {row["what"]: row["median_ms"] for row in load(root, LIIF_REFERENCE)["results"]}
@@ -91,10 +119,28 @@ def speed_table(root: Path) -> list[str]:
         what = re.sub(r" \(official [^)]*\)", "", target["what"])
         rows.append([what, duration(target["measured_ms"]), duration(target["official_h100_ms"]),
                      duration(liif[what]) if what in liif else ""])
+    megapixel, megapixel_caption = megapixel_rows(root)
     caption = (f"*This code: one {model['device']}, torch {model['torch']}, fp32, {check['date']} "
                f"(`{DEVICE_CHECK.as_posix()}/`; {DEVICE_CHECK_RASTERIZER}). Official code (its gsplat fork) and LIIF: one "
-               f"{load(root, LIIF_REFERENCE)['device']} (`{LIIF_REFERENCE.as_posix()}`). Medians after warm-up.*")
-    return table(["case", "this code", "official", "LIIF"], rows) + ["", caption]
+               f"{load(root, LIIF_REFERENCE)['device']} (`{LIIF_REFERENCE.as_posix()}`). Medians after warm-up. "
+               f"{megapixel_caption}*")
+    return table(["case", "this code", "official", "LIIF"], rows + megapixel) + ["", caption]
+
+
+def photo_table(root: Path) -> list[str]:
+    """`scripts/benchmark_encode.py`: a photo per scale, its tiles, memory, times and arithmetic rate."""
+    record = load(root, CPU_PHOTO)
+    rows = [[f"x{r['scale']:g} → {r['output'][1]}x{r['output'][0]}", f"{r['tiles']} (+{r['overlap']} px)",
+             f"{r['peak_rss_bytes'] / 1e9:.2f} GB", duration(MS_PER_S * r["encode_s"]),
+             duration(MS_PER_S * r["render_s"]), f"{r['model_flops'] / 1e12:.1f} / {r['executed_flops'] / 1e12:.1f}",
+             f"{r['encode_flops_per_s'] / 1e9:.0f}", f"{r['matmul_flops_per_s'] / 1e9:.0f} "
+             f"({r['rate_share_of_matmul']:.0%})", f"{r['matmul_best_flops_per_s'] / 1e9:.0f} "
+             f"({r['rate_share_of_best_matmul']:.0%})"] for r in record["results"]]
+    load_average = f"{record['load_average_before'][0]:.2f} before, {record['load_average_after'][0]:.2f} after"
+    return (table(["scale", "tiles (+context)", "peak RSS", "encode", "render", "TFLOP model / executed",
+                   "encode GFLOP/s", "matmul GFLOP/s sustained (share)", "matmul GFLOP/s best (share)"], rows)
+            + ["", source(CPU_PHOTO, record)[:-2] + f"; {record['photo']}, LR "
+               f"{record['lr_size'][1]}x{record['lr_size'][0]}; load average {load_average}.*"])
 
 
 def backend_table(root: Path, path: Path) -> list[str]:
@@ -192,6 +238,11 @@ SECTIONS: tuple[tuple[str, str, Callable[[Path], list[str]]], ...] = (
      lambda r: backend_table(r, CPU_RENDER_SMALL)),
     ("CPU rendering at both sizes, in one run", "", lambda r: backend_table(r, CPU_RENDER_BOTH)),
     ("CPU rendering with numba, LR 256x192", "", lambda r: backend_table(r, CPU_RENDER_LARGE)),
+    ("CPU: a 1200x900 photo through demo.py's tiled encode (the bundled model)",
+     "The encode's rate is the model's arithmetic (the untiled encode's FLOPs) over its time, set against the "
+     "machine's fp32 matrix-multiply rate measured in the same run: sustained (the median of 2048² products over "
+     "10 s before and after, as the encode runs for minutes) and best (a burst). Measured with "
+     "`scripts/benchmark_encode.py`; peak RSS is the process's, as `/usr/bin/time -v` reports it.", photo_table),
     ("CPU rasterizer, torch backend", "", raster_cpu_table),
     ("CPU model, torch backend", "", lambda r: model_table(r, CPU_MODEL)),
     ("CPU training step", "`bf16` runs the encoder and head under bf16 autocast; what it gains depends on the CPU "

@@ -13,13 +13,18 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-from PIL import Image, ImageDraw
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import entry_point  # noqa: E402  (the standard library only: its guard is up before the heavy imports)
+
+if __name__ == "__main__":
+    entry_point.starting("readme_figure.py")
+
+import torch  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
 import cli  # noqa: E402
 import models  # noqa: E402
-from inference.image_io import ImageError, read_image, to_uint8  # noqa: E402
+from inference.image_io import read_image, to_uint8  # noqa: E402
 from inference.resize import resize_bicubic  # noqa: E402
 from utils import EXIT_OK, REPOSITORY, UsageError, atomic_path  # noqa: E402
 

@@ -14,6 +14,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import entry_point  # noqa: E402  (the standard library only: its guard is up before the heavy imports)
+
+if __name__ == "__main__":
+    entry_point.starting("val_curve.py")
+
 import cli  # noqa: E402
 from training.events import read_scalars  # noqa: E402
 from utils import UsageError, atomic_path  # noqa: E402

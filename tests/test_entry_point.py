@@ -11,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = ["demo.py", "test.py", "train.py", "viewer.py"]
+# The scripts that run their work through cli.run (every one that imports torch): the same start-up guard.
+SCRIPTS = sorted(f"scripts/{p.name}" for p in (ROOT / "scripts").glob("*.py") if "cli.run(" in p.read_text())
 EXIT_INTERRUPTED = 130
 
 # Sends SIGINT to this process when `torch` is first imported, then lets the import go on.
@@ -37,10 +39,11 @@ def run_as_program(entry_point: str, prelude: str, *argv: str) -> subprocess.Com
     return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS + SCRIPTS)
 def test_ctrl_c_while_importing_is_one_line_and_status_130(entry_point):
     done = run_as_program(entry_point, INTERRUPT_ON_IMPORT, "--help")
-    assert done.returncode == EXIT_INTERRUPTED and done.stderr.splitlines() == [f"{entry_point}: interrupted"], \
+    program = Path(entry_point).name
+    assert done.returncode == EXIT_INTERRUPTED and done.stderr.splitlines() == [f"{program}: interrupted"], \
         done.stderr
 
 

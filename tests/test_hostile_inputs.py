@@ -77,11 +77,22 @@ CLI_CASES = [
      "seed must be at most 4294967295"),
     # model sizes: refused before anything is allocated, from a config or a checkpoint
     ("train", "--config {train_config} --path {images} --out {out}/run --set model.args.encoder_spec.args.n_feats=0",
-     EXIT_USAGE, "a size argument is 0"),
+     EXIT_USAGE, "gives 0-channel features"),
+    ("train", "--config {train_config} --path {images} --out {out}/run --set "
+              "'model.args.encoder_spec={{name: rdn, args: {{G0: 0, scale: 4}}}}'", EXIT_USAGE, "a size argument is 0"),
+    ("train", "--config {train_config} --path {images} --out {out}/run --set "
+              "'model.args.encoder_spec={{name: swinir, args: {{embed_dim: 0}}}}'", EXIT_USAGE,
+     "cannot be built with these arguments: ZeroDivisionError"),
     ("train", "--config {train_config} --path {images} --out {out}/run --set model.args.encoder_spec.args.n_feats=-3",
      EXIT_USAGE, "cannot be built with these arguments"),
     ("train", "--config {train_config} --path {images} --out {out}/run "
               "--set model.args.encoder_spec.args.n_feats=100000000", EXIT_USAGE, "more than this machine's"),
+    ("train", "--config {train_config} --path {images} --out {out}/run --set "
+              "'model.args.encoder_spec={{name: swinir, args: {{embed_dim: 1000000}}}}'", EXIT_USAGE,
+     "weights of more than this machine's"),
+    ("train", "--config {train_config} --path {images} --out {out}/run --set "
+              "'model.args.encoder_spec={{name: hat, args: {{embed_dim: 3000, depths: [1000000000], num_heads: [6]}}}}'",
+     EXIT_USAGE, "weights of more than this machine's"),
     ("demo", "--input {good} --output {out}/sr.png --scale 2 --model {huge_ckpt}", EXIT_USAGE,
      "more than this machine's"),
     ("test", "--config {no_root_config} --model {ckpt} --root {data} --workers 0 --device cpu", EXIT_USAGE,
@@ -104,6 +115,7 @@ RESUME_CASES = [
     ("train", "--resume {resume_step_huge}", EXIT_USAGE, "'step' must be a whole number from 0 to 2**63 - 1"),
     ("train", "--resume {resume_moment_shape}", EXIT_USAGE, "'optimizer.state[0].exp_avg' has shape [3]"),
     ("train", "--resume {resume_batch_beyond}", EXIT_USAGE, "it stopped after batch 1000000000 of an epoch"),
+    ("train", "--resume {resume_epoch_beyond}", EXIT_USAGE, "stopped after epoch 2, beyond epoch_max 1: set"),
 ]
 VIEW = "/api/images/{id}/view?method={method}&out_width=8&out_height=8&"
 VIEWER_CASES = [
@@ -203,7 +215,8 @@ def trained(tmp_path_factory, inputs) -> dict[str, str]:
     moments = {**good["optimizer"], "state": {0: {**good["optimizer"]["state"][0], "exp_avg": torch.zeros(3)}}}
     breaks = {"resume_epoch_text": ("epoch", "one"), "resume_rng_junk": ("rng", [1, 2, 3]),
               "resume_optimizer_null": ("optimizer", None), "resume_step_huge": ("step", 10**30),
-              "resume_moment_shape": ("optimizer", moments), "resume_batch_beyond": ("batch_in_epoch", 10**9)}
+              "resume_moment_shape": ("optimizer", moments), "resume_batch_beyond": ("batch_in_epoch", 10**9),
+              "resume_epoch_beyond": ("epoch", 2)}
     made = {}
     for name, (key, value) in breaks.items():
         made[name] = out.parent / f"{name}.pth"

@@ -219,6 +219,22 @@ def test_auto_tile_never_exceeds_the_cap(tiny_sr_model, free):
     assert tiling.auto_tile(tiny_sr_model, (fits + 1, fits + 1), free, overlap) is not None
 
 
+def test_on_cuda_only_the_free_memory_bounds_a_tile(tiny_sr_model):
+    """The cap keeps a CPU's resident memory small; a GPU's free memory is measured exactly and is the only bound."""
+    assert tiling.tile_memory_cap(torch.device("cpu")) == tiling.TILE_MEMORY_CAP
+    assert tiling.tile_memory_cap(torch.device("cuda", 0)) is None
+    overlap, size, free = 7, (2000, 3000), 1 << 40
+    cap = tiling.tile_memory_cap(torch.device("cuda", 0))
+    assert tiling.auto_tile(tiny_sr_model, size, free, overlap) is not None  # the CPU's cap tiles it
+    assert tiling.auto_tile(tiny_sr_model, size, free, overlap, cap) is None  # a large GPU encodes it whole
+    small = 4 * tiling.TILE_MEMORY_CAP  # half of it, less the field, is the budget
+    tile = tiling.auto_tile(tiny_sr_model, size, small, overlap, cap)
+    budget = small * tiling.MEMORY_FRACTION - size[0] * size[1] * tiling.FIELD_BYTES_PER_LR_PIXEL
+    assert budget > tiling.TILE_MEMORY_CAP
+    assert encoded_bytes(tiny_sr_model, tile + 2 * overlap) <= budget < encoded_bytes(tiny_sr_model,
+                                                                                      tile + 2 * overlap + 2)
+
+
 def test_tiling_asks_the_encoder_and_undeclared_encoders_get_safe_defaults():
     """Each encoder class declares its traits; an encoder that declares none is tiled as attention (no finite
     margin, the generous overlap), cut anywhere, with the largest measured memory estimate."""

@@ -1,11 +1,12 @@
 """Window attention through torch's fused scaled_dot_product_attention equals the original SwinIR/HAT attention,
-written out here as their code computes it (scaled q·kᵀ, bias, window mask, softmax, ·v), in fp32 on the CPU."""
+written out here as their code computes it (scaled q·kᵀ, bias, window mask, softmax, ·v), in fp32 on the CPU; the
+stochastic-depth rates are torch.linspace's."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from models.window_blocks import WindowAttention, relative_position_index, shifted_window_mask
+from models.window_blocks import StochasticDepthRates, WindowAttention, relative_position_index, shifted_window_mask
 
 WINDOW, HEADS, DIM = 4, 3, 24
 
@@ -50,3 +51,20 @@ def test_a_shared_bias_index_gives_the_same_attention():
     x = torch.randn(3, WINDOW * WINDOW, DIM)
     with torch.no_grad():
         assert torch.equal(module(x), module(x, rpi=relative_position_index(WINDOW)))
+
+
+@pytest.mark.parametrize("rate, blocks", [(0.1, 24), (0.2, 1), (0.0, 6)])
+def test_stochastic_depth_rates_are_linspaces_and_slices_are_views(rate, blocks):
+    rates = StochasticDepthRates(rate, blocks)
+    expected = torch.linspace(0, rate, blocks).tolist()
+    assert len(rates) == blocks and list(rates) == pytest.approx(expected, abs=1e-7)
+    middle = rates[blocks // 3:blocks - 1]
+    assert list(middle) == pytest.approx(expected[blocks // 3:blocks - 1], abs=1e-7)
+    assert rates[-1] == pytest.approx(expected[-1]) and len(rates[blocks:]) == 0
+    with pytest.raises(IndexError):
+        rates[blocks]
+
+
+def test_stochastic_depth_rates_of_a_huge_depth_cost_nothing_until_indexed():
+    rates = StochasticDepthRates(0.1, 10 ** 12)
+    assert rates[10 ** 12 - 1] == pytest.approx(0.1) and len(rates[5:10 ** 11]) == 10 ** 11 - 5

@@ -76,14 +76,14 @@ def test_a_missing_folder_stops_before_any_work(benchmark_root, tiny_checkpoint,
     captured = capsys.readouterr()
     assert code == 2 and "test-set5-4: PSNR" not in captured.out
     assert captured.err.strip().splitlines() == [
-        f"eval_all: error: {CONFIGS / 'test-b100-4.yaml'}: image folder not found: "
+        f"eval_all.py: error: {CONFIGS / 'test-b100-4.yaml'}: image folder not found: "
         f"{benchmark_root / 'benchmark' / 'B100' / 'HR'}"]
     assert not out.with_suffix(".md").exists() and not out.with_suffix(".json").exists()
 
 
 @pytest.mark.parametrize("case, message", [
-    ("negative workers", "eval_all: error: --workers must be 0 or more, got -1"),
-    ("image too small", "eval_all: error: {config}: tiny: at x4 the 16x16 image less the 4-pixel shave is smaller "
+    ("negative workers", "eval_all.py: error: --workers must be 0 or more, got -1"),
+    ("image too small", "eval_all.py: error: {config}: tiny: at x4 the 16x16 image less the 4-pixel shave is smaller "
                         "than SSIM's 11x11 window; it cannot be scored"),
 ])
 def test_bad_input_stops_before_any_work_with_one_line(case, message, benchmark_root, tiny_checkpoint, tmp_path,
