@@ -9,7 +9,6 @@ import torch
 
 import models
 from evaluation.imresize import imresize
-from inference import pipeline
 from inference.image_io import MAX_8BIT, to_uint8
 from inference.self_ensemble import SelfEnsemble
 from utils import UsageError
@@ -40,7 +39,8 @@ def load_model(path: str | Path, device: torch.device, self_ensemble: bool = Fal
         model = BicubicBaseline()
     else:
         try:
-            model = pipeline.load_model(Path(path), device, precision)
+            model = models.sr_model_from_checkpoint(path, device)
         except models.CheckpointError as exc:
             raise UsageError(str(exc)) from None
+        model.precision = precision
     return SelfEnsemble(model) if self_ensemble else model
