@@ -38,10 +38,14 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _integer_plane(image: Image.Image) -> np.ndarray:
-    """A single-channel high-bit-depth image scaled to [0, 1] by its type's range."""
+def _integer_plane(image: Image.Image, label: str) -> np.ndarray:
+    """A single-channel high-bit-depth image scaled to [0, 1] by its type's range; a float image holding NaN or
+    infinity (`label` names it) is an ImageError: such a pixel has no colour to upscale."""
     array = np.asarray(image)
     if image.mode == "F":
+        if not np.isfinite(array).all():
+            raise ImageError(f"{label} holds {int((~np.isfinite(array)).sum()):,} non-finite pixels (NaN or "
+                             "infinity)")
         return np.clip(array.astype(np.float32), 0.0, 1.0)
     scale = MAX_16BIT if image.mode.startswith("I;16") or array.max(initial=0) <= MAX_16BIT else 2.0 ** 32 - 1
     return np.clip(array.astype(np.float64) / scale, 0.0, 1.0).astype(np.float32)
@@ -131,7 +135,7 @@ def _decode(source: str | os.PathLike | BinaryIO, label: str, max_pixels: int
             if image.mode == "P" and "transparency" in image.info:
                 image = image.convert("RGBA")
             if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-                plane = _integer_plane(image)
+                plane = _integer_plane(image, label)
                 return _upright(torch.from_numpy(np.repeat(plane[None], 3, 0).copy()), turn), None
             has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La")
             array = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / MAX_8BIT

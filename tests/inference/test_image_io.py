@@ -210,3 +210,13 @@ def test_an_alpha_channel_turns_with_its_image(tmp_path):
     upright = np.rot90(rgba, k=-1)
     assert torch.equal(alpha[0], torch.from_numpy(upright[..., 3].astype(np.float32) / 255))
     assert torch.equal(rgb, torch.from_numpy(upright[..., :3].transpose(2, 0, 1).astype(np.float32) / 255))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_float_image_with_non_finite_pixels_is_refused_as_input(tmp_path, bad):
+    """NaN or infinity in a float TIFF is the file's fault (a usage error), never a non-finite render later."""
+    array = np.full((4, 5), 0.5, np.float32)
+    array[1, 2] = bad
+    Image.fromarray(array, "F").save(tmp_path / "f.tif")
+    with pytest.raises(ImageError, match="holds 1 non-finite pixels"):
+        read_image(tmp_path / "f.tif")
