@@ -155,6 +155,8 @@ def run_file(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_folder(args: argparse.Namespace, settings: Settings) -> int:
+    """Upscale every image of a folder. A file that is not an image, or cannot be read, is skipped with a warning;
+    the warnings wait for the first image written, so that a run that writes nothing reports one error line."""
     source, target = Path(args.input), Path(args.output)
     if target.exists() and not target.is_dir():
         raise UsageError(f"--output {target} is a file; with a folder --input it must be a folder")
@@ -164,27 +166,39 @@ def run_folder(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--output {target} names an image; with a folder --input it must be a folder")
     files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
     images = [p for p in files if is_image_file(p)]
-    for path in files:
-        if not is_image_file(path):
-            log.warning("skipping %s: not an image (%s)", path, ", ".join(IMAGE_SUFFIXES))
-    if not images:
-        raise UsageError(f"no images in {source} ({', '.join(IMAGE_SUFFIXES)})")
-    check_writable(target / images[0].name)
+    skipped = [f"{p}: not an image ({', '.join(IMAGE_SUFFIXES)})" for p in files if not is_image_file(p)]
+    sizes = {}
+    for path in images:
+        try:
+            sizes[path] = target_size(image_size(path), args.scale, args.size, settings.max_pixels)  # headers only
+        except (ImageError, UsageError) as exc:
+            skipped.append(f"{path}: {exc}")
+    if not sizes:
+        raise UsageError(f"no image in {source} can be read ({_skips(skipped)})" if skipped else
+                         f"no images in {source} ({', '.join(IMAGE_SUFFIXES)})")
+    check_writable(target / next(iter(sizes)).name)
     model = load_model(model_path(args.model), settings.device, args.precision)
     written = 0
-    for path in tqdm(images, desc="images", unit="image", disable=not settings.progress):
+    for path, size in tqdm(sizes.items(), desc="images", unit="image", disable=not settings.progress):
         try:
-            size = target_size(image_size(path), args.scale, args.size, settings.max_pixels)  # before decoding
             rgb, alpha = read_image_with_alpha(path)
-        except (ImageError, UsageError) as exc:
-            log.warning("skipping %s: %s", path, exc)
+        except ImageError as exc:
+            skipped.append(f"{path}: {exc}")
             continue
         process_image(model, path, target / path.name, rgb, alpha, size, args.compare, settings)
         written += 1
-    log.info("wrote %d of %d images to %s", written, len(images), target)
+        for reason in skipped:
+            log.warning("skipping %s", reason)
+        skipped.clear()
     if written == 0:
-        raise UsageError(f"no image in {source} could be read")
+        raise UsageError(f"no image in {source} can be read ({_skips(skipped)})")
+    log.info("wrote %d of %d images to %s", written, len(images), target)
     return EXIT_OK
+
+
+def _skips(reasons: list[str]) -> str:
+    """The first of `reasons` a folder's files were skipped for, and how many more there are."""
+    return reasons[0] + (f"; and {len(reasons) - 1} more" if len(reasons) > 1 else "")
 
 
 def run_zoom(args: argparse.Namespace, settings: Settings) -> int:

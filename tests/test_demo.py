@@ -13,7 +13,7 @@ from PIL import Image
 
 import demo
 import gaussian
-from conftest import smooth_image
+from conftest import reported_lines, smooth_image
 from inference import pipeline, tiling
 from inference.image_io import read_image, to_uint8, write_image
 from inference.self_ensemble import SelfEnsemble
@@ -186,19 +186,28 @@ def test_folder_skips_what_is_not_an_image(capsys, tmp_path, tiny_checkpoint):
     assert "wrote 2 of 3 images" in err
 
 
-@pytest.mark.parametrize("case", ["no images", "output is input", "output is a file"])
+@pytest.mark.parametrize("case", ["no images", "no readable image", "output is input", "output is a file"])
 def test_folder_errors(capsys, tmp_path, tiny_checkpoint, case):
+    """A folder run that writes nothing reports one line, however many files it skipped on the way."""
     source = tmp_path / "in"
     source.mkdir()
     (source / "notes.txt").write_text("x")
-    if case != "no images":
+    if case == "no readable image":
+        (source / "broken.png").write_bytes(b"\x89PNG but not really")
+        (source / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    elif case != "no images":
         write_image(source / "a.png", smooth_image(LR_H, LR_W))
-    target = {"no images": tmp_path / "out", "output is input": source, "output is a file": source / "notes.txt"}
+    target = {"no images": tmp_path / "out", "no readable image": tmp_path / "out", "output is input": source,
+              "output is a file": source / "notes.txt"}
     code, err = run(capsys, "-q", "--input", source, "--output", target[case], "--scale", "2",
                     "--model", tiny_checkpoint)
-    assert code == 2 and err.count("demo.py: error:") == 1
-    inputs = ["a.png", "notes.txt"] if case != "no images" else ["notes.txt"]
-    assert sorted(p.name for p in source.iterdir()) == inputs
+    lines = reported_lines(err)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("demo.py: error:"), lines
+    if case == "no readable image":
+        assert "no image in" in lines[0] and "and 2 more" in lines[0]
+    inputs = {"no images": ["notes.txt"], "no readable image": ["broken.png", "notes.txt", "truncated.png"]}
+    assert sorted(p.name for p in source.iterdir()) == inputs.get(case, ["a.png", "notes.txt"])
+    assert not (tmp_path / "out").exists()
 
 
 def label_box(label: str, size: tuple[int, int]) -> tuple[slice, slice]:
