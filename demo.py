@@ -45,9 +45,11 @@ from inference.arguments import (  # noqa: E402
     AUTO, add_precision_option, focus_arg, non_negative_int, positive_float, positive_int, scale_arg, size_arg,
     tile_arg, zoom_arg)
 from inference.image_io import (  # noqa: E402
-    IMAGE_SUFFIXES, MAX_OUTPUT_PIXELS, ImageError, image_size, is_image_file, read_image_with_alpha, write_image)
+    IMAGE_SUFFIXES, MAX_OUTPUT_PIXELS, ImageError, check_output_size, image_size, is_image_file, read_image_with_alpha,
+    write_image)
 from inference.pipeline import (  # noqa: E402
-    Settings, comparison, encode, is_gray, load_model, luma, model_path, side_by_side, target_size, upscale)
+    Settings, comparison, comparison_size, encode, is_gray, load_model, luma, model_path, side_by_side, target_size,
+    upscale)
 from inference.resize import resize_bicubic  # noqa: E402
 from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
@@ -122,6 +124,14 @@ def check_writable(path: Path) -> None:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+def checked_size(source: Path, target: Path, args: argparse.Namespace, settings: Settings) -> tuple[int, int]:
+    """The SR size for `source` (from its header), refused when above --max-pixels or when `target`'s format
+    cannot store what is written (with --compare, both halves)."""
+    size = target_size(image_size(source), args.scale, args.size, settings.max_pixels)
+    check_output_size(target.suffix, comparison_size(size) if args.compare else size)
+    return size
+
+
 def process_image(model: nn.Module, source: Path, target: Path, rgb: torch.Tensor, alpha: torch.Tensor | None,
                   size: tuple[int, int], compare: bool, settings: Settings) -> None:
     """Upscale one decoded image to `size` and write it (or the bicubic | SR comparison) to `target`; a gray
@@ -146,7 +156,7 @@ def run_file(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--output {target}: unsupported image format (use one of {', '.join(IMAGE_SUFFIXES)})")
     if target.resolve() == source.resolve():
         raise UsageError(f"--output is the input file {source}; write the result elsewhere")
-    size = target_size(image_size(source), args.scale, args.size, settings.max_pixels)  # from the header
+    size = checked_size(source, target, args, settings)  # from the header
     rgb, alpha = read_image_with_alpha(source)  # a damaged file fails here, before the model loads
     check_writable(target)
     model = load_model(model_path(args.model), settings.device, args.precision)
@@ -170,7 +180,7 @@ def run_folder(args: argparse.Namespace, settings: Settings) -> int:
     sizes = {}
     for path in images:
         try:
-            sizes[path] = target_size(image_size(path), args.scale, args.size, settings.max_pixels)  # headers only
+            sizes[path] = checked_size(path, target / path.name, args, settings)  # from the headers
         except (ImageError, UsageError) as exc:
             skipped.append(f"{path}: {exc}")
     if not sizes:

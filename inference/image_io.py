@@ -28,6 +28,9 @@ Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS
 # Outputs above this many pixels are refused before anything is allocated (2^28: e.g. 16384 x 16384); the
 # default of demo.py's --max-pixels and of the viewer's.
 MAX_OUTPUT_PIXELS = 1 << 28
+# The longest side each format stores, where it is below what an output may have: JPEG's (libjpeg's limit) and
+# WebP's; PNG, BMP and TIFF store sides up to 2^31 - 1.
+MAX_SIDE = {".jpg": 65500, ".jpeg": 65500, ".webp": 16383}
 
 
 class ImageError(Exception):
@@ -175,10 +178,20 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return array.transpose(1, 2, 0)
 
 
+def check_output_size(suffix: str, size: tuple[int, int]) -> None:
+    """ImageError if a (height, width) image cannot be stored in the format of `suffix`: checked before any work,
+    not found by the encoder after it."""
+    longest = MAX_SIDE.get(suffix.lower())
+    if longest is not None and max(size) > longest:
+        raise ImageError(f"a {size[1]}x{size[0]} image cannot be written as {suffix}: its sides are at most "
+                         f"{longest:,} pixels (use .png or .tif)")
+
+
 def _pil_image(rgb: torch.Tensor, alpha: torch.Tensor | None, suffix: str) -> Image.Image:
     """The 8-bit PIL image `write_image` saves for a file with `suffix` (alpha dropped where the format has none)."""
     if suffix.lower() not in IMAGE_SUFFIXES:
         raise ImageError(f"unsupported output format {suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})")
+    check_output_size(suffix, tuple(rgb.shape[-2:]))
     colour = "L" if rgb.shape[0] == 1 else "RGB"  # one channel: a grayscale image
     channels = torch.cat((rgb, alpha)) if alpha is not None else rgb
     array = to_uint8(channels)

@@ -167,6 +167,11 @@ def side_by_side(left: torch.Tensor, right: torch.Tensor, fill: float) -> torch.
     return torch.cat((left, line, right), -1)
 
 
+def comparison_size(size: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of `comparison`'s image for an output of `size`: two halves and the separator."""
+    return size[0], 2 * size[1] + COMPARE_SEPARATOR_PX
+
+
 def comparison(lr: torch.Tensor, sr: torch.Tensor) -> torch.Tensor:
     """Bicubic of `lr` (left) | `sr` (right) at sr's size, each half labelled (COMPARE_LABELS)."""
     bicubic = resize_bicubic(lr, tuple(sr.shape[-2:]))

@@ -220,3 +220,12 @@ def test_a_float_image_with_non_finite_pixels_is_refused_as_input(tmp_path, bad)
     Image.fromarray(array, "F").save(tmp_path / "f.tif")
     with pytest.raises(ImageError, match="holds 1 non-finite pixels"):
         read_image(tmp_path / "f.tif")
+
+
+@pytest.mark.parametrize("suffix, side", [(".jpg", 65501), (".webp", 16384)])
+def test_a_side_beyond_the_format_is_one_image_error_and_no_file(tmp_path, suffix, side):
+    """JPEG and WebP store shorter sides than an output may have: an ImageError, never the encoder's ValueError or
+    a half-written file."""
+    with pytest.raises(ImageError, match=f"cannot be written as {suffix}"):
+        write_image(tmp_path / f"wide{suffix}", torch.zeros(3, 1, side))
+    assert list(tmp_path.iterdir()) == []
