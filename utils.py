@@ -165,14 +165,21 @@ def parse_yaml(text: str) -> Any:
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
-    """The YAML file at `path` read with `parse_yaml`; a missing file or invalid YAML is a one-line UsageError."""
+    """The YAML file at `path` read with `parse_yaml`; a missing or unreadable file, or invalid YAML (nested deeper
+    than the parser can go included), is a one-line UsageError."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"config not found: {path}")
     try:
-        return parse_yaml(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:  # unreadable, or not text
+        raise UsageError(f"cannot read {path} as a YAML config: {one_line(exc)}") from None
+    try:
+        return parse_yaml(text)
     except yaml.YAMLError as exc:
         raise UsageError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise UsageError(f"{path} nests its values too deeply to be a config") from None
 
 
 # atomic_path's temporary files are named .<stem>.<TEMPORARY_MARK><random><suffix>, beside their target; where

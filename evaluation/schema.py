@@ -51,7 +51,7 @@ def _check_spec_args(spec: dict, registry: dict, where: str, injected: Sequence[
     """The spec names a registered class and passes only arguments its constructor takes."""
     _check_keys(spec, SPEC_KEYS, where)
     name = spec["name"]
-    if name not in registry:
+    if not isinstance(name, str) or name not in registry:
         kind = where.rsplit(".", 1)[-1]
         raise UsageError(f"unknown {kind} {name!r} in {where} (known: {', '.join(sorted(registry))})")
     args = spec.get("args") or {}

@@ -103,6 +103,8 @@ CLI_CASES = [
      "more than this machine's"),
     ("test", "--config {no_root_config} --model {ckpt} --root {data} --workers 0 --device cpu", EXIT_USAGE,
      "missing key 'root_path' in test_dataset.dataset.args"),
+    ("test", "--config {list_name_config} --model {ckpt} --root {data} --workers 0 --device cpu", EXIT_USAGE,
+     "unknown dataset ['image-folder'] in test_dataset.dataset"),
     # empty values: never silently the current folder or the default
     ("demo", "--input {good} --output {out}/sr.png --scale 2 --model ''", EXIT_USAGE, "argument --model: expected a"),
     ("test", "--config {nan_norm_config} --model '' --root {data}", EXIT_USAGE, "argument --model: expected a"),
@@ -169,6 +171,10 @@ def inputs(tmp_path_factory, tiny_checkpoint) -> dict[str, str]:
         changed["data_norm"]["inp"]["div"] = [div]  # 1e-40: the input times 1e40 overflows float32 in the encoder
         made[name] = folder / f"{name}.yaml"
         made[name].write_text(yaml.safe_dump(changed))
+    list_name = copy.deepcopy(config)
+    list_name["test_dataset"]["dataset"]["name"] = ["image-folder"]
+    made["list_name_config"] = folder / "list_name_config.yaml"
+    made["list_name_config"].write_text(yaml.safe_dump(list_name))
     no_root = copy.deepcopy(config)
     del no_root["test_dataset"]["dataset"]["args"]["root_path"]
     made["no_root_config"] = folder / "no_root_config.yaml"

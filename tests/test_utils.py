@@ -336,3 +336,13 @@ def test_paths_the_system_cannot_take_are_named_before_anything_is_made(tmp_path
                 pass
     assert list(tmp_path.iterdir()) == []
     check_path(tmp_path / ("n" * 251 + ".png"))  # 255 bytes: legal
+
+
+@pytest.mark.parametrize("content, message", [(b"\xff\xfe\x00 not text", "cannot read"),
+                                              (b"[" * 5000 + b"]" * 5000, "nests its values too deeply")])
+def test_a_config_that_is_not_yaml_text_is_one_usage_error(tmp_path, content, message):
+    from utils import UsageError, load_yaml
+
+    (tmp_path / "c.yaml").write_bytes(content)
+    with pytest.raises(UsageError, match=message):
+        load_yaml(tmp_path / "c.yaml")
