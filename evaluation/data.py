@@ -34,8 +34,10 @@ def resolve_data_paths(config: dict, root: str | Path | None = None) -> dict:
     base = Path(root if root is not None else config.get("data_root") or DEFAULT_DATA_ROOT).expanduser()
     args = config["test_dataset"]["dataset"].setdefault("args", {}) or {}
     for key, value in args.items():
-        if key.startswith(PATH_ARG_PREFIX) and value is not None:
-            path = Path(str(value)).expanduser()
+        if key.startswith(PATH_ARG_PREFIX):
+            if not isinstance(value, str):
+                raise UsageError(f"test_dataset.dataset.args.{key} must be a folder path, got {value!r}")
+            path = Path(value).expanduser()
             args[key] = str(path if path.is_absolute() else base / path)
     config["test_dataset"]["dataset"]["args"] = args
     return config

@@ -77,6 +77,10 @@ def validate_config(config: Any) -> EvalProtocol:
     _check_spec_args(spec["wrapper"], datasets.datasets, "test_dataset.wrapper", injected=("dataset",))
     if spec.get("batch_size", 1) != 1:
         raise UsageError(f"test_dataset.batch_size must be 1 (test images differ in size), got {spec['batch_size']}")
+    repeat = (spec["dataset"].get("args") or {}).get("repeat", 1)
+    if repeat != 1:  # a score covers each image once (and a huge repeat would only be refused for its memory)
+        raise UsageError(f"test_dataset.dataset.args.repeat must be 1 at test time (each image scored once), "
+                         f"got {repeat!r}")
     wrapper_args = spec["wrapper"].get("args") or {}
     for name in TRAINING_ONLY_ARGS:
         if wrapper_args.get(name):

@@ -105,6 +105,10 @@ CLI_CASES = [
      "missing key 'root_path' in test_dataset.dataset.args"),
     ("test", "--config {list_name_config} --model {ckpt} --root {data} --workers 0 --device cpu", EXIT_USAGE,
      "unknown dataset ['image-folder'] in test_dataset.dataset"),
+    ("test", "--config {null_root_config} --model {ckpt} --root {data} --workers 0 --device cpu", EXIT_USAGE,
+     "test_dataset.dataset.args.root_path must be a folder path, got None"),
+    ("test", "--config {huge_repeat_config} --model {ckpt} --root {data} --workers 0 --device cpu", EXIT_USAGE,
+     "repeat must be 1 at test time"),
     # empty values: never silently the current folder or the default
     ("demo", "--input {good} --output {out}/sr.png --scale 2 --model ''", EXIT_USAGE, "argument --model: expected a"),
     ("test", "--config {nan_norm_config} --model '' --root {data}", EXIT_USAGE, "argument --model: expected a"),
@@ -171,10 +175,13 @@ def inputs(tmp_path_factory, tiny_checkpoint) -> dict[str, str]:
         changed["data_norm"]["inp"]["div"] = [div]  # 1e-40: the input times 1e40 overflows float32 in the encoder
         made[name] = folder / f"{name}.yaml"
         made[name].write_text(yaml.safe_dump(changed))
-    list_name = copy.deepcopy(config)
-    list_name["test_dataset"]["dataset"]["name"] = ["image-folder"]
-    made["list_name_config"] = folder / "list_name_config.yaml"
-    made["list_name_config"].write_text(yaml.safe_dump(list_name))
+    for name, key, value in (("list_name_config", "name", ["image-folder"]),
+                             ("null_root_config", "args", {"root_path": None}),
+                             ("huge_repeat_config", "args", {"root_path": "benchmark/Set5/HR", "repeat": 10**12})):
+        changed = copy.deepcopy(config)
+        changed["test_dataset"]["dataset"][key] = value
+        made[name] = folder / f"{name}.yaml"
+        made[name].write_text(yaml.safe_dump(changed))
     no_root = copy.deepcopy(config)
     del no_root["test_dataset"]["dataset"]["args"]["root_path"]
     made["no_root_config"] = folder / "no_root_config.yaml"
