@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
 from pathlib import Path
 
 import entry_point  # the standard library only: its guard is up before the heavy imports
@@ -53,7 +52,8 @@ from inference.pipeline import (  # noqa: E402
 from inference.resize import resize_bicubic  # noqa: E402
 from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
-from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, check_path, resolve_device  # noqa: E402
+from utils import (  # noqa: E402
+    DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, check_path, check_writable, resolve_device)
 
 DEFAULT_FPS = 30.0
 OPAQUE = 1.0  # the alpha of --compare's separator
@@ -110,20 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------- work
-def check_writable(path: Path) -> None:
-    """Fail before any work if `path` could not be created: its nearest existing folder must take a file."""
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UsageError(f"cannot write {path}: {folder} is not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
 def checked_size(source: Path, target: Path, args: argparse.Namespace, settings: Settings) -> tuple[int, int]:
     """The SR size for `source` (from its header), refused when above --max-pixels or when `target`'s format
     cannot store what is written (with --compare, both halves)."""

@@ -31,14 +31,14 @@ if __name__ == "__main__":
 import cli  # noqa: E402
 from evaluation.data import build_dataset, check_scales, resolve_data_paths  # noqa: E402
 from evaluation.loading import BICUBIC_MODEL, load_model  # noqa: E402
-from evaluation.loop import evaluate  # noqa: E402
+from evaluation.loop import evaluate, scale_label  # noqa: E402
 from evaluation.report import format_report  # noqa: E402
 from evaluation.schema import check_workers, load_config, parse_scales, validate_config  # noqa: E402
 from inference.arguments import add_precision_option  # noqa: E402
 from inference.pipeline import model_path  # noqa: E402
 from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
-from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, resolve_device  # noqa: E402
+from utils import DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, check_writable, resolve_device  # noqa: E402
 
 DEFAULT_WORKERS = 2
 
@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     scales = parse_scales(args.scales) if args.scales is not None else None
     dataset = build_dataset(config)
     scales = check_scales(dataset, protocol, scales)
+    for s in scales if args.save_dir is not None else ():
+        check_writable(Path(args.save_dir) / scale_label(s))  # a file, or a folder that takes none: refused now
     device = resolve_device(args.device, args.gpu)
     check_backend(args.backend, device)
     model_name = args.model if args.model == BICUBIC_MODEL else str(model_path(args.model))

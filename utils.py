@@ -262,6 +262,22 @@ def check_path(path: str | os.PathLike) -> None:
                     raise OSError(errno.ELOOP, f"a loop of symbolic links at {link}", str(link)) from None
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """UsageError, before any work, if `path` could not be created: its nearest existing folder must take a file
+    (an output named under a file, or in a read-only or pseudo file system, is refused up front)."""
+    path = Path(path)
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {path}: {folder} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def _missing_folders(folder: Path) -> list[Path]:
     """The folders that making `folder` would create, deepest first."""
     missing = []

@@ -105,6 +105,8 @@ CLI_CASES = [
      "missing key 'root_path' in test_dataset.dataset.args"),
     ("test", "--config {list_name_config} --model {ckpt} --root {data} --workers 0 --device cpu", EXIT_USAGE,
      "unknown dataset ['image-folder'] in test_dataset.dataset"),
+    ("test", "--config {test_config} --model {ckpt} --root {data} --save-dir {good}/sr --workers 0", EXIT_USAGE,
+     "good.png is not a folder"),
     ("test", "--config {null_root_config} --model {ckpt} --root {data} --workers 0 --device cpu", EXIT_USAGE,
      "test_dataset.dataset.args.root_path must be a folder path, got None"),
     ("test", "--config {huge_repeat_config} --model {ckpt} --root {data} --workers 0 --device cpu", EXIT_USAGE,
@@ -167,7 +169,7 @@ def inputs(tmp_path_factory, tiny_checkpoint) -> dict[str, str]:
         write_image(images / f"img{i}.png", smooth_image(24, 28, seed=i))
     made = {"good": folder / "good.png", "ckpt": tiny_checkpoint, "loop": folder / "loop.png",
             "loop_folder": folder / "loop_folder", "data": folder / "load", "images": images,
-            "train_config": TRAIN_CONFIG, "longest_name": "n" * (LONGEST_NAME - len(".png")) + ".png",
+            "train_config": TRAIN_CONFIG, "test_config": TEST_CONFIG, "longest_name": "n" * (LONGEST_NAME - len(".png")) + ".png",
             "too_long_name": "n" * (LONGEST_NAME + 1 - len(".png")) + ".png", "too_deep": "/".join(["d"] * 3000)}
     config = yaml.safe_load(TEST_CONFIG.read_text())
     for name, div in (("nan_norm_config", math.nan), ("overflowing_norm_config", 1e-40)):
