@@ -88,7 +88,9 @@ def evaluate(model: torch.nn.Module, dataset, protocol: EvalProtocol, *, scales:
     norm = {k: (sub.to(device), div.to(device)) for k, (sub, div) in parse_data_norm(data_norm).items()}
     result = Evaluation(protocol, scales, item_names(dataset), {s: [] for s in scales}, {s: [] for s in scales},
                         [], {s: [] for s in scales})
-    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers,
+    # A worker loads whole images one at a time: more workers than images would only be started to idle (a huge
+    # --workers would start processes without end).
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=min(workers, len(dataset)),
                         pin_memory=device.type == "cuda", worker_init_fn=worker_stops_cleanly)
     bar = tqdm(loader, desc=description, unit="image", disable=not progress, dynamic_ncols=True)
     try:

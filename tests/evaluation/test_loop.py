@@ -129,3 +129,16 @@ def test_warmup_runs_once_untimed_and_unscored(model, benchmark_root):
     assert counting.encodes == 4 and len(counting.renders) == 4
     assert len(warmed.encode_seconds) == 3 and len(warmed.render_seconds[4.0]) == 3
     assert warmed.psnr == evaluate(model, dataset, protocol, warmup=False, progress=False).psnr
+
+
+def test_more_workers_than_images_start_no_more_processes_than_images(model, benchmark_root, monkeypatch):
+    """A clumsy --workers 99999999999999999999 on three images starts three loader processes, not one per worker
+    asked for (which never ended)."""
+    import evaluation.loop as loop
+
+    started = []
+    monkeypatch.setattr(loop, "DataLoader", lambda dataset, **kwargs: started.append(kwargs["num_workers"]) or
+                        torch.utils.data.DataLoader(dataset, **{**kwargs, "num_workers": 0}))
+    _, protocol, dataset = prepared("test-set5-4.yaml", benchmark_root)
+    evaluate(model, dataset, protocol, workers=99999999999999999999, progress=False)
+    assert started == [len(dataset)] == [3]
