@@ -49,7 +49,7 @@ from inference.arguments import positive_float, size_arg  # noqa: E402
 from inference.image_io import MAX_OUTPUT_PIXELS, read_image, write_image  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
 from scripts.benchmark import measure  # noqa: E402
-from utils import atomic_path, describe_device, resolve_device  # noqa: E402
+from utils import EXIT_USAGE, UsageError, atomic_path, describe_device, resolve_device  # noqa: E402
 
 DEFAULT_SIZE = "1200x900"  # the LR photo, width x height
 DEFAULT_PHOTO = "rocket.jpg"  # in skimage.data.data_dir
@@ -141,11 +141,15 @@ def measure_in_child(photo: Path, scale: float, model_arg: str | None, device_ar
     command = [sys.executable, __file__, "--child", str(scale), "--photo", str(photo), "--device", device_arg,
                "--matmul-seconds", str(matmul_seconds)]
     command += ["--model", model_arg] if model_arg else []
-    with tempfile.TemporaryFile("w+") as out:
-        process = subprocess.Popen(command, stdout=out)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"benchmark_encode.py: the x{scale:g} run failed")
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:  # the child's own one line, as this program's: one error, with its exit status
+            err.seek(0)
+            lines = err.read().strip().splitlines() or [f"the x{scale:g} run failed (exit status {code})"]
+            reason = lines[-1].split(": error: ", 1)[-1]
+            raise (UsageError if code == EXIT_USAGE else cli.Failure)(f"the x{scale:g} run: {reason}")
         out.seek(0)
         result = json.loads(out.read())
     result["peak_rss_bytes"] = usage.ru_maxrss * KIB
@@ -161,7 +165,7 @@ def main() -> int:
     parser.add_argument("--photo", help=f"a photograph (default: scikit-image's {DEFAULT_PHOTO})")
     parser.add_argument("--size", type=size_arg, default=size_arg(DEFAULT_SIZE), metavar="WxH",
                         help=f"the photo's size (default {DEFAULT_SIZE})")
-    parser.add_argument("--scales", type=float, nargs="+", default=[2.0, 4.0])
+    parser.add_argument("--scales", type=positive_float, nargs="+", default=[2.0, 4.0])
     parser.add_argument("--model", help="a checkpoint (default: the bundled model, as demo.py)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--matmul-seconds", type=positive_float, default=MATMUL_SECONDS, metavar="S",

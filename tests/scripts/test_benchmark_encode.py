@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
@@ -62,3 +63,19 @@ def test_flops_count_the_head_once_and_the_encoder_on_each_tiles_context(tiny_sr
                    for t in tiles)
     tiled = script.count_flops(tiny_sr_model, size, tile, overlap)
     assert tiled - untiled == contexts - encoder_flops(tiny_sr_model, size) + (len(tiles) - 1) * keys > 0
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_in_its_child_is_the_childs_one_line_and_status(tmp_path):
+    """A checkpoint that is not one fails in the measuring child: one line naming it, exit 2 (was two lines, 1)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark_encode.py"), "--photo",
+                           str(write_rgb(tmp_path / "p.png", random_rgb(12, 16))), "--size", "16x12", "--scales", "2",
+                           "--matmul-seconds", "0.01", "--model", str(tmp_path / "text.pth"),
+                           "--out", str(tmp_path / "r.json")], capture_output=True, text=True, cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "text.pth is not a readable checkpoint" in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png", "text.pth"]
