@@ -33,8 +33,8 @@ from evaluation.loop import evaluate  # noqa: E402
 from evaluation.schema import check_workers, load_config, validate_config  # noqa: E402
 from inference.self_ensemble import OPTION_HELP as SELF_ENSEMBLE_HELP  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
-from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, atomic_path, describe_device,  # noqa: E402
-                   resolve_device)
+from utils import (  # noqa: E402
+    DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, atomic_path, check_writable, describe_device, resolve_device)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "test"
 DEFAULT_WORKERS = 2
@@ -130,6 +130,8 @@ def evaluate_all(args: argparse.Namespace) -> int:
         check_workers(args.workers)
         device = resolve_device(args.device, args.gpu)
         check_backend(args.backend, device)
+        for table in (args.out.with_name(args.out.name + suffix) for suffix in (".md", ".json")):
+            check_writable(table)  # refused now, not after every config is scored
         records = run(configs, args.model, args.root, device, args.backend, args.workers,
                       self_ensemble=args.self_ensemble)
         write_tables(records, args.model, device, args.out, args.self_ensemble)

@@ -83,6 +83,7 @@ def test_a_missing_folder_stops_before_any_work(benchmark_root, tiny_checkpoint,
 
 @pytest.mark.parametrize("case, message", [
     ("negative workers", "eval_all.py: error: --workers must be 0 or more, got -1"),
+    ("out under a file", "eval_all.py: error: cannot write {out}.md: {config} is not a folder"),
     ("image too small", "eval_all.py: error: {config}: tiny: at x4 the 16x16 image less the 4-pixel shave is smaller "
                         "than SSIM's 11x11 window; it cannot be scored"),
 ])
@@ -91,6 +92,7 @@ def test_bad_input_stops_before_any_work_with_one_line(case, message, benchmark_
     from conftest import smooth_rgb, write_rgb
 
     out, config = tmp_path / "tiny", CONFIGS / "test-set5-4.yaml"
+    out = config / "tiny" if case == "out under a file" else out
     workers = "-1" if case == "negative workers" else "0"
     if case == "image too small":
         write_rgb(benchmark_root / "benchmark" / "Set5" / "HR" / "tiny.png", smooth_rgb(16, 16))
@@ -98,5 +100,5 @@ def test_bad_input_stops_before_any_work_with_one_line(case, message, benchmark_
                  "--workers", workers])
     captured = capsys.readouterr()
     assert code == 2 and captured.out == ""
-    assert captured.err.strip().splitlines() == [message.format(config=config)]
+    assert captured.err.strip().splitlines() == [message.format(config=config, out=out)]
     assert not out.with_suffix(".md").exists() and not out.with_suffix(".json").exists()
