@@ -25,8 +25,9 @@ from tqdm import tqdm  # noqa: E402
 
 import cli  # noqa: E402
 from evaluation.imresize import imresize  # noqa: E402
-from inference.image_io import MAX_8BIT, ImageError, is_image_file, read_image, to_uint8, write_image  # noqa: E402
-from utils import EXIT_OK, UsageError  # noqa: E402
+from inference.image_io import (  # noqa: E402
+    MAX_8BIT, ImageError, image_size, is_image_file, read_image, to_uint8, write_image)
+from utils import EXIT_OK, UsageError, check_writable  # noqa: E402
 
 
 def parse_scales(text: str) -> list[int]:
@@ -66,6 +67,14 @@ def make_lr(hr: np.ndarray, scale: int) -> np.ndarray:
 def make_lr_sets(hr_dir: Path, out_dir: Path, scales: list[int]) -> int:
     """Write OUT/X{s}/{stem}x{s}.png for every HR image and scale; returns the number of images written."""
     files = hr_files(hr_dir)
+    for path in files:  # every header and size checked before anything is written (decoding is checked as it goes)
+        try:
+            height, width = image_size(path)
+        except ImageError as exc:
+            raise UsageError(str(exc)) from None
+        if min(height, width) < max(scales):
+            raise UsageError(f"{path}: a {height}x{width} image is smaller than the scale {max(scales)}")
+    check_writable(out_dir / f"X{scales[0]}" / f"{files[0].stem}x{scales[0]}.png")
     written = 0
     for path in tqdm(files, desc="make_lr", unit="image"):
         try:

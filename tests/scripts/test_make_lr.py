@@ -51,3 +51,15 @@ def test_missing_or_empty_folder_exits_2(tmp_path, capsys):
     assert main(["--hr", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "no images" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("bad, message", [(b"not a png", "not an image"), (None, "is smaller than the scale 4")])
+def test_a_bad_image_after_good_ones_writes_nothing(hr_folder, tmp_path, capsys, bad, message):
+    """The folder's last image (sorted) is unreadable or too small: refused before the first LR image is written."""
+    folder, _ = hr_folder
+    last = folder / "zebra.png"
+    last.write_bytes(bad) if bad is not None else Image.fromarray(np.zeros((3, 40, 3), np.uint8)).save(last)
+    assert main(["--hr", str(folder), "--out", str(tmp_path / "o")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "o").exists()
