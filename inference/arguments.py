@@ -101,3 +101,8 @@ def positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def positive_floats(text: str) -> list[float]:
+    """'6,8,16' → [6.0, 8.0, 16.0]: comma-separated positive, finite numbers."""
+    return [positive_float(part) for part in text.split(",")]

@@ -44,6 +44,7 @@ import gaussian  # noqa: E402
 import models  # noqa: E402
 import rasterizer  # noqa: E402
 from gaussian import DGP_UNIT, make_dgp_dictionary  # noqa: E402
+from inference.arguments import non_negative_int, positive_int, size_arg  # noqa: E402
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, atomic_path, describe_device,  # noqa: E402
                    resolve_device)
 
@@ -150,7 +151,7 @@ def bench_raster(args, device: torch.device) -> list[dict]:
 
 
 def bench_model(args, device: torch.device) -> list[dict]:
-    lr_h, lr_w = (int(v) for v in args.lr.split("x")) if args.lr else DEFAULT_MODEL_LR[device.type]
+    lr_h, lr_w = args.lr[::-1] if args.lr else DEFAULT_MODEL_LR[device.type]  # --lr is HxW: size_arg reads WxH
     results = []
     for name in args.encoders.split(","):
         if name not in ENCODERS:
@@ -258,7 +259,7 @@ def bench_cpu(args, device: torch.device) -> list[dict]:
               f"{repeats} runs){floor}", flush=True)
 
     torch.manual_seed(0)
-    lr_sizes = [tuple(int(v) for v in size.split("x"))[::-1] for size in args.lr_sizes.split(",")]
+    lr_sizes = args.lr_sizes
     for lr_h, lr_w in lr_sizes:
         inp = torch.rand(1, 3, lr_h, lr_w, device=device)
         with torch.no_grad():
@@ -390,8 +391,6 @@ def bench_precision(args, device: torch.device) -> list[dict]:
         scales = [float(v) for v in (args.scales or PRECISION_SCALES).split(",")]
     except ValueError:
         raise UsageError(f"--scales must be comma-separated numbers, got {args.scales!r}") from None
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {args.limit}")
     if args.crop is not None and args.crop < 1:
         raise UsageError(f"--crop must be at least 1, got {args.crop}")
     model = models.sr_model_from_checkpoint(args.model, device)
@@ -452,13 +451,14 @@ def main() -> None:
                         help=f"{DEVICE_CHOICES} (default auto: CUDA if available, else the CPU)")
     parser.add_argument("--backends", default=None,
                         help="raster, cpu: comma-separated rasterizer backends (default torch; cpu: torch,numba)")
-    parser.add_argument("--lr-sizes", default=CPU_LR_SIZES, help=f"cpu: LR sizes WxH (default {CPU_LR_SIZES})")
+    parser.add_argument("--lr-sizes", type=lambda text: [size_arg(size) for size in text.split(",")],
+                        default=CPU_LR_SIZES, help=f"cpu: LR sizes WxH (default {CPU_LR_SIZES})")
     parser.add_argument("--model", default=str(BUNDLED_MODEL),
                         help="cpu, pairs: the checkpoint (default: the bundled one)")
     parser.add_argument("--scales", default=None,
                         help=f"pairs, precision: the model's scales (default {PAIR_SCALES}; {PRECISION_SCALES})")
     parser.add_argument("--photos", default=None, help="precision: folder of HR photographs (the test split)")
-    parser.add_argument("--limit", type=int, default=None, help="precision: score only the first N photographs")
+    parser.add_argument("--limit", type=positive_int, default=None, help="precision: score only the first N photographs")
     parser.add_argument("--crop", type=int, default=None,
                         help="precision: score only the central CROP x CROP pixels of each photograph")
     parser.add_argument("--before", default=str(WINDOW_KERNELS_PAIRS),
@@ -467,14 +467,14 @@ def main() -> None:
     parser.add_argument("--backward", action="store_true", help="raster: also time forward+backward")
     parser.add_argument("--cases", default=None, help=f"raster, pairs: comma-separated, from {', '.join(RASTER_CASES)}")
     parser.add_argument("--encoders", default="edsr-baseline", help=f"model: from {', '.join(ENCODERS)}")
-    parser.add_argument("--lr", default=None, help="model: LR size HxW (default 192x256 on CUDA, 48x64 on CPU)")
+    parser.add_argument("--lr", type=size_arg, default=None, help="model: LR size HxW (default 192x256 on CUDA, 48x64 on CPU)")
     parser.add_argument("--backend", default="auto", help="model: rasterizer backend")
     parser.add_argument("--precision", default="fp32", choices=gaussian.PRECISIONS,
                         help="model: the encode's arithmetic (default fp32; bf16 costs PSNR: -0.10 dB at x2, -0.03 at x3, "
                              "-0.02 at x4, -0.01 at x6 and x8 on central 64x64 crops of three test photographs, "
                              "`precision` mode, 2026-12-07)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs (default: 5 on CPU, 20 on CUDA)")
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=positive_int, default=None, help="timed runs (default: 5 on CPU, 20 on CUDA)")
+    parser.add_argument("--warmup", type=non_negative_int, default=1)
     parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/<what>-<device>-<date>.json)")
     args = parser.parse_args()
     code = cli.run("benchmark.py", lambda: run(args))

@@ -53,6 +53,7 @@ import models  # noqa: E402
 import rasterizer  # noqa: E402
 from datasets.decoded_cache import SUFFIX as DECODED_SUFFIX  # noqa: E402
 from gaussian import GaussianField  # noqa: E402
+from inference.arguments import non_negative_int, positive_int  # noqa: E402
 from training import distributed  # noqa: E402
 from training.config import ConfigError, apply_overrides, built, complete, load_yaml  # noqa: E402
 from training.optim import make_optimizer, seed_everything  # noqa: E402
@@ -349,9 +350,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--backend", help="rasterizer backend (default: the config's rasterizer_backend)")
     parser.add_argument("--bf16", action="store_true",
                         help="bf16 autocast of the encoder and head, as train.py (default: the config's bf16)")
-    parser.add_argument("--steps", type=int, default=None,
+    parser.add_argument("--steps", type=positive_int, default=None,
                         help=f"timed steps (default: 50 on CUDA, 5 on CPU; --data-only: batches, {DATA_BATCHES})")
-    parser.add_argument("--warmup", type=int, default=None,
+    parser.add_argument("--warmup", type=non_negative_int, default=None,
                         help=f"untimed steps first (default: 5 CUDA, 1 CPU; --data-only: batches, {DATA_WARMUP})")
     parser.add_argument("--data-only", action="store_true",
                         help="time the loader alone: samples/s, memory per process, waiting (no model)")

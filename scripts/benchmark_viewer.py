@@ -29,7 +29,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import cli  # noqa: E402
 from inference import pipeline, viewer_app  # noqa: E402
-from inference.arguments import AUTO, size_arg  # noqa: E402
+from inference.arguments import AUTO, non_negative_int, positive_floats, positive_int, size_arg  # noqa: E402
 from inference.image_io import MAX_OUTPUT_PIXELS  # noqa: E402
 from rasterizer import check_backend  # noqa: E402
 from scripts.benchmark import measure  # noqa: E402
@@ -44,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="checkpoint (default: the bundled model)")
     parser.add_argument("--image", type=Path, default=ROOT / "assets" / "example.png")
     parser.add_argument("--size", type=size_arg, default=(720, 1280), metavar="WxH", help="the view's size")
-    parser.add_argument("--zooms", default="6,8,16", help="output pixels per input pixel, comma-separated")
+    parser.add_argument("--zooms", type=positive_floats, default=[6.0, 8.0, 16.0],
+                        help="output pixels per input pixel, comma-separated (default 6,8,16)")
     parser.add_argument("--device", default=AUTO)
     parser.add_argument("--backend", default=AUTO)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=positive_int, default=7)
+    parser.add_argument("--warmup", type=non_negative_int, default=1)
     parser.add_argument("--out", type=Path, help="JSON path (default: benchmarks/viewer-<device>-<date>.json)")
     args = cli.parse(parser, argv)
     if isinstance(args, int):
@@ -75,7 +76,7 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None) -> int:
             raise cli.Failure(info["error"])
         seconds = time.perf_counter() - start
         print(f"{args.image.name} {info['width']}x{info['height']}: upload + encode {seconds:.2f} s")
-        for zoom in (float(z) for z in args.zooms.split(",")):
+        for zoom in args.zooms:
             window = {"top": info["height"] / 2 - height / zoom / 2, "left": info["width"] / 2 - width / zoom / 2,
                       "height": height / zoom, "width": width / zoom, "out_width": width, "out_height": height}
             for method in METHODS:

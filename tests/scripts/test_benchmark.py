@@ -56,7 +56,8 @@ def test_pairs_mode_counts_each_field(tmp_path):
 @pytest.mark.parametrize("options", [["pairs", "--scales", "x"], ["pairs", "--cases", "nope"],
                                      ["pairs", "--before", "/nonexistent.json"], ["precision"],
                                      ["precision", "--photos", ".", "--limit", "0"],
-                                     ["precision", "--photos", ".", "--crop", "0"]])
+                                     ["precision", "--photos", ".", "--crop", "0"], ["model", "--lr", "0x0"],
+                                     ["cpu", "--lr-sizes", "64x"], ["model", "--repeats", "-1"]])
 def test_bad_options_exit_2_in_one_line(options, tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), *options, "--device", "cpu", "--out", str(tmp_path / "o")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
