@@ -24,7 +24,8 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 import cli  # noqa: E402
 import models  # noqa: E402
-from inference.image_io import read_image, to_uint8  # noqa: E402
+from inference.image_io import MAX_OUTPUT_PIXELS, read_image, to_uint8  # noqa: E402
+from inference.pipeline import target_size  # noqa: E402
 from inference.resize import resize_bicubic  # noqa: E402
 from utils import EXIT_OK, REPOSITORY, UsageError, atomic_path  # noqa: E402
 
@@ -47,6 +48,16 @@ def crop_box(text: str, width: int, height: int) -> tuple[int, int, int, int]:
     if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
         raise UsageError(f"--crop {text} does not lie within the {width}x{height} input")
     return x, y, w, h
+
+
+def check_sizes(lr_size: tuple[int, int], box: tuple[int, int, int, int], scale: int, magnify: int) -> None:
+    """UsageError, before the model loads, if the render or the figure would exceed MAX_OUTPUT_PIXELS."""
+    target_size(lr_size, (scale, scale), None, MAX_OUTPUT_PIXELS)
+    _, _, w, h = box
+    width, height = 2 * w * scale * magnify + GAP, h * scale * magnify + LABEL_HEIGHT
+    if width * height > MAX_OUTPUT_PIXELS:
+        raise UsageError(f"a {width}x{height} figure has {width * height:,} pixels, above {MAX_OUTPUT_PIXELS:,}: "
+                         "use a smaller --crop, --scale or --magnify")
 
 
 def labelled_panel(image: Image.Image, label: str) -> Image.Image:
@@ -90,8 +101,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.scale < 1 or args.magnify < 1:
             raise UsageError("--scale and --magnify must be at least 1")
+        if args.out.suffix.lower() != ".png":
+            raise UsageError(f"--out {args.out}: the figure is a PNG; name it .png")
         rgb = read_image(args.input)
         box = crop_box(args.crop, rgb.shape[-1], rgb.shape[-2])
+        check_sizes(tuple(rgb.shape[-2:]), box, args.scale, args.magnify)
         model = models.sr_model_from_checkpoint(args.model)
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None

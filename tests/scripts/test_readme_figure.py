@@ -32,3 +32,19 @@ def test_the_figure_shows_the_crop_of_bicubic_left_and_of_the_render_right():
     expected = bicubic.clamp(0, 1)[:, 2:10, 4:10].permute(1, 2, 0).mul(255).round().numpy()
     assert np.abs(left.astype(float) - expected).max() <= 1
     assert (image[:readme_figure.LABEL_HEIGHT] < 128).any()  # the labels are drawn
+
+
+@pytest.mark.parametrize("scale, magnify, message", [(100000, 1, "above --max-pixels"),
+                                                     (4, 100000, "figure has"), (1, 1, "name it .png")])
+def test_a_figure_too_large_or_not_a_png_is_refused_before_the_model_loads(tmp_path, capsys, scale, magnify,
+                                                                          message):
+    from conftest import random_rgb, write_rgb
+
+    write_rgb(tmp_path / "lr.png", random_rgb(12, 16))
+    out = tmp_path / ("f.txt" if message == "name it .png" else "f.png")
+    code = readme_figure.main(["--input", str(tmp_path / "lr.png"), "--model", str(tmp_path / "absent.pth"),
+                               "--scale", str(scale), "--magnify", str(magnify), "--crop", "0,0,4,4",
+                               "--out", str(out)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert not out.exists()
