@@ -1,6 +1,6 @@
 """What every command line (demo.py, test.py, train.py, viewer.py, scripts/) shares: an argument parser whose
 errors are one line, and `run`, which runs a command and maps what it raises to an exit status and one line on
-stderr, never a traceback:
+stderr, never a traceback (and every warning, `<program>: warning: <message>`, one line):
 
     2 (EXIT_USAGE)        bad usage or input: UsageError, ImageError, CheckpointError, an unknown model or dataset
                           name, and whatever the command adds (`usage_errors`)
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Callable
 
 import torch
@@ -58,6 +59,8 @@ def run(program: str, body: Callable[[], int], usage_errors: tuple[type[BaseExce
     """
     entry_point.working()
     stop_cleanly_on_sigterm()
+    shown_by_python = warnings.showwarning
+    warnings.showwarning = _one_line_warning(program)
     try:
         return body()
     except (*USAGE_ERRORS, *usage_errors) as exc:
@@ -74,7 +77,17 @@ def run(program: str, body: Callable[[], int], usage_errors: tuple[type[BaseExce
             return report(program, f"error: out of memory ({detail}){out_of_memory}", EXIT_FAILURE)
         return report(program, f"error: {type(exc).__name__}: {one_line(exc)}", EXIT_FAILURE)
     finally:
+        warnings.showwarning = shown_by_python
         entry_point.finished()
+
+
+def _one_line_warning(program: str) -> Callable[..., None]:
+    """A warnings.showwarning that prints `<program>: warning: <message>` on one line (Python prints two, the
+    second a line of our source)."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"{program}: warning: {one_line(message) if isinstance(message, Warning) else message}",
+              file=sys.stderr if file is None else file)
+    return show
 
 
 def report(program: str, message: str, status: int) -> int:

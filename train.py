@@ -38,7 +38,6 @@ import json
 import math
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -131,15 +130,6 @@ def check_backend(backend: Any, device: torch.device) -> None:
         rasterizer.check_backend(backend, device)
     except UsageError as exc:
         raise ConfigError(f"rasterizer_backend: {exc}") from None
-
-
-def show_skipped_image(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
-    """warnings.showwarning that prints a skipped training image as one line (`train.py: warning: skipping ...`)
-    instead of Python's two (with a source line); other warnings as Python does."""
-    if issubclass(category, datasets.UnreadableImageWarning):
-        print(f"train.py: warning: {message}", file=sys.stderr if file is None else file)
-    else:
-        _default(message, category, filename, lineno, file, line)
 
 
 class NothingLeft(Exception):
@@ -235,7 +225,6 @@ def main(argv: Sequence[str] | None = None) -> nn.Module | None:
     """Run training; returns the trained model (this process's replica; None when a resumed run had nothing left
     to train) for callers such as tests, and exits with the status of a run that fails (cli.run's: 2 bad input, 1
     failure, 130 interrupted)."""
-    warnings.showwarning = show_skipped_image
     job = Run(parse_args(argv))
     code = cli.run("train.py", job.train, usage_errors=(datasets.DatasetError,), interrupted=job.interrupted)
     if code:

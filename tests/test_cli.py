@@ -56,3 +56,20 @@ def test_argument_errors_are_one_line_with_status_2_and_help_is_0(capsys):
         "prog: error: argument --count: invalid int value: 'x' (see --help)"]
     assert cli.parse(parser, ["--help"]) == 0 and "--count" in capsys.readouterr().out
     assert cli.parse(parser, ["--count", "3"]).count == 3
+
+
+def test_warnings_during_the_work_are_one_line_and_python_s_display_comes_back(capsys):
+    import warnings
+
+    before = warnings.showwarning
+
+    def body() -> int:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("bf16 requested, but this CPU has none: running fp32", RuntimeWarning)
+        return 0
+
+    assert cli.run("demo.py", body) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "demo.py: warning: bf16 requested, but this CPU has none: running fp32"]
+    assert warnings.showwarning is before
