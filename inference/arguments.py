@@ -24,11 +24,18 @@ def add_precision_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0], help=PRECISION_HELP)
 
 
+def number(text: str) -> float:
+    """float(text) as a user writes numbers: Python's digit separators ('1_0' is 10 to float) are refused."""
+    if "_" in text:
+        raise ValueError(f"not a number: {text!r}")
+    return float(text)
+
+
 def parse_pair(text: str, separator: str, what: str) -> tuple[float, float]:
     """'A' or 'A<sep>B' → (a, b) floats; one number stands for both."""
     parts = text.lower().split(separator)
     try:
-        values = [float(p) for p in parts]
+        values = [number(p) for p in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{what} must be a number or two numbers joined by {separator!r}, "
                                          f"got {text!r}") from None
@@ -95,7 +102,7 @@ def non_negative_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     try:
-        value = float(text)
+        value = number(text)
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):

@@ -30,7 +30,8 @@ def test_tiles_are_auto_or_a_whole_number():
                                          (size_arg, "1920"), (size_arg, "10.5x3"), (size_arg, "0x4"),
                                          (focus_arg, "3"), (tile_arg, "-1"), (positive_int, "0"),
                                          (non_negative_int, "-2"), (positive_float, "nan"),
-                                         (positive_floats, "6,0"), (positive_floats, "6,"), (positive_floats, "x")])
+                                         (positive_floats, "6,0"), (positive_floats, "6,"), (positive_floats, "x"),
+                                         (scale_arg, "1_0"), (size_arg, "1_0x2"), (positive_float, "1_0")])
 def test_bad_values_are_argument_type_errors(parse, text):
     with pytest.raises(argparse.ArgumentTypeError):
         parse(text)
