@@ -59,7 +59,8 @@ from training.logger import Logger  # noqa: E402
 from training.optim import check_optimisation  # noqa: E402
 from training.trainer import NonFiniteLoss, TimeLimitReached, Trainer  # noqa: E402
 from training.validation import OutputWriteError  # noqa: E402
-from utils import DEVICE_AUTO, DEVICE_CHOICES, NonFiniteError, UsageError, one_line, resolve_device  # noqa: E402
+from utils import (  # noqa: E402
+    DEVICE_AUTO, DEVICE_CHOICES, NonFiniteError, UsageError, check_path, one_line, resolve_device)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train" / "edsr-baseline.yaml"
 
@@ -115,6 +116,10 @@ def prepare_config(args: argparse.Namespace, device: torch.device = torch.device
         out = Path("save") / name
     if ckpt is None and cfg["init_from"] and not Path(cfg["init_from"]).is_file():
         raise ConfigError(f"init_from: checkpoint not found: {cfg['init_from']}")
+    try:
+        check_path(out)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: {exc.strerror}") from None
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
     if ckpt is None and (out / "last.pth").exists():

@@ -122,6 +122,11 @@ def worker_stops_cleanly(worker_id: int) -> None:
 TORCH_ENFORCE_PREFIX = re.compile(r"^\[enforce fail at [^\]]*\]\s*\.?\s*")
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system tells it, else all of them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line, without torch's C++ source location (its write errors span lines)."""
     text = " ".join(str(getattr(exc, "strerror", None) or exc).split())
@@ -141,7 +146,20 @@ def check_finite(tensor: torch.Tensor, what: str) -> torch.Tensor:
 
 
 class YamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-4` (no dot) as a float, as YAML 1.2 does; plain PyYAML reads a string."""
+    """SafeLoader that also reads `1e-4` (no dot) as a float, as YAML 1.2 does (plain PyYAML reads a string), and
+    refuses a key given twice in one mapping (PyYAML keeps the last silently; YAML forbids it)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark, f"found the key {key!r} twice",
+                        key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 YamlLoader.add_implicit_resolver(
@@ -160,8 +178,12 @@ def repository_path(path: str | os.PathLike) -> str | None:
 
 
 def parse_yaml(text: str) -> Any:
-    """YAML text → Python values with `YamlLoader` (safe: plain data only). Raises yaml.YAMLError."""
-    return yaml.load(text, Loader=YamlLoader)
+    """YAML text → Python values with `YamlLoader` (safe: plain data only). Raises yaml.YAMLError, also for
+    nesting deeper than Python's recursion allows."""
+    try:
+        return yaml.load(text, Loader=YamlLoader)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
@@ -178,8 +200,6 @@ def load_yaml(path: str | os.PathLike) -> Any:
         return parse_yaml(text)
     except yaml.YAMLError as exc:
         raise UsageError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
-    except RecursionError:  # PyYAML composes nested collections recursively
-        raise UsageError(f"{path} nests its values too deeply to be a config") from None
 
 
 # atomic_path's temporary files are named .<stem>.<TEMPORARY_MARK><random><suffix>, beside their target; where

@@ -81,6 +81,22 @@ CLI_CASES = [
      "model.args must be a mapping"),
     ("train", "--config {train_config} --path {images} --out {out}/run --set seed=99999999999999999999", EXIT_USAGE,
      "seed must be at most 4294967295"),
+    ("train", "--config {train_config} --path {images} --out {out}/run --set init_from=3", EXIT_USAGE,
+     "init_from must be a checkpoint's path or null, got 3"),
+    ("train", "--config {train_config} --path {images} --out {out}/run --set \"init_from=''\"", EXIT_USAGE,
+     "init_from must be a checkpoint's path or null"),
+    ("train", "--config {train_config} --path {images} --out {out}/run --set train_dataset.num_workers=100000",
+     EXIT_USAGE, "train_dataset.num_workers 100000 is more than 8 per CPU"),
+    ("train", "--config {int_keys_config} --path {images} --out {out}/run", EXIT_USAGE, "unknown config key(s) 1"),
+    ("train", "--config {duplicate_keys_config} --path {images} --out {out}/run", EXIT_USAGE,
+     "found the key 'epoch_max' twice"),
+    ("train", "--config {deep_config} --path {images} --out {out}/run", EXIT_USAGE, "nested too deeply"),
+    ("train", "--config {utf16_config} --path {images} --out {out}/run", EXIT_USAGE,
+     "as a YAML config: 'utf-8' codec can't decode"),
+    ("train", "--config {train_config} --path {images} --out {out}/{too_long_name}", EXIT_USAGE,
+     "a name in the path is 256 bytes long"),
+    ("train", "--config {train_config} --path {images} --out {loop_folder}/run", EXIT_USAGE,
+     "a loop of symbolic links"),
     # model sizes: refused before anything is allocated, from a config or a checkpoint
     ("train", "--config {train_config} --path {images} --out {out}/run --set model.args.encoder_spec.args.n_feats=0",
      EXIT_USAGE, "gives 0-channel features"),
@@ -171,6 +187,12 @@ def inputs(tmp_path_factory, tiny_checkpoint) -> dict[str, str]:
             "loop_folder": folder / "loop_folder", "data": folder / "load", "images": images,
             "train_config": TRAIN_CONFIG, "test_config": TEST_CONFIG, "longest_name": "n" * (LONGEST_NAME - len(".png")) + ".png",
             "too_long_name": "n" * (LONGEST_NAME + 1 - len(".png")) + ".png", "too_deep": "/".join(["d"] * 3000)}
+    for name, text in (("int_keys_config", "1: 2\n"), ("duplicate_keys_config", "epoch_max: 1\nepoch_max: 2\n"),
+                       ("deep_config", "a: " + "[" * 10**4 + "]" * 10**4 + "\n")):
+        made[name] = folder / f"{name}.yaml"
+        made[name].write_text(TRAIN_CONFIG.read_text() + text)
+    made["utf16_config"] = folder / "utf16_config.yaml"
+    made["utf16_config"].write_text(TRAIN_CONFIG.read_text(), encoding="utf-16")
     config = yaml.safe_load(TEST_CONFIG.read_text())
     for name, div in (("nan_norm_config", math.nan), ("overflowing_norm_config", 1e-40)):
         changed = copy.deepcopy(config)

@@ -80,6 +80,8 @@ VAL_DEFAULTS: dict[str, Any] = {"dataset": None, "scales": [4]}
 REQUIRED = ("train_dataset.dataset", "train_dataset.wrapper", "model", "optimizer")
 NULLABLE_SPECS = ("lr_scheduler",)
 MAX_SEED = 2**32 - 1  # the largest seed numpy's and Python's generators all take
+# Data-loader processes per CPU this process may run on: more only exhaust memory (each is a copy of the trainer).
+MAX_WORKERS_PER_CPU = 8
 
 
 class ConfigError(utils.UsageError, ValueError):
@@ -152,18 +154,18 @@ def is_number(value: Any) -> bool:
 
 def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The config merged over the defaults and checked: unknown keys, missing keys and bad values are errors."""
-    unknown = sorted(set(cfg) - set(DEFAULTS))
+    unknown = sorted(map(str, set(cfg) - set(DEFAULTS)))
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)} (known: {', '.join(DEFAULTS)})")
     full = merge(DEFAULTS, cfg)
-    unknown = sorted(set(full["train_dataset"]) - set(DEFAULTS["train_dataset"]))
+    unknown = sorted(map(str, set(full["train_dataset"]) - set(DEFAULTS["train_dataset"])))
     if unknown:
         raise ConfigError(f"unknown train_dataset key(s) {', '.join(unknown)}")
     if full["val_dataset"] is not None:
         if not isinstance(full["val_dataset"], Mapping):
             raise ConfigError("val_dataset must be a mapping or null")
         full["val_dataset"] = merge(VAL_DEFAULTS, full["val_dataset"])
-        unknown = sorted(set(full["val_dataset"]) - set(VAL_DEFAULTS))
+        unknown = sorted(map(str, set(full["val_dataset"]) - set(VAL_DEFAULTS)))
         if unknown:
             raise ConfigError(f"unknown val_dataset key(s) {', '.join(unknown)}")
         if full["val_dataset"]["dataset"] is None:
@@ -187,6 +189,10 @@ def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
         value = get_key(full, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{key} must be a non-negative integer, got {value!r}")
+    workers, cpus = full["train_dataset"]["num_workers"], utils.usable_cpus()
+    if workers > MAX_WORKERS_PER_CPU * cpus:
+        raise ConfigError(f"train_dataset.num_workers {workers} is more than {MAX_WORKERS_PER_CPU} per CPU of this "
+                          f"machine's {cpus}: at most {MAX_WORKERS_PER_CPU * cpus}")
     if full["seed"] > MAX_SEED:
         raise ConfigError(f"seed must be at most {MAX_SEED} (2**32 - 1), got {full['seed']}")
     clip = full["grad_clip"]
@@ -195,6 +201,9 @@ def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
     decay = full["ema_decay"]
     if decay is not None and not (is_number(decay) and 0 < decay < 1):
         raise ConfigError(f"ema_decay must be a number in (0, 1) or null, got {decay!r}")
+    init_from = full["init_from"]
+    if init_from is not None and not (isinstance(init_from, str) and init_from.strip()):
+        raise ConfigError(f"init_from must be a checkpoint's path or null, got {init_from!r:.80}")
     if not isinstance(full["bf16"], bool):
         raise ConfigError(f"bf16 must be true or false, got {full['bf16']!r}")
     return full

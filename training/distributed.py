@@ -11,6 +11,12 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from utils import UsageError
+
+# The most processes a training run may span (a bound that keeps the environment's numbers sane, far above any
+# cluster's count of GPUs).
+MAX_WORLD_SIZE = 1 << 20
+
 
 @dataclass(frozen=True)
 class Context:
@@ -30,15 +36,34 @@ class Context:
         return self.world_size > 1
 
 
+def _environment_int(name: str, default: int, low: int, high: int) -> int:
+    text = os.environ.get(name, str(default)).strip()
+    if not (text.isdigit() and low <= int(text) <= high):
+        raise UsageError(f"the environment variable {name}={os.environ.get(name)!r} must be a whole number from {low} "
+                         f"to {high} (torchrun sets it; unset it to train in one process)")
+    return int(text)
+
+
+def launch_environment() -> tuple[int, int, int]:
+    """(WORLD_SIZE, RANK, LOCAL_RANK) as torchrun sets them (1, 0, 0 when unset), checked: a rank outside the world,
+    or a world of several processes without torchrun's rendezvous address, is refused before any work."""
+    world_size = _environment_int("WORLD_SIZE", 1, 1, MAX_WORLD_SIZE)
+    rank = _environment_int("RANK", 0, 0, world_size - 1)
+    local_rank = _environment_int("LOCAL_RANK", 0, 0, world_size - 1)
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if world_size > 1 and not os.environ.get(name)]
+    if missing:
+        raise UsageError(f"WORLD_SIZE={world_size} without {' and '.join(missing)}: launch several processes with "
+                         "torchrun (or unset WORLD_SIZE to train in one)")
+    return world_size, rank, local_rank
+
+
 def setup(device: str | torch.device) -> Context:
     """Initialise the process group if launched with WORLD_SIZE > 1, and pick this process's device.
 
     `device` comes from utils.resolve_device. On CUDA, each process of a torchrun launch trains on CUDA device
     LOCAL_RANK; a lone process on the device given (cuda:N), or device 0.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world_size, rank, local_rank = launch_environment()
     device = torch.device(device)
     kind = device.type
     if kind == "cuda":

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from training import distributed
+from utils import UsageError
 
 
 def test_alone_is_rank_zero_of_one(monkeypatch):
@@ -16,6 +17,23 @@ def test_alone_is_rank_zero_of_one(monkeypatch):
     value = torch.tensor([1.5, 2.0])
     assert torch.equal(distributed.all_reduce_sum(value, ctx), value)
     distributed.cleanup(ctx)
+
+
+@pytest.mark.parametrize("environment, message", [
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' must be a whole number from 1"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE='0' must be a whole number from 1"),
+    ({"RANK": "-1"}, "RANK='-1' must be a whole number from 0 to 0"),
+    ({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}, "RANK='2'"),
+    ({"LOCAL_RANK": "x"}, "LOCAL_RANK='x'"),
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 without MASTER_ADDR and MASTER_PORT"),
+])
+def test_a_launch_environment_torchrun_would_not_set_is_refused(monkeypatch, environment, message):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError, match=message):
+        distributed.setup("cpu")
 
 
 def test_the_global_batch_splits_evenly():
