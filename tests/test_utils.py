@@ -339,7 +339,7 @@ def test_paths_the_system_cannot_take_are_named_before_anything_is_made(tmp_path
 
 
 @pytest.mark.parametrize("content, message", [(b"\xff\xfe\x00 not text", "cannot read"),
-                                              (b"[" * 5000 + b"]" * 5000, "nests its values too deeply")])
+                                              (b"[" * 5000 + b"]" * 5000, "nested too deeply")])
 def test_a_config_that_is_not_yaml_text_is_one_usage_error(tmp_path, content, message):
     from utils import UsageError, load_yaml
 
