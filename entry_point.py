@@ -17,6 +17,8 @@ EXIT_OK = 0
 EXIT_FAILURE = 1  # the work itself failed: out of memory, a diverged training run
 EXIT_USAGE = 2  # bad usage or input: one line on stderr, nothing written
 EXIT_INTERRUPTED = 130  # SIGINT (128 + 2), as shells report it
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line (not the usage block) with exit status 2."""
 

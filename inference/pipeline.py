@@ -89,23 +89,28 @@ def target_size(lr_size: tuple[int, int], scale: tuple[float, float] | None, siz
     return size
 
 
-def encode(model: nn.Module, lr: torch.Tensor, settings: Settings,
-           on_tile: Callable[[int, int], None] | None = None) -> GaussianField:
-    """The image's field: in tiles when --tile asks for it or the image does not fit in memory.
-
-    `on_tile(done, total)` is called before the first tile and after each (total 1 when untiled).
-    """
-    height, width = lr.shape[-2:]
+def tile_choice(model: nn.Module, lr_size: tuple[int, int], settings: Settings) -> tuple[int | None, int]:
+    """(tile, overlap) with which `encode` encodes an image of `lr_size` (H, W): the tile --tile asks for, or
+    the automatic one when the image does not fit in memory; None when the whole image is encoded at once."""
     overlap = tiling.default_overlap(model) if settings.overlap is None else settings.overlap
     tile = settings.tile
     if tile is None:
-        tile = tiling.auto_tile(model, (height, width), tiling.free_memory(settings.device), overlap,
+        tile = tiling.auto_tile(model, lr_size, tiling.free_memory(settings.device), overlap,
                                 tiling.tile_memory_cap(settings.device))
-    if tile and tile < max(height, width):
-        count = len(tiling.plan_tiles((height, width), tile, overlap))
+    return (tile if tile and tile < max(lr_size) else None), overlap
+
+
+def encode(model: nn.Module, lr: torch.Tensor, settings: Settings,
+           on_tile: Callable[[int, int], None] | None = None) -> GaussianField:
+    """The image's field: in tiles when --tile asks for it or the image does not fit in memory (`tile_choice`).
+
+    `on_tile(done, total)` is called before the first tile and after each (total 1 when untiled).
+    """
+    lr_size = tuple(lr.shape[-2:])
+    tile, overlap = tile_choice(model, lr_size, settings)
+    if tile is not None:
+        count = len(tiling.plan_tiles(lr_size, tile, overlap))
         log.info("encoding in %d tiles of %d px (+%d px context)", count, tile, overlap)
-    else:
-        tile = None
     return tiling.encode_tiled(model, lr, tile, overlap, tiling.tile_alignment(model), settings.progress, on_tile)
 
 

@@ -149,11 +149,10 @@ def auto_tile(model: nn.Module, lr_size: tuple[int, int], free_bytes: int | None
     the head's chunk (`cap` None: the free memory alone; with neither known, TILE_MEMORY_CAP)."""
     height, width = lr_size
     per_pixel = encode_bytes_per_lr_pixel(model)
-    budget = cap if cap is not None or free_bytes is not None else TILE_MEMORY_CAP
+    bounds = [] if cap is None else [cap]
     if free_bytes is not None:
-        available = free_bytes * MEMORY_FRACTION - height * width * FIELD_BYTES_PER_LR_PIXEL
-        budget = available if budget is None else min(budget, available)
-    budget -= HEAD_CHUNK_BYTES
+        bounds.append(free_bytes * MEMORY_FRACTION - height * width * FIELD_BYTES_PER_LR_PIXEL)
+    budget = (min(bounds) if bounds else TILE_MEMORY_CAP) - HEAD_CHUNK_BYTES
     if height * width * per_pixel <= budget:
         return None
     side = math.isqrt(max(int(budget // per_pixel), 0))  # the side of the encoded region, context included

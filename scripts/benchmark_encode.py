@@ -106,8 +106,7 @@ def run_scale(photo: Path, scale: float, model_arg: str | None, device_arg: str,
     rgb = read_image(photo)
     lr_size = tuple(rgb.shape[-2:])
     size = output_size(lr_size, scale=scale)
-    overlap = tiling.default_overlap(model)
-    tile = tiling.auto_tile(model, lr_size, tiling.free_memory(device), overlap, tiling.tile_memory_cap(device))
+    tile, overlap = pipeline.tile_choice(model, lr_size, settings)  # as the encode below chooses them
     lr = rgb[None].to(device)
     matmul = matmul_times(device, matmul_seconds)
     synchronise = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

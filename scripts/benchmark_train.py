@@ -60,7 +60,7 @@ from training.optim import make_optimizer, seed_everything  # noqa: E402
 from training.render import RenderAtTarget  # noqa: E402
 from training.trainer import make_train_loader  # noqa: E402
 from utils import (DEVICE_AUTO, DEVICE_CHOICES, EXIT_OK, UsageError, atomic_path, describe_device,  # noqa: E402
-                   repository_path, resolve_device)
+                   repository_path, resolve_device, usable_cpus)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "train" / "edsr-baseline.yaml"
@@ -413,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
         batches = (loader_batches(train_loader(cfg, batch, cfg["train_dataset"]["num_workers"], device))
                    if args.path else synthetic_batches(cfg, batch, device, cfg["seed"]))
     if args.data_only:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        cores = usable_cpus()
         single = next((r for r in figures["runs"][::-1] if r["workers"] == 1), None)  # the last cache's
         result = {"mode": "data-only", "device": f"{platform.processor() or platform.machine()} CPU, {cores} cores",
                   "date": datetime.date.today().isoformat(), "torch": torch.__version__,
